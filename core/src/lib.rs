@@ -1,0 +1,37 @@
+//! # stepembed-core
+//!
+//! Text embeddings from GGUF models (bert, nomic-bert) computed without loading the model:
+//! weights are streamed in fixed chunks from an [`embedded_io`] `Read + Seek` source into
+//! caller-supplied buffers, and the whole inference is an explicit state machine advanced with
+//! `step()`, each step doing a bounded amount of work.
+//!
+//! `#![no_std]`, no `alloc`, no panics on any input: every malformed file, text or buffer size is
+//! a typed [`Error`].
+//!
+//! Modules mirror the pipeline:
+//! * [`gguf`] — the file format: streaming reader, tensor streams, validation;
+//! * [`quant`] — ggml block formats, dequantization and fused matrix kernels;
+//! * [`io`] — the byte source abstraction.
+#![no_std]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod error;
+pub mod gguf;
+pub mod io;
+
+pub use error::{Error, InputError, Malformed, Name, Result, Unsupported};

@@ -1,0 +1,2 @@
+//! stepembed: std adapter over stepembed-core.
+pub use stepembed_core as core;
