@@ -187,7 +187,10 @@ impl Name {
             *dst = *src;
         }
         // `end` <= 63, so it fits a u8.
-        Name { bytes, len: end as u8 }
+        Name {
+            bytes,
+            len: end as u8,
+        }
     }
 
     /// The name as a string slice.
@@ -214,7 +217,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io { kind, offset } => write!(f, "I/O error at byte {offset}: {kind:?}"),
-            Error::Malformed { what, offset } => write!(f, "malformed file at byte {offset}: {what}"),
+            Error::Malformed { what, offset } => {
+                write!(f, "malformed file at byte {offset}: {what}")
+            }
             Error::Unsupported(u) => write!(f, "unsupported: {u}"),
             Error::BufferTooSmall { needed, given } => {
                 write!(f, "buffer too small: {needed} needed, {given} given")
@@ -277,10 +282,18 @@ impl fmt::Display for Unsupported {
                 write!(f, "architecture {a:?} (bert and nomic-bert are supported)")
             }
             Unsupported::TensorType { tensor, ty } => {
-                write!(f, "tensor {tensor} has type {}, which the engine cannot compute with", ty.name())
+                write!(
+                    f,
+                    "tensor {tensor} has type {}, which the engine cannot compute with",
+                    ty.name()
+                )
             }
-            Unsupported::TokenizerModel(m) => write!(f, "tokenizer model {m:?} (only bert WordPiece)"),
-            Unsupported::PoolingType(p) => write!(f, "pooling type {p} (1 = mean and 2 = CLS are supported)"),
+            Unsupported::TokenizerModel(m) => {
+                write!(f, "tokenizer model {m:?} (only bert WordPiece)")
+            }
+            Unsupported::PoolingType(p) => {
+                write!(f, "pooling type {p} (1 = mean and 2 = CLS are supported)")
+            }
         }
     }
 }
@@ -289,7 +302,10 @@ impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InputError::TooManyTokens { tokens, max } => {
-                write!(f, "input has at least {tokens} tokens, more than the limit of {max}")
+                write!(
+                    f,
+                    "input has at least {tokens} tokens, more than the limit of {max}"
+                )
             }
             InputError::TokenIdOutOfRange(id) => write!(f, "token id {id} is outside the vocab"),
             InputError::Empty => f.write_str("empty input"),

@@ -15,7 +15,10 @@ impl<T: Read + Seek + ?Sized> Source for T {}
 
 /// Turns a source error at `offset` into a core [`Error`].
 pub(crate) fn io_error<E: embedded_io::Error>(e: E, offset: u64) -> Error {
-    Error::Io { kind: e.kind(), offset }
+    Error::Io {
+        kind: e.kind(),
+        offset,
+    }
 }
 
 /// The total length of the source, in bytes. Leaves the cursor at the end.
@@ -27,9 +30,14 @@ pub fn source_len<S: Source + ?Sized>(io: &mut S) -> Result<u64> {
 ///
 /// A source that ends first yields [`Malformed::Truncated`] at the offset where data ran out.
 pub fn read_exact_at<S: Source + ?Sized>(io: &mut S, offset: u64, buf: &mut [u8]) -> Result<()> {
-    let pos = io.seek(SeekFrom::Start(offset)).map_err(|e| io_error(e, offset))?;
+    let pos = io
+        .seek(SeekFrom::Start(offset))
+        .map_err(|e| io_error(e, offset))?;
     if pos != offset {
-        return Err(Error::Io { kind: ErrorKind::Other, offset });
+        return Err(Error::Io {
+            kind: ErrorKind::Other,
+            offset,
+        });
     }
     io.read_exact(buf).map_err(|e| match e {
         ReadExactError::UnexpectedEof => Error::malformed(Malformed::Truncated, offset),
@@ -41,7 +49,8 @@ pub fn read_exact_at<S: Source + ?Sized>(io: &mut S, offset: u64, buf: &mut [u8]
 ///
 /// Stops early only at the end of the source.
 pub fn read_at_most<S: Source + ?Sized>(io: &mut S, offset: u64, buf: &mut [u8]) -> Result<usize> {
-    io.seek(SeekFrom::Start(offset)).map_err(|e| io_error(e, offset))?;
+    io.seek(SeekFrom::Start(offset))
+        .map_err(|e| io_error(e, offset))?;
     let mut filled = 0usize;
     while let Some(rest) = buf.get_mut(filled..) {
         if rest.is_empty() {

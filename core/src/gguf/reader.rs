@@ -93,7 +93,9 @@ impl TensorInfo {
 
     /// Number of rows: the product of `ne[1..]` (validated not to overflow when read).
     pub fn n_rows(&self) -> u64 {
-        self.ne[1].saturating_mul(self.ne[2]).saturating_mul(self.ne[3])
+        self.ne[1]
+            .saturating_mul(self.ne[2])
+            .saturating_mul(self.ne[3])
     }
 
     /// Number of elements (validated not to overflow when read).
@@ -138,7 +140,10 @@ pub enum Event<'a> {
 enum Emit {
     Header(Header),
     /// A KV; for a string value, `head_len` bytes of it at its offset are in the window.
-    Kv { value: Value<'static>, head_len: usize },
+    Kv {
+        value: Value<'static>,
+        head_len: usize,
+    },
     Tensor(TensorInfo),
     Progress,
     Done(Layout),
@@ -195,7 +200,10 @@ impl<'s> Reader<'s> {
     /// `scratch` must hold at least [`MIN_SCRATCH`] bytes; [`DEFAULT_SCRATCH`] is a good size.
     pub fn new(scratch: &'s mut [u8]) -> Result<Self> {
         if scratch.len() < MIN_SCRATCH {
-            return Err(Error::BufferTooSmall { needed: MIN_SCRATCH, given: scratch.len() });
+            return Err(Error::BufferTooSmall {
+                needed: MIN_SCRATCH,
+                given: scratch.len(),
+            });
         }
         let (key, window) = scratch.split_at_mut(MAX_KEY_LEN);
         Ok(Reader {
@@ -206,7 +214,11 @@ impl<'s> Reader<'s> {
             pos: 0,
             index: 0,
             file_len: None,
-            header: Header { version: 0, tensor_count: 0, kv_count: 0 },
+            header: Header {
+                version: 0,
+                tensor_count: 0,
+                kv_count: 0,
+            },
             alignment: DEFAULT_ALIGNMENT,
             tensor_info_offset: 0,
             data_offset: 0,
@@ -348,7 +360,11 @@ impl<'s> Reader<'s> {
         if least > room {
             return Err(Error::malformed(Malformed::CountTooLarge(tensor_count), 8));
         }
-        self.header = Header { version, tensor_count, kv_count };
+        self.header = Header {
+            version,
+            tensor_count,
+            kv_count,
+        };
         self.pos = HEADER_LEN;
         self.index = 0;
         self.phase = Phase::Kvs;
@@ -403,7 +419,11 @@ impl<'s> Reader<'s> {
                     self.pos = add(array.offset, byte_len, value_at)?;
                     Value::Array(ArrayRef { byte_len, ..array })
                 } else {
-                    let walk = Walk { array, remaining: array.count, inner: None };
+                    let walk = Walk {
+                        array,
+                        remaining: array.count,
+                        inner: None,
+                    };
                     self.phase = Phase::Walk(walk);
                     return Ok(Emit::Progress);
                 }
@@ -438,16 +458,29 @@ impl<'s> Reader<'s> {
 
     /// Reads the string whose u64 length is at `at`, checking it lies within the file. Returns it
     /// (with an empty head) and how many of its first bytes are now in the window.
-    fn string_at<S: Source + ?Sized>(&mut self, io: &mut S, at: u64) -> Result<(Str<'static>, usize)> {
+    fn string_at<S: Source + ?Sized>(
+        &mut self,
+        io: &mut S,
+        at: u64,
+    ) -> Result<(Str<'static>, usize)> {
         let len = self.window.u64(io, at)?;
         let offset = add(at, 8, at)?;
         if len > self.remaining_from(offset) {
             return Err(Error::malformed(Malformed::LengthTooLarge(len), at));
         }
-        let head = usize::try_from(len).unwrap_or(usize::MAX).min(self.window.capacity());
+        let head = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(self.window.capacity());
         self.window.bytes(io, offset, head)?;
         // The head is borrowed from the window when the event is built.
-        Ok((Str { offset, len, head: &[] }, head))
+        Ok((
+            Str {
+                offset,
+                len,
+                head: &[],
+            },
+            head,
+        ))
     }
 
     /// Reads an array header (element type, count) at `at` and checks the count against the
@@ -457,10 +490,20 @@ impl<'s> Reader<'s> {
         let count_at = add(at, 4, at)?;
         let count = self.window.u64(io, count_at)?;
         let offset = add(at, 12, at)?;
-        if count > self.remaining_from(offset).checked_div(elem.min_size()).unwrap_or(0) {
+        if count
+            > self
+                .remaining_from(offset)
+                .checked_div(elem.min_size())
+                .unwrap_or(0)
+        {
             return Err(Error::malformed(Malformed::CountTooLarge(count), count_at));
         }
-        Ok(ArrayRef { elem, count, offset, byte_len: 0 })
+        Ok(ArrayRef {
+            elem,
+            count,
+            offset,
+            byte_len: 0,
+        })
     }
 
     fn walk<S: Source + ?Sized>(&mut self, io: &mut S, mut walk: Walk) -> Result<Emit> {
@@ -490,7 +533,10 @@ impl<'s> Reader<'s> {
                     ..walk.array
                 };
                 self.after_kv();
-                return Ok(Emit::Kv { value: Value::Array(array), head_len: 0 });
+                return Ok(Emit::Kv {
+                    value: Value::Array(array),
+                    head_len: 0,
+                });
             }
             walk.remaining = walk.remaining.saturating_sub(1);
             if walk.array.elem == ValueType::String {
@@ -580,7 +626,10 @@ impl<'s> Reader<'s> {
         let dims_at = add(name_at, name_len as u64, at)?;
         let n_dims = self.window.u32(io, dims_at)?;
         if !(1..=4).contains(&n_dims) {
-            return Err(Error::malformed(Malformed::BadDimensionCount(n_dims), dims_at));
+            return Err(Error::malformed(
+                Malformed::BadDimensionCount(n_dims),
+                dims_at,
+            ));
         }
         let mut ne = [1u64; 4];
         let mut p = add(dims_at, 4, at)?;
@@ -605,9 +654,10 @@ impl<'s> Reader<'s> {
         let next = add(offset_at, 8, at)?;
 
         let [ne0, ne1, ne2, ne3] = ne;
-        let row_bytes = ty
-            .row_bytes(ne0)
-            .ok_or(Error::malformed(Malformed::RowNotBlockMultiple { ty, ne0 }, dims_at))?;
+        let row_bytes = ty.row_bytes(ne0).ok_or(Error::malformed(
+            Malformed::RowNotBlockMultiple { ty, ne0 },
+            dims_at,
+        ))?;
         let n_bytes = [ne1, ne2, ne3]
             .iter()
             .try_fold(row_bytes, |acc, &d| acc.checked_mul(d))
@@ -615,19 +665,28 @@ impl<'s> Reader<'s> {
         if !offset.is_multiple_of(self.alignment) {
             return Err(Error::malformed(Malformed::Misaligned(offset), offset_at));
         }
-        let info = TensorInfo { name, ty, n_dims: n_dims as u8, ne, offset, n_bytes };
+        let info = TensorInfo {
+            name,
+            ty,
+            n_dims: n_dims as u8,
+            ne,
+            offset,
+            n_bytes,
+        };
         Ok((info, next))
     }
 }
 
 /// `a + b`, or [`Malformed::Overflow`] at `at`.
 fn add(a: u64, b: u64, at: u64) -> Result<u64> {
-    a.checked_add(b).ok_or(Error::malformed(Malformed::Overflow, at))
+    a.checked_add(b)
+        .ok_or(Error::malformed(Malformed::Overflow, at))
 }
 
 /// `a * b`, or [`Malformed::Overflow`] at `at`.
 fn mul(a: u64, b: u64, at: u64) -> Result<u64> {
-    a.checked_mul(b).ok_or(Error::malformed(Malformed::Overflow, at))
+    a.checked_mul(b)
+        .ok_or(Error::malformed(Malformed::Overflow, at))
 }
 
 /// `pos` rounded up to a multiple of `align` (a power of two).
