@@ -34,3 +34,24 @@ pub fn read(rel: &str) -> Vec<u8> {
 pub fn json(rel: &str) -> serde_json::Value {
     serde_json::from_slice(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
+
+/// The big shared fixtures (`../shared/fixtures` beside the repository, or
+/// `$STEPEMBED_SHARED_FIXTURES`). `None`, with a loud warning, when absent — unless
+/// `STEPEMBED_REQUIRE_SHARED=1` (CI), where absence fails the test.
+pub fn shared_fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("STEPEMBED_SHARED_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    if dir.join("models").is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("STEPEMBED_REQUIRE_SHARED").as_deref() == Ok("1") {
+        panic!("shared fixtures required but not found at {}", dir.display());
+    }
+    eprintln!(
+        "\n!!!!!!!!!! SKIPPED: shared fixtures not found at {} — the 768-dim benchmark-model \
+         tests did not run (set STEPEMBED_SHARED_FIXTURES) !!!!!!!!!!\n",
+        dir.display()
+    );
+    None
+}
