@@ -11,7 +11,9 @@ const SHARED_MODELS: &[&str] = &["nomic-synth-12L-Q4_K_M", "bert-synth-2L-Q5_K_M
 
 #[test]
 fn listing_matches_gguf_py_on_the_shared_models() {
-    let Some(dir) = common::shared_fixtures() else { return };
+    let Some(dir) = common::shared_fixtures() else {
+        return;
+    };
     for model in SHARED_MODELS {
         let mut file = stepembed::io::open(dir.join(format!("models/{model}.gguf"))).unwrap();
         let listing = inspect::list(&mut file).unwrap();

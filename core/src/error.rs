@@ -108,7 +108,7 @@ pub enum Malformed {
     /// A required metadata key is absent.
     MissingKey(&'static str),
     /// A tensor the architecture needs is absent.
-    MissingTensor(&'static str),
+    MissingTensor(Name),
     /// A tensor has a shape that does not fit the model's hyper-parameters.
     BadShape(Name),
     /// A hyper-parameter is zero, inconsistent or unreasonably large.

@@ -11,7 +11,8 @@
 //! Modules mirror the pipeline:
 //! * [`gguf`] — the file format: streaming reader, tensor streams, validation;
 //! * [`quant`] — ggml block formats, dequantization and fused matrix kernels;
-//! * [`io`] — the byte source abstraction.
+//! * [`io`] — the byte source abstraction;
+//! * [`tokenizer`] — BERT WordPiece as Hugging Face does it, from the vocab in the file.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -31,7 +32,11 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
+pub mod engine;
 pub mod gguf;
 pub mod io;
+pub mod model;
+pub mod quant;
+pub mod tokenizer;
 
 pub use error::{Error, InputError, Malformed, Name, Result, Unsupported};

@@ -46,7 +46,10 @@ pub fn shared_fixtures() -> Option<PathBuf> {
         return Some(dir);
     }
     if std::env::var("STEPEMBED_REQUIRE_SHARED").as_deref() == Ok("1") {
-        panic!("shared fixtures required but not found at {}", dir.display());
+        panic!(
+            "shared fixtures required but not found at {}",
+            dir.display()
+        );
     }
     eprintln!(
         "\n!!!!!!!!!! SKIPPED: shared fixtures not found at {} — the 768-dim benchmark-model \

@@ -1,0 +1,1218 @@
+//! [`Job`]: one embedding computation as a state machine the host advances with
+//! [`Job::step`].
+//!
+//! Index arithmetic here is on sizes bounded by the plan (token counts ≤ `Limits::max_tokens`,
+//! dimensions ≤ the loader's bounds) whose products are lengths of regions that exist in the
+//! arena, so it cannot overflow; every access goes through `get`, so a bug is an error, not a
+//! panic. Divisors are dimensions validated non-zero when the model was loaded.
+#![allow(clippy::arithmetic_side_effects)]
+
+use crate::engine::arena::{carve, Regions};
+use crate::engine::ops;
+use crate::engine::plan::Plan;
+use crate::error::{Error, InputError, Result};
+use crate::io::{read_exact_at, Source};
+use crate::model::{Arch, Layer, Model, Norm, Pooling, Qkv, TensorRef};
+use crate::quant::Kernels;
+
+/// Work units (≈ multiply-adds) one [`Job::step`] may do by default: about a millisecond on a
+/// desktop core with the SIMD kernels.
+pub const DEFAULT_BUDGET: u64 = 16_000_000;
+
+/// Estimated work units per element of the element-wise passes.
+const NORM_COST: u64 = 6;
+const ACT_COST: u64 = 24;
+const ROPE_COST: u64 = 12;
+const EMBED_COST: u64 = 8;
+const BIAS_COST: u64 = 1;
+
+/// What a job embeds.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// Token ids of one text, [CLS] and [SEP] included.
+    Ids(&'a [u32]),
+    /// Token ids of several texts, embedded together (each weight chunk read once for all).
+    IdBatch(&'a [&'a [u32]]),
+}
+
+/// What one [`Job::step`] achieved.
+#[derive(Debug, PartialEq)]
+#[must_use]
+pub enum Step<'j> {
+    /// Work remains: call `step` again (interleave other work as you like).
+    Pending(Progress),
+    /// Finished: one embedding of `n_embd` floats per text, one after another. Later steps
+    /// return the same.
+    Done(&'j [f32]),
+}
+
+/// How far a job is, in work units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Units done so far.
+    pub done: u64,
+    /// Units the whole job takes (an estimate; fixed once the input is tokenized).
+    pub total: u64,
+}
+
+/// Options of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobOptions {
+    /// Scale each embedding to unit L2 norm (default true).
+    pub normalize: bool,
+    /// Work units per step (default [`DEFAULT_BUDGET`]). Every step does at most about this much
+    /// work (one weight row or one attention tile more at most).
+    pub budget: u64,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            normalize: true,
+            budget: DEFAULT_BUDGET,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Embed { token: usize },
+    EmbedNorm { token: usize },
+    Layer { index: usize, stage: Stage },
+    Pool { text: usize },
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Q|K|V ← biases (or zeros).
+    QkvInit {
+        token: usize,
+    },
+    /// Q|K|V += x·Wᵀ, row by row.
+    Qkv {
+        row: usize,
+    },
+    /// Rotary positions on Q and K (nomic-bert).
+    Rope {
+        token: usize,
+    },
+    /// Online-softmax attention of one query tile of one head of one text; the result replaces
+    /// the tile's Q.
+    Attention {
+        text: usize,
+        head: usize,
+        q0: usize,
+    },
+    /// x += bias of the output projection.
+    OutInit {
+        token: usize,
+    },
+    /// x += attention · Woᵀ.
+    Out {
+        row: usize,
+    },
+    AttnNorm {
+        token: usize,
+    },
+    /// y ← x + bias of the down projection.
+    FfnInit {
+        token: usize,
+    },
+    /// The slab's hidden columns ← biases (or zeros).
+    SlabInit {
+        slab: usize,
+        token: usize,
+    },
+    /// The slab's up (then gate) rows.
+    Up {
+        slab: usize,
+        row: usize,
+    },
+    /// GELU, or SiLU(gate) ⊙ up.
+    Act {
+        slab: usize,
+        token: usize,
+    },
+    /// y += slab · W_down[:, slab]ᵀ.
+    Down {
+        slab: usize,
+        row: usize,
+    },
+    OutNorm {
+        token: usize,
+    },
+}
+
+/// One embedding job: a text (as token ids) or a batch, its arena, and where it is.
+///
+/// Create with [`Job::new`], then call [`Job::step`] until it returns [`Step::Done`]. Each step
+/// does at most one budget of work ([`JobOptions::budget`]) and returns. An error poisons the
+/// job: every later step returns it again. Dropping a job at any point is safe; nothing leaks
+/// because nothing was allocated.
+#[derive(Debug)]
+pub struct Job<'a> {
+    model: Model<'a>,
+    plan: Plan,
+    kernels: Kernels,
+    r: Regions<'a>,
+    n_tokens: usize,
+    n_texts: usize,
+    options: JobOptions,
+    phase: Phase,
+    /// The current layer's tensors (resolved when the layer starts).
+    layer: Option<Layer>,
+    done_units: u64,
+    total_units: u64,
+    failed: Option<Error>,
+}
+
+impl<'a> Job<'a> {
+    /// A job embedding `input` with `model`, working in `arena` as `plan` lays it out.
+    ///
+    /// Fails with [`Error::ArenaTooSmall`] for an arena shorter than `plan.arena_bytes()`, and
+    /// with [`Error::Input`] for more tokens or texts than planned, a text longer than the
+    /// model's context, an empty text, or an id outside the vocab.
+    pub fn new(
+        model: Model<'a>,
+        plan: &Plan,
+        arena: &'a mut [u8],
+        input: Input<'_>,
+        options: JobOptions,
+    ) -> Result<Self> {
+        if plan.n_embd != model.hparams().n_embd {
+            return Err(Error::InvalidState);
+        }
+        let r = carve(plan, arena)?;
+        let one;
+        let texts: &[&[u32]] = match input {
+            Input::Ids(ids) => {
+                one = [ids];
+                &one
+            }
+            Input::IdBatch(texts) => texts,
+        };
+        let hp = *model.hparams();
+        if texts.is_empty() {
+            return Err(Error::Input(InputError::Empty));
+        }
+        if texts.len() > plan.limits.max_texts {
+            return Err(Error::Input(InputError::TooManyTokens {
+                tokens: texts.len(),
+                max: plan.limits.max_texts,
+            }));
+        }
+        let mut n = 0usize;
+        for (i, ids) in texts.iter().enumerate() {
+            if ids.is_empty() {
+                return Err(Error::Input(InputError::Empty));
+            }
+            if ids.len() > hp.n_ctx {
+                return Err(Error::Input(InputError::TooManyTokens {
+                    tokens: ids.len(),
+                    max: hp.n_ctx,
+                }));
+            }
+            if let Some(&bad) = ids.iter().find(|&&id| id as usize >= hp.n_vocab) {
+                return Err(Error::Input(InputError::TokenIdOutOfRange(bad)));
+            }
+            let end = n.saturating_add(ids.len());
+            if end > plan.limits.max_tokens {
+                return Err(Error::Input(InputError::TooManyTokens {
+                    tokens: end,
+                    max: plan.limits.max_tokens,
+                }));
+            }
+            r.ids
+                .get_mut(n..end)
+                .ok_or(Error::InvalidState)?
+                .copy_from_slice(ids);
+            let span = r
+                .spans
+                .get_mut(2 * i..2 * i + 2)
+                .ok_or(Error::InvalidState)?;
+            span.copy_from_slice(&[n as u32, ids.len() as u32]);
+            n = end;
+        }
+        let mut job = Job {
+            model,
+            plan: *plan,
+            kernels: Kernels::detect(),
+            r,
+            n_tokens: n,
+            n_texts: texts.len(),
+            options,
+            phase: Phase::Embed { token: 0 },
+            layer: None,
+            done_units: 0,
+            total_units: 0,
+            failed: None,
+        };
+        job.total_units = job.estimate_total();
+        Ok(job)
+    }
+
+    /// Replaces the kernel table (e.g. [`Kernels::scalar`] to compare against the reference
+    /// path). Results differ only by float summation order.
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
+    }
+
+    /// Changes the work budget of later steps.
+    pub fn set_budget(&mut self, units: u64) {
+        self.options.budget = units.max(1);
+    }
+
+    /// Tokens in the job (all texts).
+    pub fn n_tokens(&self) -> usize {
+        self.n_tokens
+    }
+
+    /// Floats per embedding.
+    pub fn embedding_len(&self) -> usize {
+        self.plan.n_embd
+    }
+
+    /// Does at most one budget of work, reading weights from `io`, and reports.
+    pub fn step<S: Source + ?Sized>(&mut self, io: &mut S) -> Result<Step<'_>> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let mut spent = 0u64;
+        while self.phase != Phase::Done && spent < self.options.budget {
+            let left = self.options.budget.saturating_sub(spent);
+            match self.advance(io, left) {
+                Ok(units) => spent = spent.saturating_add(units.max(1)),
+                Err(e) => {
+                    self.failed = Some(e);
+                    return Err(e);
+                }
+            }
+        }
+        self.done_units = self.done_units.saturating_add(spent);
+        if self.phase == Phase::Done {
+            let len = self.n_texts.saturating_mul(self.plan.n_embd);
+            return Ok(Step::Done(self.r.out.get(..len).unwrap_or_default()));
+        }
+        Ok(Step::Pending(Progress {
+            done: self.done_units,
+            total: self.total_units.max(self.done_units),
+        }))
+    }
+
+    /// The span (first token, token count) of text `i`.
+    fn span(&self, i: usize) -> (usize, usize) {
+        match self.r.spans.get(2 * i..2 * i + 2) {
+            Some(&[start, len]) => (start as usize, len as usize),
+            _ => (0, 0),
+        }
+    }
+
+    /// Tokens whose per-token work of `cost` fits `budget` (at least one), starting at `token`.
+    fn tokens_for(&self, token: usize, cost: u64, budget: u64) -> usize {
+        let fit =
+            usize::try_from(budget.checked_div(cost.max(1)).unwrap_or(0)).unwrap_or(usize::MAX);
+        fit.max(1).min(self.n_tokens.saturating_sub(token))
+    }
+
+    /// Does one bounded unit of work (at most about `budget` units, at least one row, token or
+    /// tile) and moves the phase on. Returns the units spent.
+    fn advance<S: Source + ?Sized>(&mut self, io: &mut S, budget: u64) -> Result<u64> {
+        let hp = *self.model.hparams();
+        let e = hp.n_embd;
+        let n = self.n_tokens;
+        match self.phase {
+            Phase::Embed { token } => {
+                let count = self.tokens_for(token, EMBED_COST.saturating_mul(e as u64), budget);
+                for t in token..token.saturating_add(count) {
+                    self.embed_token(io, t)?;
+                }
+                let next = token.saturating_add(count);
+                self.phase = if next >= n {
+                    Phase::EmbedNorm { token: 0 }
+                } else {
+                    Phase::Embed { token: next }
+                };
+                Ok(EMBED_COST.saturating_mul((count * e) as u64))
+            }
+            Phase::EmbedNorm { token } => {
+                let norm = self.model.meta().embd_norm;
+                let done = self.norm_pass(io, &norm, token, budget, false)?;
+                self.phase = if done.0 >= n {
+                    self.enter_layer(0)?
+                } else {
+                    Phase::EmbedNorm { token: done.0 }
+                };
+                Ok(done.1)
+            }
+            Phase::Layer { index, stage } => self.layer_step(io, index, stage, budget),
+            Phase::Pool { text } => {
+                self.pool(text);
+                self.phase = if text.saturating_add(1) >= self.n_texts {
+                    Phase::Done
+                } else {
+                    Phase::Pool { text: text + 1 }
+                };
+                Ok((n * e) as u64 / self.n_texts.max(1) as u64)
+            }
+            Phase::Done => Ok(0),
+        }
+    }
+
+    fn enter_layer(&mut self, index: usize) -> Result<Phase> {
+        if index >= self.model.hparams().n_layer {
+            self.layer = None;
+            return Ok(Phase::Pool { text: 0 });
+        }
+        self.layer = Some(self.model.layer(index)?);
+        Ok(Phase::Layer {
+            index,
+            stage: Stage::QkvInit { token: 0 },
+        })
+    }
+
+    fn current_layer(&self) -> Result<Layer> {
+        self.layer.ok_or(Error::InvalidState)
+    }
+
+    fn layer_step<S: Source + ?Sized>(
+        &mut self,
+        io: &mut S,
+        index: usize,
+        stage: Stage,
+        budget: u64,
+    ) -> Result<u64> {
+        let hp = *self.model.hparams();
+        let (e, n) = (hp.n_embd, self.n_tokens);
+        let layer = self.current_layer()?;
+        let at = |stage| Phase::Layer { index, stage };
+        let wide = self.plan.wide;
+        let (next, units) = match stage {
+            Stage::QkvInit { token } => {
+                let count = self.tokens_for(token, BIAS_COST * 3 * e as u64, budget);
+                let rows = Tokens {
+                    first: token,
+                    count,
+                };
+                match layer.qkv {
+                    Qkv::Fused(l) => self.init_rows(io, l.bias, Target::Wide, rows, 0, 3 * e)?,
+                    Qkv::Separate(ls) => {
+                        for (i, l) in ls.iter().enumerate() {
+                            self.init_rows(io, l.bias, Target::Wide, rows, i * e, e)?;
+                        }
+                    }
+                }
+                let next = token + count;
+                let stage = if next >= n {
+                    Stage::Qkv { row: 0 }
+                } else {
+                    Stage::QkvInit { token: next }
+                };
+                (at(stage), BIAS_COST * (count * 3 * e) as u64)
+            }
+            Stage::Qkv { row } => {
+                // Rows 0..3e of the fused matrix, or of q, k, v one after another.
+                let (w, local, out_col) = match layer.qkv {
+                    Qkv::Fused(l) => (l.weight, row, 0),
+                    Qkv::Separate(ls) => {
+                        let which = (row / e).min(2);
+                        let l = ls.get(which).ok_or(Error::InvalidState)?;
+                        (l.weight, row - which * e, which * e)
+                    }
+                };
+                let end = match layer.qkv {
+                    Qkv::Fused(_) => 3 * e,
+                    Qkv::Separate(_) => (out_col + e).min(3 * e),
+                };
+                let rows = self.rows_for(&w, e, end - row, budget);
+                let (src, dst) = (&*self.r.x, &mut *self.r.wide);
+                let units = matmul_rows(
+                    io,
+                    &self.kernels,
+                    self.r.chunk,
+                    self.r.scratch,
+                    &w,
+                    local,
+                    rows,
+                    (0, e),
+                    src,
+                    e,
+                    n,
+                    dst.get_mut(out_col + local..).ok_or(Error::InvalidState)?,
+                    wide,
+                )?;
+                let next = row + rows;
+                let stage = if next < 3 * e {
+                    Stage::Qkv { row: next }
+                } else if self.model.meta().arch == Arch::NomicBert {
+                    Stage::Rope { token: 0 }
+                } else {
+                    Stage::Attention {
+                        text: 0,
+                        head: 0,
+                        q0: 0,
+                    }
+                };
+                (at(stage), units)
+            }
+            Stage::Rope { token } => {
+                let count = self.tokens_for(token, ROPE_COST * e as u64, budget);
+                self.rope(token, count)?;
+                let next = token + count;
+                let stage = if next >= n {
+                    Stage::Attention {
+                        text: 0,
+                        head: 0,
+                        q0: 0,
+                    }
+                } else {
+                    Stage::Rope { token: next }
+                };
+                (at(stage), ROPE_COST * (count * e) as u64)
+            }
+            Stage::Attention { text, head, q0 } => {
+                let (_, len) = self.span(text);
+                let units = self.attention_tile(text, head, q0)?;
+                let q_next = q0 + self.plan.q_tile;
+                let stage = if q_next < len {
+                    Stage::Attention {
+                        text,
+                        head,
+                        q0: q_next,
+                    }
+                } else if head + 1 < hp.n_head {
+                    Stage::Attention {
+                        text,
+                        head: head + 1,
+                        q0: 0,
+                    }
+                } else if text + 1 < self.n_texts {
+                    Stage::Attention {
+                        text: text + 1,
+                        head: 0,
+                        q0: 0,
+                    }
+                } else {
+                    Stage::OutInit { token: 0 }
+                };
+                (at(stage), units)
+            }
+            Stage::OutInit { token } => {
+                let count = self.tokens_for(token, BIAS_COST * e as u64, budget);
+                if let Some(b) = layer.attn_out.bias {
+                    self.add_vector(
+                        io,
+                        &b,
+                        (0, e),
+                        Target::X,
+                        Tokens {
+                            first: token,
+                            count,
+                        },
+                        0,
+                    )?;
+                }
+                let next = token + count;
+                let stage = if next >= n {
+                    Stage::Out { row: 0 }
+                } else {
+                    Stage::OutInit { token: next }
+                };
+                (at(stage), BIAS_COST * (count * e) as u64)
+            }
+            Stage::Out { row } => {
+                let w = layer.attn_out.weight;
+                let rows = self.rows_for(&w, e, e - row, budget);
+                let (src, dst) = (&*self.r.wide, &mut *self.r.x);
+                let units = matmul_rows(
+                    io,
+                    &self.kernels,
+                    self.r.chunk,
+                    self.r.scratch,
+                    &w,
+                    row,
+                    rows,
+                    (0, e),
+                    src,
+                    wide,
+                    n,
+                    dst.get_mut(row..).ok_or(Error::InvalidState)?,
+                    e,
+                )?;
+                let next = row + rows;
+                let stage = if next < e {
+                    Stage::Out { row: next }
+                } else {
+                    Stage::AttnNorm { token: 0 }
+                };
+                (at(stage), units)
+            }
+            Stage::AttnNorm { token } => {
+                let (next, units) = self.norm_pass(io, &layer.attn_norm, token, budget, false)?;
+                let stage = if next >= n {
+                    Stage::FfnInit { token: 0 }
+                } else {
+                    Stage::AttnNorm { token: next }
+                };
+                (at(stage), units)
+            }
+            Stage::FfnInit { token } => {
+                let count = self.tokens_for(token, BIAS_COST * e as u64, budget);
+                // y = x (+ bias): y lives at the start of the wide region, n × e.
+                for t in token..token + count {
+                    let src = self
+                        .r
+                        .x
+                        .get(t * e..(t + 1) * e)
+                        .ok_or(Error::InvalidState)?;
+                    let dst = self
+                        .r
+                        .wide
+                        .get_mut(t * e..(t + 1) * e)
+                        .ok_or(Error::InvalidState)?;
+                    dst.copy_from_slice(src);
+                }
+                if let Some(b) = layer.ffn_down.bias {
+                    self.add_vector(
+                        io,
+                        &b,
+                        (0, e),
+                        Target::Y,
+                        Tokens {
+                            first: token,
+                            count,
+                        },
+                        0,
+                    )?;
+                }
+                let next = token + count;
+                let stage = if next >= n {
+                    Stage::SlabInit { slab: 0, token: 0 }
+                } else {
+                    Stage::FfnInit { token: next }
+                };
+                (at(stage), BIAS_COST * (count * e) as u64)
+            }
+            Stage::SlabInit { slab, token } => {
+                let (s0, s1) = self.slab_cols(slab);
+                let count = self.tokens_for(token, BIAS_COST * 2 * (s1 - s0) as u64, budget);
+                let rows = Tokens {
+                    first: token,
+                    count,
+                };
+                for (lin, target) in [
+                    (Some(layer.ffn_up), Target::Up),
+                    (layer.ffn_gate, Target::Gate),
+                ] {
+                    let Some(lin) = lin else { continue };
+                    self.init_rows(io, None, target, rows, 0, s1 - s0)?;
+                    if let Some(b) = lin.bias {
+                        self.add_vector(io, &b, (s0, s1), target, rows, 0)?;
+                    }
+                }
+                let next = token + count;
+                let stage = if next >= n {
+                    Stage::Up { slab, row: 0 }
+                } else {
+                    Stage::SlabInit { slab, token: next }
+                };
+                (at(stage), BIAS_COST * (count * (s1 - s0)) as u64)
+            }
+            Stage::Up { slab, row } => {
+                let (s0, s1) = self.slab_cols(slab);
+                let width = s1 - s0;
+                let gated = layer.ffn_gate.is_some();
+                let total = if gated { 2 * width } else { width };
+                let (lin, local, target) = if row < width {
+                    (layer.ffn_up, row, Target::Up)
+                } else {
+                    (
+                        layer.ffn_gate.ok_or(Error::InvalidState)?,
+                        row - width,
+                        Target::Gate,
+                    )
+                };
+                let end = if row < width { width } else { total };
+                let rows = self.rows_for(&lin.weight, e, end - row, budget);
+                let (y_h, slab_stride) = (self.slab_region_offset(target), self.plan.slab);
+                let (src, dst) = (&*self.r.x, &mut *self.r.wide);
+                let dst = dst.get_mut(y_h + local..).ok_or(Error::InvalidState)?;
+                let units = matmul_rows(
+                    io,
+                    &self.kernels,
+                    self.r.chunk,
+                    self.r.scratch,
+                    &lin.weight,
+                    s0 + local,
+                    rows,
+                    (0, e),
+                    src,
+                    e,
+                    n,
+                    dst,
+                    slab_stride,
+                )?;
+                let next = row + rows;
+                let stage = if next < total {
+                    Stage::Up { slab, row: next }
+                } else {
+                    Stage::Act { slab, token: 0 }
+                };
+                (at(stage), units)
+            }
+            Stage::Act { slab, token } => {
+                let (s0, s1) = self.slab_cols(slab);
+                let width = s1 - s0;
+                let count = self.tokens_for(token, ACT_COST * width as u64, budget);
+                self.activate(token, count, width, layer.ffn_gate.is_some())?;
+                let next = token + count;
+                let stage = if next >= n {
+                    Stage::Down { slab, row: 0 }
+                } else {
+                    Stage::Act { slab, token: next }
+                };
+                (at(stage), ACT_COST * (count * width) as u64)
+            }
+            Stage::Down { slab, row } => {
+                let (s0, s1) = self.slab_cols(slab);
+                let w = layer.ffn_down.weight;
+                let rows = self.rows_for(&w, s1 - s0, e - row, budget);
+                let up_at = self.slab_region_offset(Target::Up);
+                let (y, h) = self
+                    .r
+                    .wide
+                    .split_at_mut_checked(up_at)
+                    .ok_or(Error::InvalidState)?;
+                let units = matmul_rows(
+                    io,
+                    &self.kernels,
+                    self.r.chunk,
+                    self.r.scratch,
+                    &w,
+                    row,
+                    rows,
+                    (s0, s1),
+                    h,
+                    self.plan.slab,
+                    n,
+                    y.get_mut(row..).ok_or(Error::InvalidState)?,
+                    e,
+                )?;
+                let next = row + rows;
+                let stage = if next < e {
+                    Stage::Down { slab, row: next }
+                } else if s1 < hp.n_ff {
+                    Stage::SlabInit {
+                        slab: slab + 1,
+                        token: 0,
+                    }
+                } else {
+                    Stage::OutNorm { token: 0 }
+                };
+                (at(stage), units)
+            }
+            Stage::OutNorm { token } => {
+                let (next, units) = self.norm_pass(io, &layer.out_norm, token, budget, true)?;
+                if next >= n {
+                    (self.enter_layer(index + 1)?, units)
+                } else {
+                    (at(Stage::OutNorm { token: next }), units)
+                }
+            }
+        };
+        self.phase = next;
+        Ok(units)
+    }
+
+    /// Weight rows (of `k` columns) to process now: what fits the chunk buffer and the budget,
+    /// at least one, at most `left`.
+    fn rows_for(&self, w: &TensorRef, k: usize, left: usize, budget: u64) -> usize {
+        let (_, span) = w.col_span(0, k);
+        let fit_chunk = self.r.chunk.len().checked_div(span).unwrap_or(0);
+        let per_row = (self.n_tokens as u64).saturating_mul(k as u64).max(1);
+        let fit_budget =
+            usize::try_from(budget.checked_div(per_row).unwrap_or(0)).unwrap_or(usize::MAX);
+        fit_chunk.min(fit_budget).max(1).min(left)
+    }
+
+    /// Columns `[s0, s1)` of the FFN hidden layer in slab `slab`.
+    fn slab_cols(&self, slab: usize) -> (usize, usize) {
+        let ff = self.model.hparams().n_ff;
+        let s0 = slab.saturating_mul(self.plan.slab).min(ff);
+        (s0, s0.saturating_add(self.plan.slab).min(ff))
+    }
+
+    /// Where a FFN buffer starts in the wide region: y (n × e), then up (n × slab), then gate.
+    fn slab_region_offset(&self, target: Target) -> usize {
+        let n = self.n_tokens;
+        let y = n * self.plan.n_embd;
+        match target {
+            Target::Up => y,
+            Target::Gate => y + n * self.plan.slab,
+            _ => 0,
+        }
+    }
+
+    /// Embeds token `t`: its row of `token_embd`, plus its position row (bert) and type row 0.
+    fn embed_token<S: Source + ?Sized>(&mut self, io: &mut S, t: usize) -> Result<()> {
+        let meta = *self.model.meta();
+        let e = self.plan.n_embd;
+        let id = *self.r.ids.get(t).ok_or(Error::InvalidState)? as usize;
+        let pos = self.position_of(t);
+        let x = self
+            .r
+            .x
+            .get_mut(t * e..(t + 1) * e)
+            .ok_or(Error::InvalidState)?;
+        read_row(io, &self.kernels, self.r.chunk, &meta.token_embd, id, x)?;
+        let extra = [
+            meta.position_embd.map(|p| (p, pos)),
+            meta.token_types.map(|t| (t, 0)),
+        ];
+        for (tensor, row) in extra.into_iter().flatten() {
+            let tmp = self.r.scratch.get_mut(..e).ok_or(Error::InvalidState)?;
+            read_row(io, &self.kernels, self.r.chunk, &tensor, row, tmp)?;
+            for (a, b) in x.iter_mut().zip(tmp.iter()) {
+                *a += *b;
+            }
+        }
+        Ok(())
+    }
+
+    /// Position of token `t` within its text.
+    fn position_of(&self, t: usize) -> usize {
+        (0..self.n_texts)
+            .map(|i| self.span(i))
+            .find(|&(start, len)| t >= start && t < start + len)
+            .map_or(0, |(start, _)| t - start)
+    }
+
+    /// LayerNorm of tokens from `token` on, as the budget allows: x ← LN(x), or x ← LN(y) when
+    /// `from_y`. γ and β are read into scratch when the pass starts (token 0) and stay there.
+    /// Returns (next token, units).
+    fn norm_pass<S: Source + ?Sized>(
+        &mut self,
+        io: &mut S,
+        norm: &Norm,
+        token: usize,
+        budget: u64,
+        from_y: bool,
+    ) -> Result<(usize, u64)> {
+        let e = self.plan.n_embd;
+        let eps = self.model.hparams().eps;
+        if token == 0 {
+            let (g, b) = self
+                .r
+                .scratch
+                .split_at_mut_checked(e)
+                .ok_or(Error::InvalidState)?;
+            read_vector(io, &self.kernels, self.r.chunk, &norm.weight, g)?;
+            read_vector(
+                io,
+                &self.kernels,
+                self.r.chunk,
+                &norm.bias,
+                b.get_mut(..e).ok_or(Error::InvalidState)?,
+            )?;
+        }
+        let count = self.tokens_for(token, NORM_COST * e as u64, budget);
+        let (g, b) = self
+            .r
+            .scratch
+            .split_at_checked(e)
+            .ok_or(Error::InvalidState)?;
+        let b = b.get(..e).ok_or(Error::InvalidState)?;
+        for t in token..token + count {
+            let x = self
+                .r
+                .x
+                .get_mut(t * e..(t + 1) * e)
+                .ok_or(Error::InvalidState)?;
+            if from_y {
+                x.copy_from_slice(
+                    self.r
+                        .wide
+                        .get(t * e..(t + 1) * e)
+                        .ok_or(Error::InvalidState)?,
+                );
+            }
+            ops::layer_norm(x, g, b, eps);
+        }
+        Ok((token + count, NORM_COST * (count * e) as u64))
+    }
+
+    /// Rotary positions on Q and K of tokens `[token, token + count)` (all heads).
+    fn rope(&mut self, token: usize, count: usize) -> Result<()> {
+        let hp = *self.model.hparams();
+        let (e, d) = (hp.n_embd, hp.head_dim());
+        let wide = self.plan.wide;
+        // The (cos, sin) pairs of one position, in the attention region (free until attention).
+        for t in token..token + count {
+            let pos = self.position_of(t);
+            let pairs = self.r.attn.get_mut(..d).ok_or(Error::InvalidState)?;
+            for (i, pair) in pairs.chunks_exact_mut(2).enumerate() {
+                let (c, s) = ops::rotation(pos, ops::inv_freq(hp.rope_base, i, d));
+                pair.copy_from_slice(&[c, s]);
+            }
+            // Q and K of token t: the first 2·e floats of its wide row.
+            let row = self
+                .r
+                .wide
+                .get_mut(t * wide..t * wide + 2 * e)
+                .ok_or(Error::InvalidState)?;
+            let pairs = self.r.attn.get(..d).ok_or(Error::InvalidState)?;
+            for head in row.chunks_exact_mut(d) {
+                ops::rope(head, pairs);
+            }
+        }
+        Ok(())
+    }
+
+    /// Online-softmax attention of queries `[q0, q0 + q_tile)` of text `text`, head `head`,
+    /// over all of the text's keys, in key blocks of `k_tile`. The result replaces the queries.
+    fn attention_tile(&mut self, text: usize, head: usize, q0: usize) -> Result<u64> {
+        let hp = *self.model.hparams();
+        let (e, d) = (hp.n_embd, hp.head_dim());
+        let wide = self.plan.wide;
+        let (start, len) = self.span(text);
+        let tq = self.plan.q_tile.min(len.saturating_sub(q0));
+        let tk_max = self.plan.k_tile;
+        let scale = 1.0 / libm::sqrtf(d as f32);
+        let (scores, rest) = self
+            .r
+            .attn
+            .split_at_mut_checked(tq * tk_max)
+            .ok_or(Error::InvalidState)?;
+        let (acc, rest) = rest
+            .split_at_mut_checked(tq * d)
+            .ok_or(Error::InvalidState)?;
+        let (run_max, rest) = rest.split_at_mut_checked(tq).ok_or(Error::InvalidState)?;
+        let run_sum = rest.get_mut(..tq).ok_or(Error::InvalidState)?;
+        acc.fill(0.0);
+        run_max.fill(f32::NEG_INFINITY);
+        run_sum.fill(0.0);
+        let q_at = (start + q0) * wide + head * d;
+        let queries = self.r.wide.get(q_at..).ok_or(Error::InvalidState)?;
+        let mut units = 0u64;
+        let mut k0 = 0;
+        while k0 < len {
+            let tk = tk_max.min(len - k0);
+            let keys_at = (start + k0) * wide + e + head * d;
+            let keys = self.r.wide.get(keys_at..).ok_or(Error::InvalidState)?;
+            let block = scores.get_mut(..tq * tk).ok_or(Error::InvalidState)?;
+            block.fill(0.0);
+            self.kernels
+                .gemm_f32_acc(keys, wide, tk, d, queries, wide, tq, block, tk)?;
+            for (t, row) in block.chunks_exact_mut(tk).enumerate() {
+                let m = run_max.get_mut(t).ok_or(Error::InvalidState)?;
+                let l = run_sum.get_mut(t).ok_or(Error::InvalidState)?;
+                let block_max = row.iter().fold(f32::NEG_INFINITY, |a, &s| a.max(s * scale));
+                let m_new = m.max(block_max);
+                let correction = libm::expf(*m - m_new);
+                let a = acc.get_mut(t * d..(t + 1) * d).ok_or(Error::InvalidState)?;
+                if correction != 1.0 {
+                    a.iter_mut().for_each(|v| *v *= correction);
+                }
+                let mut block_sum = 0.0f32;
+                for (j, s) in row.iter().enumerate() {
+                    let p = libm::expf(*s * scale - m_new);
+                    block_sum += p;
+                    let v_at = (start + k0 + j) * wide + 2 * e + head * d;
+                    let v = self.r.wide.get(v_at..v_at + d).ok_or(Error::InvalidState)?;
+                    self.kernels.axpy(p, v, a)?;
+                }
+                *l = *l * correction + block_sum;
+                *m = m_new;
+            }
+            units = units.saturating_add((2 * tq * tk * d) as u64);
+            k0 += tk;
+        }
+        for t in 0..tq {
+            let l = *run_sum.get(t).ok_or(Error::InvalidState)?;
+            let a = acc.get(t * d..(t + 1) * d).ok_or(Error::InvalidState)?;
+            let at = (start + q0 + t) * wide + head * d;
+            let q = self.r.wide.get_mut(at..at + d).ok_or(Error::InvalidState)?;
+            for (qv, &av) in q.iter_mut().zip(a) {
+                *qv = av / l;
+            }
+        }
+        Ok(units)
+    }
+
+    /// The FFN activation on tokens `[token, token + count)` of the current slab (`width`
+    /// columns): up ← GELU(up), or up ← SiLU(gate) ⊙ up.
+    fn activate(&mut self, token: usize, count: usize, width: usize, gated: bool) -> Result<()> {
+        let s = self.plan.slab;
+        let up_at = self.slab_region_offset(Target::Up);
+        let gate_at = self.slab_region_offset(Target::Gate);
+        for t in token..token + count {
+            if gated {
+                let (up, gate) = self
+                    .r
+                    .wide
+                    .split_at_mut_checked(gate_at)
+                    .ok_or(Error::InvalidState)?;
+                let u = up
+                    .get_mut(up_at + t * s..up_at + t * s + width)
+                    .ok_or(Error::InvalidState)?;
+                let g = gate.get(t * s..t * s + width).ok_or(Error::InvalidState)?;
+                for (u, &g) in u.iter_mut().zip(g) {
+                    *u *= ops::silu(g);
+                }
+            } else {
+                let u = self
+                    .r
+                    .wide
+                    .get_mut(up_at + t * s..up_at + t * s + width)
+                    .ok_or(Error::InvalidState)?;
+                u.iter_mut().for_each(|v| *v = ops::gelu(*v));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pools text `text` into its output slot (mean or CLS), normalised if asked.
+    fn pool(&mut self, text: usize) {
+        let e = self.plan.n_embd;
+        let (start, len) = self.span(text);
+        let Some(out) = self.r.out.get_mut(text * e..(text + 1) * e) else {
+            return;
+        };
+        match self.model.hparams().pooling {
+            Pooling::Cls => {
+                if let Some(x) = self.r.x.get(start * e..(start + 1) * e) {
+                    out.copy_from_slice(x);
+                }
+            }
+            Pooling::Mean => {
+                let tokens = self
+                    .r
+                    .x
+                    .get(start * e..(start + len) * e)
+                    .unwrap_or_default();
+                for (j, o) in out.iter_mut().enumerate() {
+                    let sum: f64 = tokens
+                        .iter()
+                        .skip(j)
+                        .step_by(e)
+                        .map(|&v| f64::from(v))
+                        .sum();
+                    *o = (sum / len.max(1) as f64) as f32;
+                }
+            }
+        }
+        if self.options.normalize {
+            ops::l2_normalize(out);
+        }
+    }
+
+    /// Sets columns `[col, col + width)` of `rows` of `target` to `bias` (zero when there is
+    /// none).
+    fn init_rows<S: Source + ?Sized>(
+        &mut self,
+        io: &mut S,
+        bias: Option<TensorRef>,
+        target: Target,
+        rows: Tokens,
+        col: usize,
+        width: usize,
+    ) -> Result<()> {
+        let (buf, stride) = self.target(target)?;
+        for t in rows.range() {
+            let at = t * stride + col;
+            buf.get_mut(at..at + width)
+                .ok_or(Error::InvalidState)?
+                .fill(0.0);
+        }
+        match bias {
+            Some(b) => self.add_vector(io, &b, (0, width), target, rows, col),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds elements `[c0, c1)` of vector tensor `v` to the columns from `col` on of `rows` of
+    /// `target`, in pieces that fit the chunk buffer and scratch.
+    fn add_vector<S: Source + ?Sized>(
+        &mut self,
+        io: &mut S,
+        v: &TensorRef,
+        (c0, c1): (usize, usize),
+        target: Target,
+        rows: Tokens,
+        col: usize,
+    ) -> Result<()> {
+        let be = v.ty.block_elems() as usize;
+        let bb = v.ty.block_bytes() as usize;
+        let piece = (self.r.chunk.len() / bb)
+            .min(self.r.scratch.len() / be)
+            .max(1)
+            * be;
+        let mut p = c0;
+        while p < c1 {
+            // Pieces start at block boundaries of the vector.
+            let start = p / be * be;
+            let end = (start + piece)
+                .min(v.cols as usize)
+                .min(c1.div_ceil(be) * be);
+            let (off, bytes) = v.col_span(start, end);
+            let raw = self.r.chunk.get_mut(..bytes).ok_or(Error::InvalidState)?;
+            read_exact_at(io, v.offset.saturating_add(off), raw)?;
+            let vals = self
+                .r
+                .scratch
+                .get_mut(..end - start)
+                .ok_or(Error::InvalidState)?;
+            self.kernels.dequantize(v.ty, raw, vals)?;
+            let (lo, hi) = (p, end.min(c1));
+            let (buf, stride) =
+                target_buf(self.r.x, self.r.wide, &self.plan, self.n_tokens, target)?;
+            let src = self
+                .r
+                .scratch
+                .get(lo - start..hi - start)
+                .ok_or(Error::InvalidState)?;
+            for t in rows.range() {
+                let at = t * stride + col + lo - c0;
+                let dst = buf.get_mut(at..at + (hi - lo)).ok_or(Error::InvalidState)?;
+                dst.iter_mut().zip(src).for_each(|(d, &s)| *d += s);
+            }
+            p = hi;
+        }
+        Ok(())
+    }
+
+    /// A target buffer and its row stride.
+    fn target(&mut self, target: Target) -> Result<(&mut [f32], usize)> {
+        target_buf(self.r.x, self.r.wide, &self.plan, self.n_tokens, target)
+    }
+
+    /// A rough count of the job's work units, for progress reports.
+    fn estimate_total(&self) -> u64 {
+        let hp = self.model.hparams();
+        let (n, e, f) = (self.n_tokens as u64, hp.n_embd as u64, hp.n_ff as u64);
+        let gates = if self.model.meta().arch == Arch::NomicBert {
+            3
+        } else {
+            2
+        };
+        let per_layer = n * e * (4 * e + gates * f) + 2 * n * n * e;
+        per_layer * hp.n_layer as u64
+    }
+}
+
+/// A run of tokens `[first, first + count)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tokens {
+    first: usize,
+    count: usize,
+}
+
+impl Tokens {
+    fn range(self) -> core::ops::Range<usize> {
+        self.first..self.first + self.count
+    }
+}
+
+/// Where an element-wise pass writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The hidden states.
+    X,
+    /// The wide region as Q|K|V (stride `wide`).
+    Wide,
+    /// The FFN output y at the start of the wide region (stride n_embd).
+    Y,
+    /// The slab's up (or only) hidden columns.
+    Up,
+    /// The slab's gate columns.
+    Gate,
+}
+
+/// A target buffer of the regions, and its row stride.
+fn target_buf<'r>(
+    x: &'r mut [f32],
+    wide: &'r mut [f32],
+    plan: &Plan,
+    n_tokens: usize,
+    target: Target,
+) -> Result<(&'r mut [f32], usize)> {
+    let y = n_tokens * plan.n_embd;
+    Ok(match target {
+        Target::X => (x, plan.n_embd),
+        Target::Wide => (wide, plan.wide),
+        Target::Y => (wide, plan.n_embd),
+        Target::Up => (wide.get_mut(y..).ok_or(Error::InvalidState)?, plan.slab),
+        Target::Gate => (
+            wide.get_mut(y + n_tokens * plan.slab..)
+                .ok_or(Error::InvalidState)?,
+            plan.slab,
+        ),
+    })
+}
+
+/// Reads `rows` weight rows from `first` on (columns `[c0, c1)` of each) into `chunk`, and
+/// accumulates `out[t·out_stride + r] += Σ W[r]·x[t]` for all `n` tokens. Returns the work units.
+#[allow(clippy::too_many_arguments)]
+fn matmul_rows<S: Source + ?Sized>(
+    io: &mut S,
+    kernels: &Kernels,
+    chunk: &mut [u8],
+    scratch: &mut [f32],
+    w: &TensorRef,
+    first: usize,
+    rows: usize,
+    (c0, c1): (usize, usize),
+    x: &[f32],
+    x_stride: usize,
+    n: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) -> Result<u64> {
+    let k = c1.saturating_sub(c0);
+    let (col_off, span) = w.col_span(c0, c1);
+    let raw = chunk
+        .get_mut(..rows.saturating_mul(span))
+        .ok_or(Error::InvalidState)?;
+    if span == w.row_bytes() {
+        read_exact_at(io, w.row_offset(first), raw)?;
+    } else {
+        for (i, row) in raw.chunks_exact_mut(span.max(1)).enumerate() {
+            read_exact_at(
+                io,
+                w.row_offset(first.saturating_add(i))
+                    .saturating_add(col_off),
+                row,
+            )?;
+        }
+    }
+    kernels.matmul_acc(w.ty, raw, rows, k, x, x_stride, n, out, out_stride, scratch)?;
+    Ok((rows as u64)
+        .saturating_mul(k as u64)
+        .saturating_mul(n as u64))
+}
+
+/// Reads row `row` of `t` and dequantizes it into `dst` (`t.cols` floats).
+fn read_row<S: Source + ?Sized>(
+    io: &mut S,
+    kernels: &Kernels,
+    chunk: &mut [u8],
+    t: &TensorRef,
+    row: usize,
+    dst: &mut [f32],
+) -> Result<()> {
+    let raw = chunk.get_mut(..t.row_bytes()).ok_or(Error::InvalidState)?;
+    read_exact_at(io, t.row_offset(row), raw)?;
+    kernels.dequantize(t.ty, raw, dst)?;
+    Ok(())
+}
+
+/// Reads a whole vector tensor (one row) into `dst`.
+fn read_vector<S: Source + ?Sized>(
+    io: &mut S,
+    kernels: &Kernels,
+    chunk: &mut [u8],
+    t: &TensorRef,
+    dst: &mut [f32],
+) -> Result<()> {
+    read_row(io, kernels, chunk, t, 0, dst)
+}

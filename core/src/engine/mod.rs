@@ -1,0 +1,10 @@
+//! The step-driven inference engine: [`Plan`] sizes the memory, [`Job`] computes embeddings a
+//! bounded step at a time over a caller's arena, streaming weights from the file.
+
+mod arena;
+mod job;
+mod ops;
+mod plan;
+
+pub use job::{Input, Job, JobOptions, Progress, Step, DEFAULT_BUDGET};
+pub use plan::{Limits, Plan, MAX_TOKENS};

@@ -1,0 +1,311 @@
+//! [`Plan`]: how much memory a job needs, decided before anything is allocated.
+//!
+//! A job's arena holds (per token) the hidden state `x` (n_embd floats) and a "wide" region
+//! (at least 3·n_embd floats) that is Q|K|V during attention and `y` plus an FFN slab during the
+//! FFN; plus a weight chunk buffer, decoded-weight scratch, attention tiles, token ids and the
+//! outputs. The FFN's hidden layer is computed in slabs of columns that fit the wide region, so
+//! memory never grows with the FFN width. A plan fixes every size; [`Plan::arena_bytes`] is
+//! exact.
+
+use crate::error::{Error, Result};
+use crate::model::{Model, Qkv, TensorRef};
+use crate::quant::matmul_scratch_len;
+
+/// The most tokens one job can plan for (token positions are kept as u32).
+pub const MAX_TOKENS: usize = 1 << 24;
+
+/// Alignment of every arena region (a cache line).
+pub(crate) const REGION_ALIGN: usize = 64;
+
+/// What a job must be able to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most tokens in one job, over all its texts ([CLS] and [SEP] included).
+    pub max_tokens: usize,
+    /// Most texts in one job (a batch shares each streamed weight chunk).
+    pub max_texts: usize,
+}
+
+impl Limits {
+    /// One text of up to `max_tokens` tokens.
+    pub const fn tokens(max_tokens: usize) -> Self {
+        Limits {
+            max_tokens,
+            max_texts: 1,
+        }
+    }
+}
+
+/// Every size of a job's arena. Build with [`Plan::new`] (fast), [`Plan::smallest`] or
+/// [`Plan::fit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub(crate) limits: Limits,
+    pub(crate) n_embd: usize,
+    /// Floats per token of the wide region.
+    pub(crate) wide: usize,
+    /// Columns of the FFN hidden layer per slab.
+    pub(crate) slab: usize,
+    /// Queries and keys per attention tile.
+    pub(crate) q_tile: usize,
+    pub(crate) k_tile: usize,
+    pub(crate) head_dim: usize,
+    /// Bytes of the weight chunk buffer.
+    pub(crate) chunk_bytes: usize,
+    /// Floats of decoded-weight scratch.
+    pub(crate) scratch: usize,
+    arena_bytes: usize,
+}
+
+/// The choices that distinguish a fast plan from a small one.
+#[derive(Clone, Copy)]
+struct Choices {
+    slab: usize,
+    q_tile: usize,
+    k_tile: usize,
+    chunk_bytes: usize,
+    scratch: usize,
+}
+
+impl Plan {
+    /// The fast plan: large weight chunks and decode tiles (a few hundred KiB over the minimum),
+    /// FFN slabs as wide as the wide region allows.
+    pub fn new(model: &Model<'_>, limits: Limits) -> Result<Self> {
+        let shape = Shape::of(model)?;
+        let slab = shape.widest_slab();
+        let (_, preferred) = matmul_scratch_len(shape.n_embd.max(slab));
+        let choices = Choices {
+            slab,
+            q_tile: 16,
+            k_tile: 128,
+            chunk_bytes: (256 * 1024).max(shape.max_span(slab)),
+            scratch: preferred.max(2usize.saturating_mul(shape.n_embd)).max(slab),
+        };
+        Plan::build(&shape, limits, choices)
+    }
+
+    /// The smallest plan that works: one weight row per read, one row of decode scratch, one
+    /// query per attention tile. Slower (more, smaller reads), same results.
+    pub fn smallest(model: &Model<'_>, limits: Limits) -> Result<Self> {
+        let shape = Shape::of(model)?;
+        let slab = shape.narrowest_slab();
+        let choices = Choices {
+            slab,
+            q_tile: 1,
+            k_tile: 16,
+            chunk_bytes: shape.max_span(slab),
+            scratch: 2usize.saturating_mul(shape.n_embd).max(slab),
+        };
+        Plan::build(&shape, limits, choices)
+    }
+
+    /// The fast plan if `arena_len` holds it, else the smallest; an arena too small for either
+    /// is [`Error::ArenaTooSmall`] with the smallest plan's size.
+    pub fn fit(model: &Model<'_>, limits: Limits, arena_len: usize) -> Result<Self> {
+        let fast = Plan::new(model, limits)?;
+        if fast.arena_bytes <= arena_len {
+            return Ok(fast);
+        }
+        let small = Plan::smallest(model, limits)?;
+        if small.arena_bytes <= arena_len {
+            return Ok(small);
+        }
+        Err(Error::ArenaTooSmall {
+            needed: small.arena_bytes,
+            given: arena_len,
+        })
+    }
+
+    /// Exact bytes of arena a job with this plan needs (alignment slack included: any arena of
+    /// this length works, wherever it starts).
+    pub fn arena_bytes(&self) -> usize {
+        self.arena_bytes
+    }
+
+    /// The limits planned for.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn build(shape: &Shape, limits: Limits, c: Choices) -> Result<Self> {
+        let too_big = Error::ArenaTooSmall {
+            needed: usize::MAX,
+            given: 0,
+        };
+        if limits.max_tokens < 2 || limits.max_texts == 0 {
+            return Err(Error::Input(crate::error::InputError::Empty));
+        }
+        if limits.max_tokens > MAX_TOKENS || limits.max_texts > limits.max_tokens {
+            let max = MAX_TOKENS.min(limits.max_tokens);
+            let tokens = limits.max_tokens.max(limits.max_texts);
+            return Err(Error::Input(crate::error::InputError::TooManyTokens {
+                tokens,
+                max,
+            }));
+        }
+        let n = limits.max_tokens;
+        let e = shape.n_embd;
+        let gates = if shape.gated { 2 } else { 1 };
+        let wide = e
+            .checked_mul(3)
+            .and_then(|w3| Some(w3.max(e.checked_add(c.slab.checked_mul(gates)?)?)))
+            .ok_or(too_big)?;
+        let q_tile = c.q_tile.min(n);
+        let k_tile = c.k_tile.min(n);
+        let mut plan = Plan {
+            limits,
+            n_embd: e,
+            wide,
+            slab: c.slab,
+            q_tile,
+            k_tile,
+            head_dim: shape.head_dim,
+            chunk_bytes: c.chunk_bytes,
+            scratch: c.scratch,
+            arena_bytes: 0,
+        };
+        plan.arena_bytes = plan
+            .regions()
+            .iter()
+            .try_fold(REGION_ALIGN, |acc, &r| {
+                acc.checked_add(r.checked_next_multiple_of(REGION_ALIGN)?)
+            })
+            .ok_or(too_big)?;
+        Ok(plan)
+    }
+
+    /// Byte sizes of the arena's regions, in carving order (see `engine::arena`).
+    pub(crate) fn regions(&self) -> [usize; 8] {
+        let n = self.limits.max_tokens;
+        let f = core::mem::size_of::<f32>();
+        let floats = |count: usize| count.saturating_mul(f);
+        [
+            floats(n.saturating_mul(self.n_embd)),                     // x
+            floats(n.saturating_mul(self.wide)),                       // wide
+            floats(self.scratch),                                      // scratch
+            self.chunk_bytes,                                          // weight chunk
+            floats(self.attention_floats()),                           // attention tiles
+            n.saturating_mul(core::mem::size_of::<u32>()),             // token ids
+            floats(self.limits.max_texts.saturating_mul(self.n_embd)), // outputs
+            self.limits.max_texts.saturating_mul(8),                   // text spans: two u32 each
+        ]
+    }
+
+    /// Scores (q_tile × k_tile), accumulators (q_tile × head_dim), running max and sum.
+    pub(crate) fn attention_floats(&self) -> usize {
+        let scores = self.q_tile.saturating_mul(self.k_tile);
+        let acc = self.q_tile.saturating_mul(self.head_dim);
+        scores
+            .saturating_add(acc)
+            .saturating_add(self.q_tile.saturating_mul(2))
+    }
+}
+
+/// What of a model's shape the plan depends on.
+struct Shape {
+    n_embd: usize,
+    n_ff: usize,
+    head_dim: usize,
+    gated: bool,
+    /// Block size of the FFN down projection (slabs are whole blocks of its rows).
+    down_block: usize,
+    /// Largest bytes of one full row among the matrices read whole (n_embd-wide rows).
+    max_row: usize,
+    /// The down projections' largest bytes per element, as (block bytes, block elements).
+    down_density: (usize, usize),
+}
+
+impl Shape {
+    fn of(model: &Model<'_>) -> Result<Self> {
+        let meta = model.meta();
+        let hp = &meta.hparams;
+        let mut max_row = 0usize;
+        let mut down_block = 1usize;
+        let mut down_density = (0usize, 1usize);
+        let mut gated = false;
+        let mut see = |t: &TensorRef| max_row = max_row.max(t.row_bytes());
+        see(&meta.token_embd);
+        if let Some(p) = &meta.position_embd {
+            see(p);
+        }
+        if let Some(t) = &meta.token_types {
+            see(t);
+        }
+        for i in 0..hp.n_layer {
+            let layer = model.layer(i)?;
+            match &layer.qkv {
+                Qkv::Fused(l) => see(&l.weight),
+                Qkv::Separate(ls) => ls.iter().for_each(|l| see(&l.weight)),
+            }
+            see(&layer.attn_out.weight);
+            see(&layer.ffn_up.weight);
+            if let Some(g) = &layer.ffn_gate {
+                see(&g.weight);
+                gated = true;
+            }
+            let d = &layer.ffn_down.weight;
+            let (be, bb) = (d.ty.block_elems() as usize, d.ty.block_bytes() as usize);
+            down_block = lcm(down_block, be);
+            // Compare bytes per element as fractions bb/be.
+            let (pb, pe) = down_density;
+            if bb.saturating_mul(pe) > pb.saturating_mul(be) {
+                down_density = (bb, be);
+            }
+        }
+        Ok(Shape {
+            n_embd: hp.n_embd,
+            n_ff: hp.n_ff,
+            head_dim: hp.head_dim(),
+            gated,
+            down_block,
+            max_row,
+            down_density,
+        })
+    }
+
+    /// The widest FFN slab that fits the 3·n_embd wide region (whole down-projection blocks).
+    fn widest_slab(&self) -> usize {
+        let gates = if self.gated { 2 } else { 1 };
+        let room = self
+            .n_embd
+            .saturating_mul(2)
+            .checked_div(gates)
+            .unwrap_or(0);
+        self.slab_within(room)
+    }
+
+    /// The narrowest useful slab: no wider than n_embd, so decode scratch stays at 2·n_embd.
+    fn narrowest_slab(&self) -> usize {
+        self.slab_within(self.n_embd.min(self.widest_slab()))
+    }
+
+    /// The largest multiple of the down block that is ≤ `room` and ≤ n_ff (at least one block).
+    fn slab_within(&self, room: usize) -> usize {
+        let b = self.down_block.max(1);
+        let s = room
+            .min(self.n_ff)
+            .checked_div(b)
+            .unwrap_or(0)
+            .saturating_mul(b);
+        s.max(b).min(self.n_ff.max(b))
+    }
+
+    /// The largest single read: a full n_embd-wide row, or a slab's span of a down row.
+    fn max_span(&self, slab: usize) -> usize {
+        let (bb, be) = self.down_density;
+        let span = slab.checked_div(be.max(1)).unwrap_or(0).saturating_mul(bb);
+        self.max_row.max(span).max(1)
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a.checked_rem(b).unwrap_or(0))
+    }
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    a.checked_div(gcd(a, b)).unwrap_or(1).saturating_mul(b)
+}

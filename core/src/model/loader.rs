@@ -1,0 +1,596 @@
+//! [`ModelLoader`]: reads a GGUF file once, step by step, keeping only what the engine needs.
+
+use crate::error::{Error, Malformed, Name, Result, Unsupported};
+use crate::gguf::{ArrayRef, Event, Reader, TensorInfo, Value, ValueType};
+use crate::io::Source;
+use crate::model::{
+    layer_tensor_name, resolve_layer, Arch, HParams, Layer, LayerRefs, LayerSlot, Linear,
+    ModelMeta, Norm, Pooling, Qkv, TensorRef, VocabRef,
+};
+use crate::quant;
+
+/// Upper bounds on hyper-parameters: far above any embedding model, low enough that every size
+/// derived from them fits comfortably in `usize` arithmetic.
+const MAX_EMBD: u64 = 1 << 16;
+const MAX_FF: u64 = 1 << 18;
+const MAX_HEADS: u64 = 1 << 10;
+const MAX_LAYERS: u64 = 1 << 12;
+const MAX_CTX: u64 = 1 << 20;
+
+/// What one [`ModelLoader::step`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[must_use]
+// The metadata is returned by value: there is no allocator to box it in.
+#[allow(clippy::large_enum_variant)]
+pub enum LoadStep {
+    /// More to read: call `step` again.
+    Pending,
+    /// The model is loaded and valid; the layer storage's first `hparams.n_layer` entries are
+    /// filled. Later steps return this again.
+    Done(ModelMeta),
+}
+
+/// Hyper-parameter values as found, for one architecture prefix.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawHParams {
+    embd: Option<u64>,
+    ff: Option<u64>,
+    heads: Option<u64>,
+    layers: Option<u64>,
+    ctx: Option<u64>,
+    eps: Option<f64>,
+    rope_base: Option<f64>,
+    pooling: Option<u64>,
+}
+
+/// Reads a model file step by step: metadata, then the tensors the architecture uses.
+///
+/// Each [`ModelLoader::step`] does one bounded [`Reader::step`] of parsing. Every tensor the
+/// engine will use is checked here — shape, type (one the engine can compute with, else
+/// [`Unsupported::TensorType`] naming it), place in the file — so nothing fails later, halfway
+/// through a layer. Errors poison the loader.
+#[derive(Debug)]
+pub struct ModelLoader<'s, 'm> {
+    reader: Reader<'s>,
+    layers: &'m mut [LayerRefs],
+    found: Found,
+    n_layer: Option<usize>,
+    state: State,
+}
+
+/// What the metadata said, as it streams by.
+#[derive(Debug, Default)]
+struct Found {
+    arch: Option<Arch>,
+    raw: [RawHParams; 2],
+    tokenizer_is_bert: Option<bool>,
+    tokens: Option<ArrayRef>,
+    /// cls, sep, unk, pad, mask.
+    specials: [Option<u64>; 5],
+    token_embd: Option<TensorRef>,
+    position_embd: Option<TensorRef>,
+    token_types: Option<TensorRef>,
+    embd_norm: [Option<TensorRef>; 2],
+}
+
+#[derive(Debug, Clone, Copy)]
+#[allow(clippy::large_enum_variant)]
+enum State {
+    Reading,
+    Done(ModelMeta),
+    Failed(Error),
+}
+
+impl<'s, 'm> ModelLoader<'s, 'm> {
+    /// A loader parsing in `scratch` (at least [`crate::gguf::MIN_SCRATCH`] bytes) and keeping
+    /// one [`LayerRefs`] per layer in `layers`.
+    ///
+    /// `layers` shorter than the model's layer count fails with [`Error::BufferTooSmall`] whose
+    /// `needed` is the layer count, as soon as it is known: retry with that much storage.
+    pub fn new(scratch: &'s mut [u8], layers: &'m mut [LayerRefs]) -> Result<Self> {
+        Ok(ModelLoader {
+            reader: Reader::new(scratch)?,
+            layers,
+            found: Found::default(),
+            n_layer: None,
+            state: State::Reading,
+        })
+    }
+
+    /// Does one bounded piece of loading.
+    pub fn step<S: Source + ?Sized>(&mut self, io: &mut S) -> Result<LoadStep> {
+        match self.state {
+            State::Done(meta) => return Ok(LoadStep::Done(meta)),
+            State::Failed(e) => return Err(e),
+            State::Reading => {}
+        }
+        match self.advance(io) {
+            Ok(step) => {
+                if let LoadStep::Done(meta) = step {
+                    self.state = State::Done(meta);
+                }
+                Ok(step)
+            }
+            Err(e) => {
+                self.state = State::Failed(e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs [`ModelLoader::step`] to the end. Not bounded: for tools and tests.
+    pub fn load<S: Source + ?Sized>(&mut self, io: &mut S) -> Result<ModelMeta> {
+        loop {
+            if let LoadStep::Done(meta) = self.step(io)? {
+                return Ok(meta);
+            }
+        }
+    }
+
+    /// The filled layer storage (valid once loading is done).
+    pub fn layers(&self) -> &[LayerRefs] {
+        let n = self.n_layer.unwrap_or(0);
+        self.layers.get(..n).unwrap_or_default()
+    }
+
+    fn advance<S: Source + ?Sized>(&mut self, io: &mut S) -> Result<LoadStep> {
+        let event = self.reader.step(io)?;
+        match event {
+            Event::Kv { key, value } => {
+                note_kv(&mut self.found, key, value)?;
+                Ok(LoadStep::Pending)
+            }
+            Event::Tensor(t) => {
+                self.note_tensor(&t)?;
+                Ok(LoadStep::Pending)
+            }
+            Event::Done(layout) => Ok(LoadStep::Done(self.finish(layout)?)),
+            Event::Header(_) | Event::Progress => Ok(LoadStep::Pending),
+        }
+    }
+
+    /// The architecture, once known.
+    fn arch(&self) -> Result<Arch> {
+        self.found.arch.ok_or(Error::malformed(
+            Malformed::MissingKey("general.architecture"),
+            0,
+        ))
+    }
+
+    fn raw(&self) -> Result<&RawHParams> {
+        let i = self.arch()? as usize;
+        self.found.raw.get(i).ok_or(Error::InvalidState)
+    }
+
+    /// The layer count: known once the metadata is read; checks the caller's storage.
+    fn n_layer(&mut self) -> Result<usize> {
+        if let Some(n) = self.n_layer {
+            return Ok(n);
+        }
+        let layers = self
+            .raw()?
+            .layers
+            .ok_or(missing_key(self.arch()?, KeySuffix::Layers))?;
+        let n = bounded(layers, 1, MAX_LAYERS, "block_count")?;
+        if n > self.layers.len() {
+            return Err(Error::BufferTooSmall {
+                needed: n,
+                given: self.layers.len(),
+            });
+        }
+        for slot in self.layers.iter_mut().take(n) {
+            *slot = LayerRefs::default();
+        }
+        self.n_layer = Some(n);
+        Ok(n)
+    }
+
+    fn note_tensor(&mut self, t: &TensorInfo) -> Result<()> {
+        let name = t.name.as_str();
+        let f = &mut self.found;
+        let global = match name {
+            "token_embd.weight" => Some(&mut f.token_embd),
+            "position_embd.weight" => Some(&mut f.position_embd),
+            "token_types.weight" => Some(&mut f.token_types),
+            "token_embd_norm.weight" => f.embd_norm.get_mut(0),
+            "token_embd_norm.bias" => f.embd_norm.get_mut(1),
+            _ => None,
+        };
+        if let Some(slot) = global {
+            return store(slot, t);
+        }
+        let Some((index, slot)) = parse_layer_name(name) else {
+            return Ok(());
+        };
+        let n = self.n_layer()?;
+        if index >= n {
+            // Tensors of layers the model does not have are not ours to use.
+            return Ok(());
+        }
+        let refs = self.layers.get_mut(index).ok_or(Error::InvalidState)?;
+        let slot = refs
+            .slots
+            .get_mut(slot as usize)
+            .ok_or(Error::InvalidState)?;
+        store(slot, t)
+    }
+
+    fn finish(&mut self, layout: crate::gguf::Layout) -> Result<ModelMeta> {
+        let arch = self.arch()?;
+        let raw = *self.raw()?;
+        let n_layer = self.n_layer()?;
+        let req = |v: Option<u64>, k: KeySuffix| v.ok_or(missing_key(arch, k));
+        let n_embd = bounded(
+            req(raw.embd, KeySuffix::Embd)?,
+            1,
+            MAX_EMBD,
+            "embedding_length",
+        )?;
+        let n_ff = bounded(
+            req(raw.ff, KeySuffix::Ff)?,
+            1,
+            MAX_FF,
+            "feed_forward_length",
+        )?;
+        let n_head = bounded(
+            req(raw.heads, KeySuffix::Heads)?,
+            1,
+            MAX_HEADS,
+            "attention.head_count",
+        )?;
+        let ctx = bounded(req(raw.ctx, KeySuffix::Ctx)?, 1, MAX_CTX, "context_length")?;
+        let eps = raw.eps.ok_or(missing_key(arch, KeySuffix::Eps))?;
+        if !(0.0..1.0).contains(&eps) {
+            return Err(bad_hparam("attention.layer_norm_epsilon"));
+        }
+        let head_dim = n_embd.checked_div(n_head).unwrap_or(0);
+        if head_dim.saturating_mul(n_head) != n_embd {
+            return Err(bad_hparam("attention.head_count"));
+        }
+        let rope_base = match arch {
+            Arch::NomicBert => {
+                let base = raw.rope_base.unwrap_or(10_000.0);
+                if !(base.is_finite() && base > 1.0) || head_dim % 2 != 0 {
+                    return Err(bad_hparam("rope.freq_base"));
+                }
+                base as f32
+            }
+            Arch::Bert => 0.0,
+        };
+        let pooling = match raw.pooling.unwrap_or(1) {
+            1 => Pooling::Mean,
+            2 => Pooling::Cls,
+            p => {
+                return Err(Error::Unsupported(Unsupported::PoolingType(
+                    p.try_into().unwrap_or(u32::MAX),
+                )))
+            }
+        };
+
+        // The tokenizer.
+        match self.found.tokenizer_is_bert {
+            Some(true) => {}
+            Some(false) => {
+                return Err(Error::Unsupported(Unsupported::TokenizerModel(Name::new(
+                    "not bert",
+                ))))
+            }
+            None => {
+                return Err(Error::malformed(
+                    Malformed::MissingKey("tokenizer.ggml.model"),
+                    0,
+                ))
+            }
+        }
+        let tokens = self.found.tokens.ok_or(Error::malformed(
+            Malformed::MissingKey("tokenizer.ggml.tokens"),
+            0,
+        ))?;
+        if tokens.elem != ValueType::String || tokens.count == 0 {
+            return Err(Error::malformed(Malformed::WrongValueType, tokens.offset));
+        }
+        let n_vocab = usize::try_from(tokens.count)
+            .map_err(|_| Error::malformed(Malformed::BadVocab, tokens.offset))?;
+        let special = |i: usize, key: &'static str| -> Result<Option<u32>> {
+            match self.found.specials.get(i).copied().flatten() {
+                None => Ok(None),
+                Some(id) if id < tokens.count => Ok(u32::try_from(id).ok()),
+                Some(_) => Err(Error::malformed(Malformed::BadHyperParameter(key), 0)),
+            }
+        };
+        let required = |i: usize, key: &'static str| -> Result<u32> {
+            special(i, key)?.ok_or(Error::malformed(Malformed::MissingKey(key), 0))
+        };
+        let vocab = VocabRef {
+            tokens,
+            cls: required(0, "tokenizer.ggml.cls_token_id")?,
+            sep: required(1, "tokenizer.ggml.seperator_token_id")?,
+            unk: required(2, "tokenizer.ggml.unknown_token_id")?,
+            pad: special(3, "tokenizer.ggml.padding_token_id")?,
+            mask: special(4, "tokenizer.ggml.mask_token_id")?,
+        };
+
+        // The global tensors.
+        let global = |t: Option<TensorRef>, name: &str| t.ok_or_else(|| missing_tensor(name));
+        let token_embd = global(self.found.token_embd, "token_embd.weight")?;
+        expect_shape(&token_embd, n_embd, n_vocab, "token_embd.weight")?;
+        let mut n_ctx = ctx;
+        let position_embd = match arch {
+            Arch::Bert => {
+                let p = global(self.found.position_embd, "position_embd.weight")?;
+                expect_cols(&p, n_embd, "position_embd.weight")?;
+                n_ctx = n_ctx.min(p.rows as usize);
+                Some(p)
+            }
+            Arch::NomicBert => None,
+        };
+        if let Some(t) = self.found.token_types {
+            expect_cols(&t, n_embd, "token_types.weight")?;
+        }
+        let [w, b] = self.found.embd_norm;
+        let embd_norm = Norm {
+            weight: global(w, "token_embd_norm.weight")?,
+            bias: global(b, "token_embd_norm.bias")?,
+        };
+        expect_vector(&embd_norm.weight, n_embd, "token_embd_norm.weight")?;
+        expect_vector(&embd_norm.bias, n_embd, "token_embd_norm.bias")?;
+        if n_ctx < 2 {
+            return Err(bad_hparam("context_length"));
+        }
+
+        let hparams = HParams {
+            n_embd,
+            n_ff,
+            n_head,
+            n_layer,
+            n_ctx,
+            n_vocab,
+            eps: eps as f32,
+            rope_base,
+            pooling,
+        };
+        for (i, refs) in self.layers.iter().take(n_layer).enumerate() {
+            check_layer(i, &hparams, &resolve_layer(arch, i, refs)?)?;
+        }
+        Ok(ModelMeta {
+            arch,
+            hparams,
+            token_embd,
+            position_embd,
+            token_types: self.found.token_types,
+            embd_norm,
+            vocab,
+            layout,
+        })
+    }
+}
+
+/// Records a metadata value the engine uses.
+fn note_kv(l: &mut Found, key: &str, value: Value<'_>) -> Result<()> {
+    match key {
+        "general.architecture" => {
+            let name = value
+                .as_str()
+                .ok_or(Error::malformed(Malformed::WrongValueType, 0))?;
+            l.arch = Some(match name {
+                "bert" => Arch::Bert,
+                "nomic-bert" => Arch::NomicBert,
+                other => {
+                    return Err(Error::Unsupported(Unsupported::Architecture(Name::new(
+                        other,
+                    ))))
+                }
+            });
+        }
+        "tokenizer.ggml.model" => {
+            let name = value
+                .as_str()
+                .ok_or(Error::malformed(Malformed::WrongValueType, 0))?;
+            if name != "bert" {
+                return Err(Error::Unsupported(Unsupported::TokenizerModel(Name::new(
+                    name,
+                ))));
+            }
+            l.tokenizer_is_bert = Some(true);
+        }
+        "tokenizer.ggml.tokens" => match value {
+            Value::Array(a) => l.tokens = Some(a),
+            _ => return Err(Error::malformed(Malformed::WrongValueType, 0)),
+        },
+        "tokenizer.ggml.cls_token_id" => set_special(l, 0, value)?,
+        "tokenizer.ggml.seperator_token_id" => set_special(l, 1, value)?,
+        "tokenizer.ggml.unknown_token_id" => set_special(l, 2, value)?,
+        "tokenizer.ggml.padding_token_id" => set_special(l, 3, value)?,
+        "tokenizer.ggml.mask_token_id" => set_special(l, 4, value)?,
+        _ => {
+            for (i, arch) in [Arch::Bert, Arch::NomicBert].into_iter().enumerate() {
+                let Some(suffix) = key
+                    .strip_prefix(arch.name())
+                    .and_then(|k| k.strip_prefix('.'))
+                else {
+                    continue;
+                };
+                let raw = l.raw.get_mut(i).ok_or(Error::InvalidState)?;
+                let int = || {
+                    value
+                        .as_u64()
+                        .ok_or(Error::malformed(Malformed::WrongValueType, 0))
+                };
+                let float = || {
+                    value
+                        .as_f64()
+                        .ok_or(Error::malformed(Malformed::WrongValueType, 0))
+                };
+                match suffix {
+                    "embedding_length" => raw.embd = Some(int()?),
+                    "feed_forward_length" => raw.ff = Some(int()?),
+                    "attention.head_count" => raw.heads = Some(int()?),
+                    "block_count" => raw.layers = Some(int()?),
+                    "context_length" => raw.ctx = Some(int()?),
+                    "attention.layer_norm_epsilon" => raw.eps = Some(float()?),
+                    "rope.freq_base" => raw.rope_base = Some(float()?),
+                    "pooling_type" => raw.pooling = Some(int()?),
+                    "attention.causal" if value == Value::Bool(true) => {
+                        return Err(bad_hparam("attention.causal"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set_special(l: &mut Found, i: usize, value: Value<'_>) -> Result<()> {
+    let id = value
+        .as_u64()
+        .ok_or(Error::malformed(Malformed::WrongValueType, 0))?;
+    if let Some(slot) = l.specials.get_mut(i) {
+        *slot = Some(id);
+    }
+    Ok(())
+}
+
+/// `blk.N.suffix` → (N, slot) for the suffixes the engine knows.
+fn parse_layer_name(name: &str) -> Option<(usize, LayerSlot)> {
+    let rest = name.strip_prefix("blk.")?;
+    let (index, suffix) = rest.split_once('.')?;
+    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) || index.len() > 6 {
+        return None;
+    }
+    Some((index.parse().ok()?, LayerSlot::from_suffix(suffix)?))
+}
+
+/// Keeps a tensor the engine uses: at most 2-D, dimensions that fit u32, a computable type.
+fn store(slot: &mut Option<TensorRef>, t: &TensorInfo) -> Result<()> {
+    if slot.is_some() {
+        return Err(Error::malformed(Malformed::DuplicateTensor, t.offset));
+    }
+    let [cols, rows, a, b] = t.ne;
+    if a != 1 || b != 1 {
+        return Err(Error::malformed(Malformed::BadShape(t.name), t.offset));
+    }
+    let (Ok(cols), Ok(rows)) = (u32::try_from(cols), u32::try_from(rows)) else {
+        return Err(Error::malformed(Malformed::BadShape(t.name), t.offset));
+    };
+    if !quant::is_computable(t.ty) {
+        return Err(Error::Unsupported(Unsupported::TensorType {
+            tensor: t.name,
+            ty: t.ty,
+        }));
+    }
+    *slot = Some(TensorRef {
+        offset: t.offset,
+        ty: t.ty,
+        cols,
+        rows,
+    });
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum KeySuffix {
+    Embd,
+    Ff,
+    Heads,
+    Layers,
+    Ctx,
+    Eps,
+}
+
+fn missing_key(arch: Arch, k: KeySuffix) -> Error {
+    let key = match (arch, k) {
+        (Arch::Bert, KeySuffix::Embd) => "bert.embedding_length",
+        (Arch::Bert, KeySuffix::Ff) => "bert.feed_forward_length",
+        (Arch::Bert, KeySuffix::Heads) => "bert.attention.head_count",
+        (Arch::Bert, KeySuffix::Layers) => "bert.block_count",
+        (Arch::Bert, KeySuffix::Ctx) => "bert.context_length",
+        (Arch::Bert, KeySuffix::Eps) => "bert.attention.layer_norm_epsilon",
+        (Arch::NomicBert, KeySuffix::Embd) => "nomic-bert.embedding_length",
+        (Arch::NomicBert, KeySuffix::Ff) => "nomic-bert.feed_forward_length",
+        (Arch::NomicBert, KeySuffix::Heads) => "nomic-bert.attention.head_count",
+        (Arch::NomicBert, KeySuffix::Layers) => "nomic-bert.block_count",
+        (Arch::NomicBert, KeySuffix::Ctx) => "nomic-bert.context_length",
+        (Arch::NomicBert, KeySuffix::Eps) => "nomic-bert.attention.layer_norm_epsilon",
+    };
+    Error::malformed(Malformed::MissingKey(key), 0)
+}
+
+fn missing_tensor(name: &str) -> Error {
+    Error::malformed(Malformed::MissingTensor(Name::new(name)), 0)
+}
+
+fn bad_hparam(key: &'static str) -> Error {
+    Error::malformed(Malformed::BadHyperParameter(key), 0)
+}
+
+/// `v` as usize within `[lo, hi]`.
+fn bounded(v: u64, lo: u64, hi: u64, key: &'static str) -> Result<usize> {
+    if v < lo || v > hi {
+        return Err(bad_hparam(key));
+    }
+    usize::try_from(v).map_err(|_| bad_hparam(key))
+}
+
+fn shape_error(t: &TensorRef, name: &str) -> Error {
+    Error::malformed(Malformed::BadShape(Name::new(name)), t.offset)
+}
+
+fn expect_cols(t: &TensorRef, cols: usize, name: &str) -> Result<()> {
+    if t.cols as usize != cols || t.rows == 0 {
+        return Err(shape_error(t, name));
+    }
+    Ok(())
+}
+
+fn expect_shape(t: &TensorRef, cols: usize, rows: usize, name: &str) -> Result<()> {
+    if t.cols as usize != cols || t.rows as usize != rows {
+        return Err(shape_error(t, name));
+    }
+    Ok(())
+}
+
+fn expect_vector(t: &TensorRef, len: usize, name: &str) -> Result<()> {
+    expect_shape(t, len, 1, name)
+}
+
+/// Checks every tensor of layer `index` against the hyper-parameters.
+fn check_layer(index: usize, hp: &HParams, layer: &Layer) -> Result<()> {
+    let (e, f) = (hp.n_embd, hp.n_ff);
+    let check = |t: &TensorRef, cols: usize, rows: usize, suffix: &str| -> Result<()> {
+        if t.cols as usize != cols || t.rows as usize != rows {
+            let name = layer_tensor_name(index, suffix);
+            return Err(Error::malformed(Malformed::BadShape(name), t.offset));
+        }
+        Ok(())
+    };
+    let lin = |l: &Linear, cols: usize, rows: usize, name: &str| -> Result<()> {
+        check(&l.weight, cols, rows, name)?;
+        match &l.bias {
+            Some(b) => check(b, rows, 1, name),
+            None => Ok(()),
+        }
+    };
+    match &layer.qkv {
+        Qkv::Fused(l) => lin(l, e, e.saturating_mul(3), "attn_qkv")?,
+        Qkv::Separate([q, k, v]) => {
+            lin(q, e, e, "attn_q")?;
+            lin(k, e, e, "attn_k")?;
+            lin(v, e, e, "attn_v")?;
+        }
+    }
+    lin(&layer.attn_out, e, e, "attn_output")?;
+    lin(&layer.ffn_up, e, f, "ffn_up")?;
+    if let Some(g) = &layer.ffn_gate {
+        lin(g, e, f, "ffn_gate")?;
+    }
+    lin(&layer.ffn_down, f, e, "ffn_down")?;
+    for (n, name) in [
+        (&layer.attn_norm, "attn_output_norm"),
+        (&layer.out_norm, "layer_output_norm"),
+    ] {
+        check(&n.weight, e, 1, name)?;
+        check(&n.bias, e, 1, name)?;
+    }
+    Ok(())
+}

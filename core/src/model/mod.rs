@@ -1,0 +1,364 @@
+//! What the engine needs to know about a model, and nothing more: hyper-parameters, where each
+//! tensor it uses lies in the file, and where the vocab is. No tensor data, no names.
+//!
+//! [`ModelLoader`] builds it by streaming the file once. The per-layer tensor table lives in
+//! caller storage ([`LayerRefs`], one per layer), so nothing here grows with the model.
+
+mod loader;
+
+pub use loader::{LoadStep, ModelLoader};
+
+use core::fmt::Write as _;
+
+use crate::error::{Error, Malformed, Name, Result};
+use crate::gguf::{ArrayRef, GgmlType, Layout};
+
+/// The architectures the engine computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// BERT: learned absolute positions, separate or fused Q/K/V with biases, GELU FFN.
+    Bert,
+    /// nomic-bert: rotary positions (NeoX style), fused QKV, SwiGLU FFN, no biases.
+    NomicBert,
+}
+
+impl Arch {
+    /// The `general.architecture` string.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Arch::Bert => "bert",
+            Arch::NomicBert => "nomic-bert",
+        }
+    }
+}
+
+/// How token vectors become one text vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over all tokens ([CLS] and [SEP] included). `pooling_type` 1.
+    Mean,
+    /// The first token's vector ([CLS]). `pooling_type` 2.
+    Cls,
+}
+
+/// The model's hyper-parameters, validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HParams {
+    /// Width of the hidden state (`embedding_length`).
+    pub n_embd: usize,
+    /// Width of the FFN's hidden layer (`feed_forward_length`).
+    pub n_ff: usize,
+    /// Attention heads (`attention.head_count`).
+    pub n_head: usize,
+    /// Transformer layers (`block_count`).
+    pub n_layer: usize,
+    /// The longest input in tokens (`context_length`, capped by the position table for bert).
+    pub n_ctx: usize,
+    /// Tokens in the vocab.
+    pub n_vocab: usize,
+    /// LayerNorm epsilon (`attention.layer_norm_epsilon`).
+    pub eps: f32,
+    /// RoPE base (`rope.freq_base`), nomic-bert only.
+    pub rope_base: f32,
+    /// Pooling (`pooling_type`; mean when absent).
+    pub pooling: Pooling,
+}
+
+impl HParams {
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.n_embd.checked_div(self.n_head).unwrap_or(0)
+    }
+}
+
+/// Where a tensor's data is: absolute offset, type and shape (`cols` = ne0, the contiguous row
+/// length; `rows` = ne1). All validated against the file when loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TensorRef {
+    /// Absolute offset of the data.
+    pub offset: u64,
+    /// Element type.
+    pub ty: GgmlType,
+    /// Row length (ne0).
+    pub cols: u32,
+    /// Number of rows (ne1).
+    pub rows: u32,
+}
+
+impl TensorRef {
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.ty
+            .row_bytes(u64::from(self.cols))
+            .and_then(|b| usize::try_from(b).ok())
+            .unwrap_or(0)
+    }
+
+    /// Absolute offset of row `r`.
+    pub fn row_offset(&self, r: usize) -> u64 {
+        self.offset
+            .saturating_add((self.row_bytes() as u64).saturating_mul(r as u64))
+    }
+
+    /// Bytes of the columns `[c0, c1)` of a row (both multiples of the type's block), and the
+    /// offset of `c0` within the row.
+    pub fn col_span(&self, c0: usize, c1: usize) -> (u64, usize) {
+        let elems = self.ty.block_elems() as usize;
+        let bytes = self.ty.block_bytes() as usize;
+        let start = c0.checked_div(elems).unwrap_or(0).saturating_mul(bytes);
+        let len = c1
+            .saturating_sub(c0)
+            .checked_div(elems)
+            .unwrap_or(0)
+            .saturating_mul(bytes);
+        (start as u64, len)
+    }
+}
+
+/// A weight matrix with an optional bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linear {
+    /// The weight: `rows` outputs of `cols` inputs.
+    pub weight: TensorRef,
+    /// The bias (`rows` values), if the model has one.
+    pub bias: Option<TensorRef>,
+}
+
+/// LayerNorm parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Norm {
+    /// Scale (γ).
+    pub weight: TensorRef,
+    /// Shift (β).
+    pub bias: TensorRef,
+}
+
+/// Q, K and V projections: one fused matrix (rows q, then k, then v) or three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qkv {
+    /// `attn_qkv`: 3·n_embd rows.
+    Fused(Linear),
+    /// `attn_q`, `attn_k`, `attn_v`.
+    Separate([Linear; 3]),
+}
+
+/// The tensors of one transformer layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layer {
+    /// Q, K, V projections.
+    pub qkv: Qkv,
+    /// Attention output projection.
+    pub attn_out: Linear,
+    /// LayerNorm after attention.
+    pub attn_norm: Norm,
+    /// FFN up projection.
+    pub ffn_up: Linear,
+    /// FFN gate projection (nomic-bert's SwiGLU).
+    pub ffn_gate: Option<Linear>,
+    /// FFN down projection.
+    pub ffn_down: Linear,
+    /// LayerNorm after the FFN.
+    pub out_norm: Norm,
+}
+
+/// One layer's tensors as they are found while the file streams by (any order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerRefs {
+    pub(crate) slots: [Option<TensorRef>; LayerSlot::COUNT],
+}
+
+/// The tensor names a layer may have, `blk.N.<suffix>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LayerSlot {
+    Qkv,
+    QkvBias,
+    Q,
+    QBias,
+    K,
+    KBias,
+    V,
+    VBias,
+    Out,
+    OutBias,
+    AttnNormW,
+    AttnNormB,
+    Up,
+    UpBias,
+    Gate,
+    GateBias,
+    Down,
+    DownBias,
+    OutNormW,
+    OutNormB,
+}
+
+impl LayerSlot {
+    pub(crate) const COUNT: usize = 20;
+
+    pub(crate) fn from_suffix(s: &str) -> Option<Self> {
+        use LayerSlot::*;
+        Some(match s {
+            "attn_qkv.weight" => Qkv,
+            "attn_qkv.bias" => QkvBias,
+            "attn_q.weight" => Q,
+            "attn_q.bias" => QBias,
+            "attn_k.weight" => K,
+            "attn_k.bias" => KBias,
+            "attn_v.weight" => V,
+            "attn_v.bias" => VBias,
+            "attn_output.weight" => Out,
+            "attn_output.bias" => OutBias,
+            "attn_output_norm.weight" => AttnNormW,
+            "attn_output_norm.bias" => AttnNormB,
+            "ffn_up.weight" => Up,
+            "ffn_up.bias" => UpBias,
+            "ffn_gate.weight" => Gate,
+            "ffn_gate.bias" => GateBias,
+            "ffn_down.weight" => Down,
+            "ffn_down.bias" => DownBias,
+            "layer_output_norm.weight" => OutNormW,
+            "layer_output_norm.bias" => OutNormB,
+            _ => return None,
+        })
+    }
+
+    fn get(self, refs: &LayerRefs) -> Option<TensorRef> {
+        refs.slots.get(self as usize).copied().flatten()
+    }
+}
+
+/// Where the vocab lives in the file, and the special token ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VocabRef {
+    /// `tokenizer.ggml.tokens`: an array of strings, never loaded whole.
+    pub tokens: ArrayRef,
+    /// `[CLS]`.
+    pub cls: u32,
+    /// `[SEP]`.
+    pub sep: u32,
+    /// `[UNK]`.
+    pub unk: u32,
+    /// `[PAD]`, when given.
+    pub pad: Option<u32>,
+    /// `[MASK]`, when given.
+    pub mask: Option<u32>,
+}
+
+/// Everything about a model except its per-layer tensors (see [`Model`]). Small and `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelMeta {
+    /// Architecture.
+    pub arch: Arch,
+    /// Hyper-parameters.
+    pub hparams: HParams,
+    /// Token embeddings (`token_embd`): one row of n_embd per token.
+    pub token_embd: TensorRef,
+    /// Absolute position embeddings (bert).
+    pub position_embd: Option<TensorRef>,
+    /// Token-type embeddings; row 0 is added to every token.
+    pub token_types: Option<TensorRef>,
+    /// LayerNorm after the embeddings.
+    pub embd_norm: Norm,
+    /// The vocab.
+    pub vocab: VocabRef,
+    /// Where everything is in the file.
+    pub layout: Layout,
+}
+
+/// A loaded model: its metadata plus one [`LayerRefs`] per layer, in caller storage.
+#[derive(Debug, Clone, Copy)]
+pub struct Model<'m> {
+    meta: ModelMeta,
+    layers: &'m [LayerRefs],
+}
+
+impl<'m> Model<'m> {
+    /// Joins metadata and the layer table a [`ModelLoader`] produced. `layers` must be exactly
+    /// the filled part of the loader's storage (`meta.hparams.n_layer` entries).
+    pub fn new(meta: ModelMeta, layers: &'m [LayerRefs]) -> Result<Self> {
+        if layers.len() != meta.hparams.n_layer {
+            return Err(Error::BufferTooSmall {
+                needed: meta.hparams.n_layer,
+                given: layers.len(),
+            });
+        }
+        let model = Model { meta, layers };
+        for i in 0..layers.len() {
+            model.layer(i)?;
+        }
+        Ok(model)
+    }
+
+    /// The metadata.
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    /// The hyper-parameters.
+    pub fn hparams(&self) -> &HParams {
+        &self.meta.hparams
+    }
+
+    /// Layer `i`'s tensors. Loading validated them, so this fails only for `i` out of range.
+    pub fn layer(&self, i: usize) -> Result<Layer> {
+        let refs = self.layers.get(i).ok_or(Error::InvalidState)?;
+        resolve_layer(self.meta.arch, i, refs)
+    }
+}
+
+/// The name `blk.{index}.{suffix}` (for errors).
+pub(crate) fn layer_tensor_name(index: usize, suffix: &str) -> Name {
+    let mut name = heapless::String::<{ Name::CAPACITY }>::new();
+    // A name too long for the buffer is cut; the error stays useful.
+    let _ = write!(name, "blk.{index}.{suffix}");
+    Name::new(&name)
+}
+
+/// Assembles layer `index`'s [`Layer`] from its slots; a missing required tensor is an error
+/// naming it.
+pub(crate) fn resolve_layer(arch: Arch, index: usize, refs: &LayerRefs) -> Result<Layer> {
+    use LayerSlot::*;
+    let missing = |suffix: &str| {
+        Error::malformed(
+            Malformed::MissingTensor(layer_tensor_name(index, suffix)),
+            0,
+        )
+    };
+    let req = |slot: LayerSlot, name: &'static str| slot.get(refs).ok_or_else(|| missing(name));
+    let lin = |w: LayerSlot, b: LayerSlot, name: &'static str| -> Result<Linear> {
+        Ok(Linear {
+            weight: req(w, name)?,
+            bias: b.get(refs),
+        })
+    };
+    let qkv = match Qkv.get(refs) {
+        Some(weight) => self::Qkv::Fused(Linear {
+            weight,
+            bias: QkvBias.get(refs),
+        }),
+        None => self::Qkv::Separate([
+            lin(Q, QBias, "attn_q.weight")?,
+            lin(K, KBias, "attn_k.weight")?,
+            lin(V, VBias, "attn_v.weight")?,
+        ]),
+    };
+    let ffn_gate = match arch {
+        Arch::NomicBert => Some(lin(Gate, GateBias, "ffn_gate.weight")?),
+        Arch::Bert => None,
+    };
+    Ok(Layer {
+        qkv,
+        attn_out: lin(Out, OutBias, "attn_output.weight")?,
+        attn_norm: Norm {
+            weight: req(AttnNormW, "attn_output_norm.weight")?,
+            bias: req(AttnNormB, "attn_output_norm.bias")?,
+        },
+        ffn_up: lin(Up, UpBias, "ffn_up.weight")?,
+        ffn_gate,
+        ffn_down: lin(Down, DownBias, "ffn_down.weight")?,
+        out_norm: Norm {
+            weight: req(OutNormW, "layer_output_norm.weight")?,
+            bias: req(OutNormB, "layer_output_norm.bias")?,
+        },
+    })
+}

@@ -1,0 +1,348 @@
+//! AVX-512F kernels: 16-lane decoders and a 4-row × 6-token f32 micro-kernel (24 of the 32 zmm
+//! registers hold accumulators).
+
+use core::arch::x86_64::{
+    __m128i, __m256i, __m512, __mmask16, _mm256_loadu_si256, _mm512_add_ps, _mm512_castsi512_ps,
+    _mm512_cvtepi32_ps, _mm512_cvtepi8_epi32, _mm512_cvtepu16_epi32, _mm512_cvtepu8_epi32,
+    _mm512_cvtph_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps, _mm512_mul_ps,
+    _mm512_reduce_add_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_slli_epi32, _mm512_storeu_ps,
+    _mm512_sub_ps,
+};
+
+use super::{byte_decoders, gemm_in_bounds, k_blocks};
+use crate::gguf::GgmlType;
+use crate::quant::scalar;
+
+/// Proof that this CPU runs AVX-512F, AVX2, FMA and F16C: only [`Avx512::new`] makes one, after
+/// detecting them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx512(());
+
+impl Avx512 {
+    /// The token, if the CPU supports the instructions.
+    pub(crate) fn new() -> Option<Self> {
+        super::detect_avx512().then_some(Avx512(()))
+    }
+
+    /// Decodes whole blocks; `false` for a type this module leaves to the scalar path.
+    pub(crate) fn decode(self, ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
+        // SAFETY: the token exists only if the CPU supports every feature `decode_blocks` enables.
+        unsafe { decode_blocks(ty, src, dst) }
+    }
+
+    /// See [`scalar::gemm`]; out-of-bounds shapes do nothing (callers validate first).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gemm(
+        self,
+        w: &[f32],
+        w_stride: usize,
+        n_rows: usize,
+        k: usize,
+        x: &[f32],
+        x_stride: usize,
+        n_tokens: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        // SAFETY: as in `decode`.
+        unsafe {
+            gemm(
+                w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride,
+            )
+        }
+    }
+
+    /// `Σ a[i]·b[i]` over the common length.
+    pub(crate) fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: as in `decode`.
+        unsafe { dot(a, b) }
+    }
+
+    /// `y[i] += alpha·x[i]` over the common length.
+    pub(crate) fn axpy(self, alpha: f32, x: &[f32], y: &mut [f32]) {
+        // SAFETY: as in `decode`.
+        unsafe { axpy(alpha, x, y) }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline]
+fn splat(v: f32) -> __m512 {
+    _mm512_set1_ps(v)
+}
+
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline]
+fn load(a: &[f32; 16]) -> __m512 {
+    // SAFETY: `a` is 16 readable floats; `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_ps(a.as_ptr()) }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline]
+fn store(o: &mut [f32; 16], v: __m512) {
+    // SAFETY: `o` is 16 writable floats; `storeu` has no alignment requirement.
+    unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline]
+fn load32b(b: &[u8; 32]) -> __m256i {
+    // SAFETY: `b` is 32 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+}
+
+/// `o = d · codes` for 16 signed byte codes.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline]
+fn emit_i8(o: &mut [f32; 16], codes: __m128i, d: __m512) {
+    store(
+        o,
+        _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes))),
+    );
+}
+
+/// `o = d · codes − m` for 16 unsigned byte codes (product rounded, then the difference).
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline]
+fn emit_u8_sub(o: &mut [f32; 16], codes: __m128i, d: __m512, m: __m512) {
+    let q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(codes));
+    store(o, _mm512_sub_ps(_mm512_mul_ps(d, q), m));
+}
+
+/// `o = d · codes + m` for 16 unsigned byte codes (product rounded, then the sum).
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline]
+fn emit_u8_add(o: &mut [f32; 16], codes: __m128i, d: __m512, m: __m512) {
+    let q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(codes));
+    store(o, _mm512_add_ps(_mm512_mul_ps(d, q), m));
+}
+
+/// F16 values (little-endian pairs of bytes) widened exactly.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline]
+fn f16_row(src: &[u8], dst: &mut [f32]) {
+    let (blocks, tail) = src.as_chunks::<32>();
+    let (outs, _) = dst.as_chunks_mut::<16>();
+    for (b, o) in blocks.iter().zip(outs.iter_mut()) {
+        store(o, _mm512_cvtph_ps(load32b(b)));
+    }
+    let done = blocks.len().saturating_mul(16);
+    scalar::decode(GgmlType::F16, tail, dst.get_mut(done..).unwrap_or_default());
+}
+
+/// BF16 values: the top half of an f32's bits.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline]
+fn bf16_row(src: &[u8], dst: &mut [f32]) {
+    let (blocks, tail) = src.as_chunks::<32>();
+    let (outs, _) = dst.as_chunks_mut::<16>();
+    for (b, o) in blocks.iter().zip(outs.iter_mut()) {
+        let bits = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(load32b(b)));
+        store(o, _mm512_castsi512_ps(bits));
+    }
+    let done = blocks.len().saturating_mul(16);
+    scalar::decode(
+        GgmlType::BF16,
+        tail,
+        dst.get_mut(done..).unwrap_or_default(),
+    );
+}
+
+byte_decoders!("avx512f,avx2,fma,f16c");
+
+/// Rows per micro-kernel.
+const MR: usize = 4;
+/// Tokens per micro-kernel.
+const NT: usize = 6;
+
+/// The micro-kernel: `out[t][j] += Σ_{i<k} w[j][i] · x[t][i]` for `R` weight rows and `T` tokens,
+/// all sums kept in registers while it walks `k`.
+///
+/// # Safety
+/// Each `w[j]` and `x[t]` must be valid for reading `k` floats and each `out[t]` for reading and
+/// writing `R` floats; the CPU must support the enabled features.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline]
+unsafe fn tile<const R: usize, const T: usize>(
+    w: [*const f32; R],
+    x: [*const f32; T],
+    k: usize,
+    out: [*mut f32; T],
+) {
+    let mut acc = [[_mm512_setzero_ps(); R]; T];
+    let full = k & !15;
+    let mut i = 0usize;
+    while i < full {
+        let mut wv = [_mm512_setzero_ps(); R];
+        for (v, &p) in wv.iter_mut().zip(&w) {
+            // SAFETY: i + 16 <= k and `p` is valid for k floats.
+            *v = unsafe { _mm512_loadu_ps(p.add(i)) };
+        }
+        for (acc_t, &p) in acc.iter_mut().zip(&x) {
+            // SAFETY: as above.
+            let xv = unsafe { _mm512_loadu_ps(p.add(i)) };
+            for (a, &v) in acc_t.iter_mut().zip(&wv) {
+                *a = _mm512_fmadd_ps(v, xv, *a);
+            }
+        }
+        // i < full <= k: cannot overflow.
+        i = i.wrapping_add(16);
+    }
+    if i < k {
+        // 1..=15 elements left: masked loads read only those (masked-off lanes never fault).
+        let mask = (1u32 << k.wrapping_sub(i)).wrapping_sub(1) as __mmask16;
+        let mut wv = [_mm512_setzero_ps(); R];
+        for (v, &p) in wv.iter_mut().zip(&w) {
+            // SAFETY: the unmasked lanes are elements i..k of a row valid for k floats.
+            *v = unsafe { _mm512_maskz_loadu_ps(mask, p.add(i)) };
+        }
+        for (acc_t, &p) in acc.iter_mut().zip(&x) {
+            // SAFETY: as above.
+            let xv = unsafe { _mm512_maskz_loadu_ps(mask, p.add(i)) };
+            for (a, &v) in acc_t.iter_mut().zip(&wv) {
+                *a = _mm512_fmadd_ps(v, xv, *a);
+            }
+        }
+    }
+    for (acc_t, &o) in acc.iter().zip(&out) {
+        for (j, a) in acc_t.iter().enumerate() {
+            // SAFETY: j < R and `o` is valid for R floats.
+            unsafe { *o.add(j) += _mm512_reduce_add_ps(*a) };
+        }
+    }
+}
+
+/// Runs the `rn` × `T` micro-kernel (`rn` in 1..=MR) at the given row, token and output bases.
+///
+/// # Safety
+/// Rows `base_w + j·w_stride` (j < rn) and tokens `base_x + t·x_stride` (t < T) valid for `k`
+/// floats; outputs `base_o + t·o_stride` valid for `rn` floats.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows<const T: usize>(
+    rn: usize,
+    base_w: *const f32,
+    w_stride: usize,
+    base_x: *const f32,
+    x_stride: usize,
+    k: usize,
+    base_o: *mut f32,
+    o_stride: usize,
+) {
+    let x: [*const f32; T] =
+        core::array::from_fn(|t| base_x.wrapping_add(t.wrapping_mul(x_stride)));
+    let o: [*mut f32; T] = core::array::from_fn(|t| base_o.wrapping_add(t.wrapping_mul(o_stride)));
+    macro_rules! run {
+        ($r:literal) => {{
+            let w: [*const f32; $r] =
+                core::array::from_fn(|j| base_w.wrapping_add(j.wrapping_mul(w_stride)));
+            // SAFETY: forwarded from this function's contract.
+            unsafe { tile::<$r, T>(w, x, k, o) }
+        }};
+    }
+    match rn {
+        4 => run!(4),
+        3 => run!(3),
+        2 => run!(2),
+        1 => run!(1),
+        _ => {}
+    }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    w: &[f32],
+    w_stride: usize,
+    n_rows: usize,
+    k: usize,
+    x: &[f32],
+    x_stride: usize,
+    n_tokens: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    if !gemm_in_bounds(
+        w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride,
+    ) {
+        return;
+    }
+    // All index arithmetic below stays within the spans just checked (r0 < n_rows, t0 <
+    // n_tokens, k0 + kc <= k), so the wrapping operations never wrap.
+    for (k0, kc) in k_blocks(k) {
+        let mut t0 = 0usize;
+        while t0 < n_tokens {
+            let tn = n_tokens.wrapping_sub(t0).min(NT);
+            let xb = x
+                .as_ptr()
+                .wrapping_add(t0.wrapping_mul(x_stride).wrapping_add(k0));
+            let mut r0 = 0usize;
+            while r0 < n_rows {
+                let rn = n_rows.wrapping_sub(r0).min(MR);
+                let wb = w
+                    .as_ptr()
+                    .wrapping_add(r0.wrapping_mul(w_stride).wrapping_add(k0));
+                let ob = out
+                    .as_mut_ptr()
+                    .wrapping_add(t0.wrapping_mul(out_stride).wrapping_add(r0));
+                // SAFETY: rows r0..r0+rn, tokens t0..t0+tn and elements k0..k0+kc lie within `w`,
+                // `x` and `out` (gemm_in_bounds above); the CPU supports the features (caller).
+                unsafe {
+                    match tn {
+                        6 => rows::<6>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                        5 => rows::<5>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                        4 => rows::<4>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                        3 => rows::<3>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                        2 => rows::<2>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                        1 => rows::<1>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                        _ => {}
+                    }
+                }
+                r0 = r0.wrapping_add(rn);
+            }
+            t0 = t0.wrapping_add(tn);
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (
+        a.get(..n).unwrap_or_default(),
+        b.get(..n).unwrap_or_default(),
+    );
+    let (ac, a_tail) = a.as_chunks::<16>();
+    let (bc, b_tail) = b.as_chunks::<16>();
+    let mut s = [_mm512_setzero_ps(); 4];
+    let (mut ga, mut gb) = (ac.chunks_exact(4), bc.chunks_exact(4));
+    for (pa, pb) in (&mut ga).zip(&mut gb) {
+        for ((acc, va), vb) in s.iter_mut().zip(pa).zip(pb) {
+            *acc = _mm512_fmadd_ps(load(va), load(vb), *acc);
+        }
+    }
+    let [s0, s1, s2, s3] = s;
+    let mut acc = _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3));
+    for (va, vb) in ga.remainder().iter().zip(gb.remainder()) {
+        acc = _mm512_fmadd_ps(load(va), load(vb), acc);
+    }
+    _mm512_reduce_add_ps(acc) + scalar::dot(a_tail, b_tail)
+}
+
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let (x, y) = (
+        x.get(..n).unwrap_or_default(),
+        y.get_mut(..n).unwrap_or_default(),
+    );
+    let a = splat(alpha);
+    let (xc, x_tail) = x.as_chunks::<16>();
+    let (yc, y_tail) = y.as_chunks_mut::<16>();
+    for (vx, vy) in xc.iter().zip(yc.iter_mut()) {
+        store(vy, _mm512_fmadd_ps(a, load(vx), load(vy)));
+    }
+    scalar::axpy(alpha, x_tail, y_tail);
+}

@@ -1,0 +1,76 @@
+//! BERT uncased WordPiece tokenization, exactly as Hugging Face `tokenizers` 0.23 does it, from
+//! the vocab left in the GGUF file, in caller memory, a bounded amount of work per step.
+//!
+//! # Rules (HF's `BertNormalizer`, `BertPreTokenizer`, `WordPiece`, `TemplateProcessing`)
+//! 1. The special tokens named by the file (`tokenizer.ggml.{padding,unknown,cls,seperator,mask}
+//!    _token_id`, e.g. `[PAD] [UNK] [CLS] [SEP] [MASK]`) are matched first in the raw text,
+//!    case-sensitively, leftmost-longest; the text between them is processed separately.
+//! 2. Clean: U+0000, U+FFFD and controls (Cc Cf Co but `\t \n \r`) are dropped, then whitespace
+//!    becomes a space. 3. Spaces go around CJK ideographs. 4. NFD, drop Mn, then lowercase
+//!    (HF strips accents before lowercasing). 5. Split on whitespace and punctuation (ASCII and
+//!    P*), each punctuation char a word. 6. WordPiece: greedy longest match, `##` continuations;
+//!    a word of more than 100 chars, or one that cannot be covered, is one `[UNK]`. 7. `[CLS]`
+//!    … `[SEP]`; truncation keeps `[CLS]` + the first n − 2 pieces + `[SEP]`.
+//!
+//! Character classes come from the same crates HF uses, through generated tables (see
+//! [`unicode`] and `tools/unicode-tables`); whitespace and lowercasing from `core`'s `char`, as in
+//! HF. What cannot match HF exactly: `char::is_whitespace` and `char::to_lowercase` follow the
+//! Unicode version of the Rust compiler that builds this crate, HF's those of the compiler that
+//! built it (they differ only on code points whose case mapping was added between the two).
+//!
+//! # Vocab form
+//! GGUF stores pieces in "phantom space" form: the word-initial piece `the` as `▁the` (U+2581),
+//! the continuation `##ing` as `ing`, control tokens and `[unusedN]` as they are. Lookups use that
+//! form directly; an entry that is not UTF-8 simply never matches. When two entries are equal the
+//! lower id wins (in both modes).
+//!
+//! # Driving it (all memory from the caller)
+//! 1. Feed the reader's [`Event::Kv`](crate::gguf::Event::Kv)s to [`VocabMeta::observe`]; then
+//!    [`VocabMeta::loader`] and [`VocabLoader::step`] until [`Step::Done`] (it reads the entries
+//!    up to the highest special id) and take [`VocabLoader::vocab`]. Or, where blocking is fine,
+//!    [`read_vocab`].
+//! 2. Choose a [`Mode`]:
+//!    * Index: size with [`VocabIndex::bytes_needed`] (≈ 580 KB for BERT), build with
+//!      [`IndexBuilder::new`] / [`IndexBuilder::step`] (bounded entries per step) /
+//!      [`IndexBuilder::finish`], then pass [`Lookup::Index`].
+//!    * Scan: nothing to build; pass [`Lookup::Scan`]. The vocab is streamed from the file once
+//!      per window of text.
+//! 3. Size the work memory with [`work_bytes`] (mode, window chars) and the output with
+//!    [`Options::max_tokens`]; [`Tokenize::new`], then [`Tokenize::step`] until [`Step::Done`];
+//!    [`Tokenize::ids`] is `[CLS] … [SEP]`.
+//!
+//! Both modes give identical ids. Nothing allocates, nothing panics, nothing is `unsafe`.
+
+mod index;
+mod normalize;
+#[rustfmt::skip]
+mod tables;
+mod tokenize;
+pub mod unicode;
+mod vocab;
+
+pub use index::{IndexBuilder, VocabIndex};
+pub use tokenize::{
+    work_bytes, Lookup, Mode, Options, Tokenize, MAX_WINDOW_CHARS, MIN_WINDOW_CHARS, SCAN_SCRATCH,
+};
+pub use vocab::{read_vocab, Vocab, VocabLoader, VocabMeta, MAX_SPECIAL_LEN, MIN_VOCAB_SCRATCH};
+
+/// HF's `max_input_chars_per_word`: a longer word is a single `[UNK]`.
+pub const MAX_WORD_CHARS: usize = 100;
+
+/// The longest piece in bytes: [`MAX_WORD_CHARS`] chars of up to 4 bytes. Longer vocab entries
+/// can never match and are skipped.
+pub const MAX_PIECE_BYTES: usize = MAX_WORD_CHARS * 4;
+
+/// The GGUF word-initial marker, U+2581 LOWER ONE EIGHTH BLOCK.
+pub const PHANTOM_SPACE: &[u8] = "\u{2581}".as_bytes();
+
+/// What a step of a tokenizer state machine reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Step {
+    /// Work remains: call `step` again.
+    Pending,
+    /// Finished; the result can be taken. Later steps return `Done` again.
+    Done,
+}
