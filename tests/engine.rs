@@ -3,85 +3,11 @@
 
 mod common;
 
+use common::engine::*;
 use stepembed::core::engine::{Input, Job, JobOptions, Limits, Plan, Step};
 use stepembed::core::io::SliceSource;
-use stepembed::core::model::{LayerRefs, Model, ModelLoader, ModelMeta};
-
-struct Case {
-    text: String,
-    ids: Vec<u32>,
-    embedding: Vec<f64>,
-}
-
-fn cases(model: &str) -> Vec<Case> {
-    let text = String::from_utf8(common::read(&format!("reference/{model}.jsonl"))).unwrap();
-    text.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            Case {
-                text: v["text"].as_str().unwrap().to_owned(),
-                ids: v["ids"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_u64().unwrap() as u32)
-                    .collect(),
-                embedding: v["embedding"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_f64().unwrap())
-                    .collect(),
-            }
-        })
-        .collect()
-}
-
-fn load(bytes: &[u8]) -> (ModelMeta, Vec<LayerRefs>) {
-    let mut scratch = vec![0u8; 4096];
-    let mut layers = vec![LayerRefs::default(); 64];
-    let mut loader = ModelLoader::new(&mut scratch, &mut layers).unwrap();
-    let meta = loader.load(&mut SliceSource::new(bytes)).unwrap();
-    let n = meta.hparams.n_layer;
-    layers.truncate(n);
-    (meta, layers)
-}
-
-fn embed(model: Model<'_>, plan: &Plan, bytes: &[u8], ids: &[u32]) -> Vec<f32> {
-    let mut arena = vec![0u8; plan.arena_bytes()];
-    let mut job = Job::new(
-        model,
-        plan,
-        &mut arena,
-        Input::Ids(ids),
-        JobOptions::default(),
-    )
-    .unwrap();
-    let mut io = SliceSource::new(bytes);
-    loop {
-        match job.step(&mut io).unwrap() {
-            Step::Pending(_) => {}
-            Step::Done(e) => return e.to_vec(),
-        }
-    }
-}
-
-fn compare(ours: &[f32], reference: &[f64]) -> (f64, f64) {
-    assert_eq!(ours.len(), reference.len());
-    let dot: f64 = ours
-        .iter()
-        .zip(reference)
-        .map(|(&a, &b)| a as f64 * b)
-        .sum();
-    let na: f64 = ours.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = reference.iter().map(|b| b * b).sum::<f64>().sqrt();
-    let max = ours
-        .iter()
-        .zip(reference)
-        .map(|(&a, &b)| (a as f64 - b).abs())
-        .fold(0.0, f64::max);
-    (dot / (na * nb), max)
-}
+use stepembed::core::model::Model;
+use stepembed::core::{Error, Malformed};
 
 #[test]
 fn every_fixture_model_matches_the_reference() {
@@ -91,7 +17,7 @@ fn every_fixture_model_matches_the_reference() {
         let m = Model::new(meta, &layers).unwrap();
         let plan = Plan::new(&m, Limits::tokens(meta.hparams.n_ctx)).unwrap();
         let mut worst = (1.0f64, 0.0f64);
-        for case in cases(model) {
+        for case in cases(&common::fixture(&format!("reference/{model}.jsonl"))) {
             let e = embed(m, &plan, &bytes, &case.ids);
             let (cos, max) = compare(&e, &case.embedding);
             assert!(
@@ -106,4 +32,171 @@ fn every_fixture_model_matches_the_reference() {
             worst.0, worst.1
         );
     }
+}
+
+#[test]
+fn the_smallest_plan_gives_the_same_embeddings() {
+    for model in ["minilm-l6-Q4_K_M", "nomic-small-2L-Q4_K_M", "bert-tiny-F16"] {
+        let bytes = common::read(&format!("models/{model}.gguf"));
+        let (meta, layers) = load(&bytes);
+        let m = Model::new(meta, &layers).unwrap();
+        let limits = Limits::tokens(meta.hparams.n_ctx);
+        let (fast, small) = (
+            Plan::new(&m, limits).unwrap(),
+            Plan::smallest(&m, limits).unwrap(),
+        );
+        assert!(small.arena_bytes() < fast.arena_bytes());
+        for case in cases(&common::fixture(&format!("reference/{model}.jsonl")))
+            .iter()
+            .step_by(3)
+        {
+            let a = embed(m, &fast, &bytes, &case.ids);
+            let b = embed(m, &small, &bytes, &case.ids);
+            let max = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(max <= 1e-5, "{model} {:?}: {max}", case.text);
+        }
+    }
+}
+
+#[test]
+fn a_batch_equals_its_texts_one_by_one() {
+    let bytes = common::read("models/nomic-small-2L-Q4_K_M.gguf");
+    let (meta, layers) = load(&bytes);
+    let m = Model::new(meta, &layers).unwrap();
+    let all = cases(&common::fixture("reference/nomic-small-2L-Q4_K_M.jsonl"));
+    let texts: Vec<&[u32]> = all.iter().take(6).map(|c| c.ids.as_slice()).collect();
+    let total: usize = texts.iter().map(|t| t.len()).sum();
+    let plan = Plan::new(
+        &m,
+        Limits {
+            max_tokens: total,
+            max_texts: texts.len(),
+        },
+    )
+    .unwrap();
+    let mut arena = vec![0u8; plan.arena_bytes()];
+    let mut job = Job::new(
+        m,
+        &plan,
+        &mut arena,
+        Input::IdBatch(&texts),
+        JobOptions::default(),
+    )
+    .unwrap();
+    let mut io = SliceSource::new(&bytes);
+    let batch = loop {
+        if let Step::Done(e) = job.step(&mut io).unwrap() {
+            break e.to_vec();
+        }
+    };
+    let e = meta.hparams.n_embd;
+    for (i, case) in all.iter().take(6).enumerate() {
+        let (cos, max) = compare(&batch[i * e..(i + 1) * e], &case.embedding);
+        assert!(
+            cos >= 0.99999 && max <= 1e-4,
+            "text {i}: cos {cos} max {max}"
+        );
+    }
+}
+
+#[test]
+fn a_dropped_job_leaves_nothing_behind_and_errors_poison() {
+    let bytes = common::read("models/bert-tiny-Q8_0.gguf");
+    let (meta, layers) = load(&bytes);
+    let m = Model::new(meta, &layers).unwrap();
+    let plan = Plan::new(&m, Limits::tokens(64)).unwrap();
+    let ids = [101u32, 7592, 2088, 102];
+    let expected = embed(m, &plan, &bytes, &ids);
+
+    // Drop a job halfway, then run a fresh one in the same (now dirty) arena.
+    let mut arena = vec![0u8; plan.arena_bytes()];
+    let options = JobOptions {
+        budget: 5_000,
+        ..JobOptions::default()
+    };
+    {
+        let mut job = Job::new(m, &plan, &mut arena, Input::Ids(&ids), options).unwrap();
+        let mut io = SliceSource::new(&bytes);
+        for _ in 0..20 {
+            assert!(matches!(job.step(&mut io).unwrap(), Step::Pending(_)));
+        }
+    }
+    let mut job = Job::new(m, &plan, &mut arena, Input::Ids(&ids), options).unwrap();
+    let mut io = SliceSource::new(&bytes);
+    let mut steps = 0;
+    let got = loop {
+        steps += 1;
+        if let Step::Done(e) = job.step(&mut io).unwrap() {
+            break e.to_vec();
+        }
+    };
+    assert!(steps > 20, "a small budget gives many steps ({steps})");
+    assert_eq!(got, expected);
+
+    // A source that ends early: the error comes back on every later step.
+    let cut = &bytes[..bytes.len() / 2];
+    let mut job = Job::new(
+        m,
+        &plan,
+        &mut arena,
+        Input::Ids(&ids),
+        JobOptions::default(),
+    )
+    .unwrap();
+    let mut io = SliceSource::new(cut);
+    let err = loop {
+        match job.step(&mut io) {
+            Ok(Step::Pending(_)) => {}
+            Ok(Step::Done(_)) => panic!("finished on half a file"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            err,
+            Error::Malformed {
+                what: Malformed::Truncated,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let mut full = SliceSource::new(&bytes);
+    assert_eq!(job.step(&mut full).unwrap_err(), err);
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let bytes = common::read("models/bert-tiny-Q8_0.gguf");
+    let (meta, layers) = load(&bytes);
+    let m = Model::new(meta, &layers).unwrap();
+    let plan = Plan::new(&m, Limits::tokens(8)).unwrap();
+    let mut arena = vec![0u8; plan.arena_bytes()];
+    let opts = JobOptions::default();
+    let too_long = [101u32; 9];
+    assert!(matches!(
+        Job::new(m, &plan, &mut arena, Input::Ids(&too_long), opts),
+        Err(Error::Input(_))
+    ));
+    assert!(matches!(
+        Job::new(m, &plan, &mut arena, Input::Ids(&[]), opts),
+        Err(Error::Input(_))
+    ));
+    assert!(matches!(
+        Job::new(m, &plan, &mut arena, Input::Ids(&[101, 40_000, 102]), opts),
+        Err(Error::Input(_))
+    ));
+    let mut small = vec![0u8; plan.arena_bytes() - 1];
+    assert!(matches!(
+        Job::new(m, &plan, &mut small, Input::Ids(&[101, 102]), opts),
+        Err(Error::ArenaTooSmall { .. })
+    ));
+    assert!(matches!(
+        Plan::fit(&m, Limits::tokens(8), 1000),
+        Err(Error::ArenaTooSmall { needed, given: 1000 }) if needed == Plan::smallest(&m, Limits::tokens(8)).unwrap().arena_bytes()
+    ));
 }

@@ -33,3 +33,59 @@ fn listing_matches_gguf_py_on_the_shared_models() {
         }
     }
 }
+
+use common::engine::*;
+use stepembed::core::engine::{Limits, Plan};
+use stepembed::core::model::Model;
+
+/// Every text of texts.jsonl on every shared model, against the float64 reference.
+#[test]
+fn shared_models_match_the_reference() {
+    let Some(dir) = common::shared_fixtures() else {
+        return;
+    };
+    for model in SHARED_MODELS {
+        let bytes = std::fs::read(dir.join(format!("models/{model}.gguf"))).unwrap();
+        let (meta, layers) = load(&bytes);
+        let m = Model::new(meta, &layers).unwrap();
+        let plan = Plan::new(&m, Limits::tokens(meta.hparams.n_ctx)).unwrap();
+        let mut worst = (1.0f64, 0.0f64);
+        for case in cases(&dir.join(format!("reference/{model}.jsonl"))) {
+            let e = embed(m, &plan, &bytes, &case.ids);
+            let (cos, max) = compare(&e, &case.embedding);
+            assert!(
+                cos >= 0.99999 && max <= 1e-4,
+                "{model} {:?}: cos {cos} max {max}",
+                case.text
+            );
+            worst = (worst.0.min(cos), worst.1.max(max));
+        }
+        eprintln!(
+            "{model}: worst cosine {:.9}, worst max |Δ| {:.2e}",
+            worst.0, worst.1
+        );
+    }
+}
+
+/// "Hello world" on the 768-dim, 12-layer model in a 96 KiB arena.
+#[test]
+fn hello_world_in_96_kib() {
+    let Some(dir) = common::shared_fixtures() else {
+        return;
+    };
+    let model = "nomic-synth-12L-Q4_K_M";
+    let bytes = std::fs::read(dir.join(format!("models/{model}.gguf"))).unwrap();
+    let (meta, layers) = load(&bytes);
+    let m = Model::new(meta, &layers).unwrap();
+    let case = cases(&dir.join(format!("reference/{model}.jsonl")))
+        .into_iter()
+        .next()
+        .unwrap();
+    assert_eq!(case.text, "Hello world");
+    let plan = Plan::fit(&m, Limits::tokens(case.ids.len()), 96 * 1024).unwrap();
+    assert!(plan.arena_bytes() <= 96 * 1024, "{}", plan.arena_bytes());
+    eprintln!("Hello world: {} bytes of arena", plan.arena_bytes());
+    let e = embed(m, &plan, &bytes, &case.ids);
+    let (cos, max) = compare(&e, &case.embedding);
+    assert!(cos >= 0.99999 && max <= 1e-4, "cos {cos} max {max}");
+}

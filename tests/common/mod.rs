@@ -1,6 +1,7 @@
 //! Fixture paths shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod engine;
 pub mod gguf_writer;
 
 use std::path::PathBuf;
