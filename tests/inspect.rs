@@ -112,3 +112,33 @@ fn cli_reports_a_truncated_file_in_one_line() {
         .contains("unknown option --bogus"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn dequant_stats_match_gguf_py() {
+    let mut models: Vec<&str> = common::MODELS.to_vec();
+    models.push("quant-zoo");
+    for model in models {
+        let bytes = common::read(&format!("models/{model}.gguf"));
+        let mut io = SliceSource::new(&bytes);
+        let listing = inspect::list(&mut io).unwrap();
+        let mut json = listing.to_json();
+        listing.add_dequant_stats(&mut io, &mut json).unwrap();
+        let reference = common::json(&format!("reference/tensors/{model}.json"));
+        for (ours, r) in json["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(reference["tensors"].as_array().unwrap())
+        {
+            let name = r["name"].as_str().unwrap();
+            for key in ["sum", "abs_sum"] {
+                let (a, b) = (ours[key].as_f64().unwrap(), r[key].as_f64().unwrap());
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs().max(1e-12),
+                    "{model} {name} {key}: {a} vs {b}"
+                );
+            }
+            assert_eq!(ours["first"], r["first"], "{model} {name}");
+        }
+    }
+}

@@ -20,7 +20,10 @@ impl<E: std::fmt::Display> From<E> for CliError {
 
 const USAGE: &str = "usage: stepembed <command> ...
 commands:
-  inspect MODEL.gguf [--json]      validated listing of metadata and tensors
+  inspect MODEL.gguf [--json] [--dequant-stats]
+                                   validated listing of metadata and tensors; with
+                                   --dequant-stats, each tensor's sum, abs_sum and first
+                                   values (dequantized, streamed through a fixed buffer)
   help                             this text";
 
 /// Runs the command line `args` (without the program name); returns the exit code.
@@ -52,15 +55,25 @@ fn dispatch(args: Vec<OsString>) -> Result<(), CliError> {
 
 fn cmd_inspect(mut args: Args) -> Result<(), CliError> {
     let json = args.flag("--json");
+    let stats = args.flag("--dequant-stats");
     let path = args.path("MODEL.gguf")?;
     args.finish()?;
+    if stats && !json {
+        return Err(CliError("--dequant-stats needs --json".into()));
+    }
     let mut file =
         crate::io::open(&path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
     let listing =
         inspect::list(&mut file).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &listing.to_json())?;
+        let mut doc = listing.to_json();
+        if stats {
+            listing
+                .add_dequant_stats(&mut file, &mut doc)
+                .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+        }
+        serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
     } else {
         write!(out, "{}", listing.to_text())?;

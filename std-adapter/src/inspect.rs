@@ -170,6 +170,36 @@ fn float_json(x: f64) -> Json {
 }
 
 impl Listing {
+    /// Adds `sum`, `abs_sum` and `first` (see [`DequantStats`]) to every tensor of `json` (a
+    /// [`Listing::to_json`]), streaming each tensor once; `null` for types that cannot be decoded.
+    pub fn add_dequant_stats<S: Source>(&self, io: &mut S, json: &mut Json) -> Result<(), Error> {
+        let Some(tensors) = json.get_mut("tensors").and_then(Json::as_array_mut) else {
+            return Ok(());
+        };
+        for (t, j) in self.tensors.iter().zip(tensors) {
+            let stats = dequant_stats(io, t)?;
+            let Some(obj) = j.as_object_mut() else {
+                continue;
+            };
+            match stats {
+                Some(s) => {
+                    obj.insert("sum".into(), float_json(s.sum));
+                    obj.insert("abs_sum".into(), float_json(s.abs_sum));
+                    obj.insert(
+                        "first".into(),
+                        s.first.iter().map(|&v| float_json(f64::from(v))).collect(),
+                    );
+                }
+                None => {
+                    for k in ["sum", "abs_sum", "first"] {
+                        obj.insert(k.into(), Json::Null);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The listing as JSON, in the conventions of the reference listings made with gguf-py
     /// (`shared/tools/ref_tensors.py`).
     pub fn to_json(&self) -> Json {
@@ -254,6 +284,49 @@ impl Listing {
         }
         out
     }
+}
+
+/// Statistics of a tensor's dequantized values, accumulated in f64.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DequantStats {
+    /// Σ v.
+    pub sum: f64,
+    /// Σ |v|.
+    pub abs_sum: f64,
+    /// The first (up to) 8 values.
+    pub first: Vec<f32>,
+}
+
+/// Streams `t` through a fixed buffer and computes its [`DequantStats`]; `None` for a type the
+/// engine cannot decode.
+pub fn dequant_stats<S: Source>(io: &mut S, t: &TensorInfo) -> Result<Option<DequantStats>, Error> {
+    if !stepembed_core::quant::is_computable(t.ty) {
+        return Ok(None);
+    }
+    let kernels = stepembed_core::quant::Kernels::detect();
+    let mut raw = vec![
+        0u8;
+        64 * 1024 * t.ty.block_bytes() as usize / t.ty.block_elems() as usize
+            + t.ty.block_bytes() as usize
+    ];
+    let mut vals =
+        vec![0f32; raw.len() / t.ty.block_bytes() as usize * t.ty.block_elems() as usize];
+    let mut stats = DequantStats {
+        sum: 0.0,
+        abs_sum: 0.0,
+        first: Vec::new(),
+    };
+    gguf::stream_tensor(io, t, &mut raw, |_, chunk| {
+        let n = kernels.dequantize(t.ty, chunk, &mut vals)?;
+        for &v in &vals[..n] {
+            stats.sum += f64::from(v);
+            stats.abs_sum += f64::from(v).abs();
+        }
+        let want = 8usize.saturating_sub(stats.first.len()).min(n);
+        stats.first.extend_from_slice(&vals[..want]);
+        Ok(())
+    })?;
+    Ok(Some(stats))
 }
 
 /// One tensor as a JSON object (name, type, ne, data_offset, n_bytes).
