@@ -7,7 +7,50 @@ use common::engine::*;
 use stepembed::core::engine::{Input, Job, JobOptions, Limits, Plan, Step};
 use stepembed::core::io::SliceSource;
 use stepembed::core::model::Model;
+use stepembed::core::tokenizer::Lookup;
 use stepembed::core::{Error, Malformed};
+
+/// From text, in both tokenizer modes: the reference ids (read back from the job's embedding
+/// being equal to the id-input one) and embeddings.
+#[test]
+fn texts_embed_like_their_reference_ids_in_both_tokenizer_modes() {
+    for model in common::MODELS {
+        let bytes = common::read(&format!("models/{model}.gguf"));
+        let (meta, layers) = load(&bytes);
+        let m = Model::new(meta, &layers).unwrap();
+        let limits = Limits::tokens(meta.hparams.n_ctx);
+        let (fast, small) = (
+            Plan::new(&m, limits).unwrap(),
+            Plan::smallest(&m, limits).unwrap(),
+        );
+        let mut mem = vec![0u8; fast.index_bytes()];
+        let index = build_index(&meta, &bytes, &mut mem);
+        for case in cases(&common::fixture(&format!("reference/{model}.jsonl"))) {
+            let from_ids = embed(m, &fast, &bytes, &case.ids);
+            let indexed = embed_input(
+                m,
+                &fast,
+                &bytes,
+                Input::Text(&case.text),
+                Lookup::Index(index),
+            );
+            let scanned = embed_input(m, &small, &bytes, Input::Text(&case.text), Lookup::Scan);
+            assert_eq!(indexed, from_ids, "{model} {:?}", case.text);
+            let max = scanned
+                .iter()
+                .zip(&from_ids)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(max <= 1e-5, "{model} {:?}: {max}", case.text);
+            let (cos, max) = compare(&indexed, &case.embedding);
+            assert!(
+                cos >= 0.99999 && max <= 1e-4,
+                "{model} {:?}: cos {cos} max {max}",
+                case.text
+            );
+        }
+    }
+}
 
 #[test]
 fn every_fixture_model_matches_the_reference() {
@@ -84,6 +127,7 @@ fn a_batch_equals_its_texts_one_by_one() {
         &plan,
         &mut arena,
         Input::IdBatch(&texts),
+        Lookup::Scan,
         JobOptions::default(),
     )
     .unwrap();
@@ -119,13 +163,29 @@ fn a_dropped_job_leaves_nothing_behind_and_errors_poison() {
         ..JobOptions::default()
     };
     {
-        let mut job = Job::new(m, &plan, &mut arena, Input::Ids(&ids), options).unwrap();
+        let mut job = Job::new(
+            m,
+            &plan,
+            &mut arena,
+            Input::Ids(&ids),
+            Lookup::Scan,
+            options,
+        )
+        .unwrap();
         let mut io = SliceSource::new(&bytes);
         for _ in 0..20 {
             assert!(matches!(job.step(&mut io).unwrap(), Step::Pending(_)));
         }
     }
-    let mut job = Job::new(m, &plan, &mut arena, Input::Ids(&ids), options).unwrap();
+    let mut job = Job::new(
+        m,
+        &plan,
+        &mut arena,
+        Input::Ids(&ids),
+        Lookup::Scan,
+        options,
+    )
+    .unwrap();
     let mut io = SliceSource::new(&bytes);
     let mut steps = 0;
     let got = loop {
@@ -144,6 +204,7 @@ fn a_dropped_job_leaves_nothing_behind_and_errors_poison() {
         &plan,
         &mut arena,
         Input::Ids(&ids),
+        Lookup::Scan,
         JobOptions::default(),
     )
     .unwrap();
@@ -179,20 +240,41 @@ fn bad_inputs_are_typed_errors() {
     let opts = JobOptions::default();
     let too_long = [101u32; 9];
     assert!(matches!(
-        Job::new(m, &plan, &mut arena, Input::Ids(&too_long), opts),
+        Job::new(
+            m,
+            &plan,
+            &mut arena,
+            Input::Ids(&too_long),
+            Lookup::Scan,
+            opts
+        ),
         Err(Error::Input(_))
     ));
     assert!(matches!(
-        Job::new(m, &plan, &mut arena, Input::Ids(&[]), opts),
+        Job::new(m, &plan, &mut arena, Input::Ids(&[]), Lookup::Scan, opts),
         Err(Error::Input(_))
     ));
     assert!(matches!(
-        Job::new(m, &plan, &mut arena, Input::Ids(&[101, 40_000, 102]), opts),
+        Job::new(
+            m,
+            &plan,
+            &mut arena,
+            Input::Ids(&[101, 40_000, 102]),
+            Lookup::Scan,
+            opts
+        ),
         Err(Error::Input(_))
     ));
     let mut small = vec![0u8; plan.arena_bytes() - 1];
     assert!(matches!(
-        Job::new(m, &plan, &mut small, Input::Ids(&[101, 102]), opts),
+        Job::new(
+            m,
+            &plan,
+            &mut small,
+            Input::Ids(&[101, 102]),
+            Lookup::Scan,
+            opts
+        ),
         Err(Error::ArenaTooSmall { .. })
     ));
     assert!(matches!(

@@ -35,8 +35,9 @@ fn listing_matches_gguf_py_on_the_shared_models() {
 }
 
 use common::engine::*;
-use stepembed::core::engine::{Limits, Plan};
+use stepembed::core::engine::{Input, Limits, Plan};
 use stepembed::core::model::Model;
+use stepembed::core::tokenizer::Lookup;
 
 /// Every text of texts.jsonl on every shared model, against the float64 reference.
 #[test]
@@ -49,9 +50,23 @@ fn shared_models_match_the_reference() {
         let (meta, layers) = load(&bytes);
         let m = Model::new(meta, &layers).unwrap();
         let plan = Plan::new(&m, Limits::tokens(meta.hparams.n_ctx)).unwrap();
+        let mut mem = vec![0u8; plan.index_bytes()];
+        let index = build_index(&meta, &bytes, &mut mem);
         let mut worst = (1.0f64, 0.0f64);
         for case in cases(&dir.join(format!("reference/{model}.jsonl"))) {
-            let e = embed(m, &plan, &bytes, &case.ids);
+            let e = embed_input(
+                m,
+                &plan,
+                &bytes,
+                Input::Text(&case.text),
+                Lookup::Index(index),
+            );
+            assert_eq!(
+                e,
+                embed(m, &plan, &bytes, &case.ids),
+                "{model} {:?}: ids differ",
+                case.text
+            );
             let (cos, max) = compare(&e, &case.embedding);
             assert!(
                 cos >= 0.99999 && max <= 1e-4,
@@ -84,8 +99,13 @@ fn hello_world_in_96_kib() {
     assert_eq!(case.text, "Hello world");
     let plan = Plan::fit(&m, Limits::tokens(case.ids.len()), 96 * 1024).unwrap();
     assert!(plan.arena_bytes() <= 96 * 1024, "{}", plan.arena_bytes());
+    assert_eq!(
+        plan.index_bytes(),
+        0,
+        "no vocab index fits: the tokenizer streams the vocab"
+    );
     eprintln!("Hello world: {} bytes of arena", plan.arena_bytes());
-    let e = embed(m, &plan, &bytes, &case.ids);
+    let e = embed_input(m, &plan, &bytes, Input::Text(&case.text), Lookup::Scan);
     let (cos, max) = compare(&e, &case.embedding);
     assert!(cos >= 0.99999 && max <= 1e-4, "cos {cos} max {max}");
 }

@@ -4,6 +4,7 @@
 use stepembed::core::engine::{Input, Job, JobOptions, Plan, Step};
 use stepembed::core::io::SliceSource;
 use stepembed::core::model::{LayerRefs, Model, ModelLoader, ModelMeta};
+use stepembed::core::tokenizer::{IndexBuilder, Lookup, Step as TokStep, VocabIndex};
 
 pub struct Case {
     pub text: String,
@@ -45,13 +46,21 @@ pub fn load(bytes: &[u8]) -> (ModelMeta, Vec<LayerRefs>) {
     (meta, layers)
 }
 
-pub fn embed(model: Model<'_>, plan: &Plan, bytes: &[u8], ids: &[u32]) -> Vec<f32> {
+/// Runs a job on `input` to the end; the embeddings.
+pub fn embed_input(
+    model: Model<'_>,
+    plan: &Plan,
+    bytes: &[u8],
+    input: Input<'_>,
+    lookup: Lookup<'_>,
+) -> Vec<f32> {
     let mut arena = vec![0u8; plan.arena_bytes()];
     let mut job = Job::new(
         model,
         plan,
         &mut arena,
-        Input::Ids(ids),
+        input,
+        lookup,
         JobOptions::default(),
     )
     .unwrap();
@@ -62,6 +71,20 @@ pub fn embed(model: Model<'_>, plan: &Plan, bytes: &[u8], ids: &[u32]) -> Vec<f3
             Step::Done(e) => return e.to_vec(),
         }
     }
+}
+
+/// Embeds one text given as token ids.
+pub fn embed(model: Model<'_>, plan: &Plan, bytes: &[u8], ids: &[u32]) -> Vec<f32> {
+    embed_input(model, plan, bytes, Input::Ids(ids), Lookup::Scan)
+}
+
+/// Builds the model's vocab index in `mem` (sized by `VocabIndex::bytes_needed`).
+pub fn build_index<'m>(meta: &ModelMeta, bytes: &[u8], mem: &'m mut [u8]) -> VocabIndex<'m> {
+    let mut builder = IndexBuilder::new(&meta.vocab, mem).unwrap();
+    let mut io = SliceSource::new(bytes);
+    let mut scratch = [0u8; 4096];
+    while builder.step(&mut io, &mut scratch, 4096).unwrap() == TokStep::Pending {}
+    builder.finish().unwrap()
 }
 
 pub fn compare(ours: &[f32], reference: &[f64]) -> (f64, f64) {

@@ -22,6 +22,10 @@ pub(crate) struct Regions<'a> {
     pub out: &'a mut [f32],
     /// Per text: first token and token count.
     pub spans: &'a mut [u32],
+    /// Where the tokenizer writes one text's ids.
+    pub tok_out: &'a mut [u32],
+    /// The tokenizer's work memory.
+    pub tok_work: &'a mut [u8],
 }
 
 /// Splits `arena` into the plan's regions, each aligned to [`REGION_ALIGN`].
@@ -51,7 +55,7 @@ pub(crate) fn carve<'a>(plan: &Plan, arena: &'a mut [u8]) -> Result<Regions<'a>>
     let floats =
         |b: &'a mut [u8]| bytemuck::try_cast_slice_mut::<u8, f32>(b).map_err(|_| too_small);
     let words = |b: &'a mut [u8]| bytemuck::try_cast_slice_mut::<u8, u32>(b).map_err(|_| too_small);
-    let [x, wide, scratch, chunk, attn, ids, out, spans] = plan.regions();
+    let [x, wide, scratch, chunk, attn, ids, out, spans, tok_out, tok_work] = plan.regions();
     Ok(Regions {
         x: floats(take(x)?)?,
         wide: floats(take(wide)?)?,
@@ -61,5 +65,7 @@ pub(crate) fn carve<'a>(plan: &Plan, arena: &'a mut [u8]) -> Result<Regions<'a>>
         ids: words(take(ids)?)?,
         out: floats(take(out)?)?,
         spans: words(take(spans)?)?,
+        tok_out: words(take(tok_out)?)?,
+        tok_work: take(tok_work)?,
     })
 }

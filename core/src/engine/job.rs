@@ -14,6 +14,7 @@ use crate::error::{Error, InputError, Result};
 use crate::io::{read_exact_at, Source};
 use crate::model::{Arch, Layer, Model, Norm, Pooling, Qkv, TensorRef};
 use crate::quant::Kernels;
+use crate::tokenizer::{self, Lookup, Tokenize};
 
 /// Work units (≈ multiply-adds) one [`Job::step`] may do by default: about a millisecond on a
 /// desktop core with the SIMD kernels.
@@ -25,13 +26,20 @@ const ACT_COST: u64 = 24;
 const ROPE_COST: u64 = 12;
 const EMBED_COST: u64 = 8;
 const BIAS_COST: u64 = 1;
+/// Estimated work units per tokenizer unit (a char normalized, a vocab entry compared, …).
+const TOKENIZER_COST: u64 = 256;
 
 /// What a job embeds.
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
+    /// One text, tokenized by the job (truncated to the model's context unless
+    /// [`JobOptions::truncate`] is off).
+    Text(&'a str),
+    /// Several texts, embedded together: each weight chunk is read once for all of them.
+    Texts(&'a [&'a str]),
     /// Token ids of one text, [CLS] and [SEP] included.
     Ids(&'a [u32]),
-    /// Token ids of several texts, embedded together (each weight chunk read once for all).
+    /// Token ids of several texts, embedded together.
     IdBatch(&'a [&'a [u32]]),
 }
 
@@ -63,6 +71,9 @@ pub struct JobOptions {
     /// Work units per step (default [`DEFAULT_BUDGET`]). Every step does at most about this much
     /// work (one weight row or one attention tile more at most).
     pub budget: u64,
+    /// Cut a text longer than the model's context to [CLS] + the first pieces + [SEP] (default
+    /// true); when false such a text is [`InputError::TooManyTokens`].
+    pub truncate: bool,
 }
 
 impl Default for JobOptions {
@@ -70,12 +81,14 @@ impl Default for JobOptions {
         JobOptions {
             normalize: true,
             budget: DEFAULT_BUDGET,
+            truncate: true,
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    Tokenize { text: usize },
     Embed { token: usize },
     EmbedNorm { token: usize },
     Layer { index: usize, stage: Stage },
@@ -156,8 +169,15 @@ pub struct Job<'a> {
     plan: Plan,
     kernels: Kernels,
     r: Regions<'a>,
+    /// The texts still to tokenize (empty for id input).
+    texts: Texts<'a>,
+    lookup: Lookup<'a>,
+    /// The text being tokenized.
+    tokenizer: Option<Tokenize<'a>>,
     n_tokens: usize,
     n_texts: usize,
+    /// Texts whose ids are in place.
+    filled: usize,
     options: JobOptions,
     phase: Phase,
     /// The current layer's tensors (resolved when the layer starts).
@@ -168,42 +188,71 @@ pub struct Job<'a> {
 }
 
 impl<'a> Job<'a> {
-    /// A job embedding `input` with `model`, working in `arena` as `plan` lays it out.
+    /// A job embedding `input` with `model`, working in `arena` as `plan` lays it out. Texts are
+    /// tokenized through `lookup`: [`Lookup::Index`] with an index built for this model when
+    /// the plan's [`Plan::tokenizer_mode`] is index, [`Lookup::Scan`] otherwise (and for ids).
     ///
-    /// Fails with [`Error::ArenaTooSmall`] for an arena shorter than `plan.arena_bytes()`, and
-    /// with [`Error::Input`] for more tokens or texts than planned, a text longer than the
-    /// model's context, an empty text, or an id outside the vocab.
+    /// O(1) for texts (tokenizing is part of the steps); copies the ids of id input. Fails with
+    /// [`Error::ArenaTooSmall`] for an arena shorter than `plan.arena_bytes()`, and with
+    /// [`Error::Input`] for more texts than planned or, for id input, more tokens than planned
+    /// or than the model's context, an empty sequence, or an id outside the vocab.
     pub fn new(
         model: Model<'a>,
         plan: &Plan,
         arena: &'a mut [u8],
-        input: Input<'_>,
+        input: Input<'a>,
+        lookup: Lookup<'a>,
         options: JobOptions,
     ) -> Result<Self> {
         if plan.n_embd != model.hparams().n_embd {
             return Err(Error::InvalidState);
         }
         let r = carve(plan, arena)?;
-        let one;
-        let texts: &[&[u32]] = match input {
-            Input::Ids(ids) => {
-                one = [ids];
-                &one
-            }
-            Input::IdBatch(texts) => texts,
+        let (texts, n_texts) = match input {
+            Input::Text(t) => (Texts::One(t), 1),
+            Input::Texts(ts) => (Texts::Many(ts), ts.len()),
+            Input::Ids(_) => (Texts::None, 1),
+            Input::IdBatch(b) => (Texts::None, b.len()),
         };
-        let hp = *model.hparams();
-        if texts.is_empty() {
+        if n_texts == 0 {
             return Err(Error::Input(InputError::Empty));
         }
-        if texts.len() > plan.limits.max_texts {
+        if n_texts > plan.limits.max_texts {
             return Err(Error::Input(InputError::TooManyTokens {
-                tokens: texts.len(),
+                tokens: n_texts,
                 max: plan.limits.max_texts,
             }));
         }
-        let mut n = 0usize;
-        for (i, ids) in texts.iter().enumerate() {
+        let mut job = Job {
+            model,
+            plan: *plan,
+            kernels: Kernels::detect(),
+            r,
+            texts,
+            lookup,
+            tokenizer: None,
+            n_tokens: 0,
+            n_texts,
+            filled: 0,
+            options,
+            phase: Phase::Tokenize { text: 0 },
+            layer: None,
+            done_units: 0,
+            total_units: 0,
+            failed: None,
+        };
+        match input {
+            Input::Ids(ids) => job.set_ids(&[ids])?,
+            Input::IdBatch(batch) => job.set_ids(batch)?,
+            Input::Text(_) | Input::Texts(_) => {}
+        }
+        Ok(job)
+    }
+
+    /// Stores the ids of id input and skips tokenizing.
+    fn set_ids(&mut self, texts: &[&[u32]]) -> Result<()> {
+        let hp = *self.model.hparams();
+        for ids in texts {
             if ids.is_empty() {
                 return Err(Error::Input(InputError::Empty));
             }
@@ -216,40 +265,116 @@ impl<'a> Job<'a> {
             if let Some(&bad) = ids.iter().find(|&&id| id as usize >= hp.n_vocab) {
                 return Err(Error::Input(InputError::TokenIdOutOfRange(bad)));
             }
-            let end = n.saturating_add(ids.len());
-            if end > plan.limits.max_tokens {
+            self.push_text(ids)?;
+        }
+        self.start_embedding();
+        Ok(())
+    }
+
+    /// Appends one text's ids to the token sequence and records its span.
+    fn push_text(&mut self, ids: &[u32]) -> Result<()> {
+        let (n, text) = (self.n_tokens, self.spans_filled());
+        let end = n.saturating_add(ids.len());
+        if end > self.plan.limits.max_tokens {
+            return Err(Error::Input(InputError::TooManyTokens {
+                tokens: end,
+                max: self.plan.limits.max_tokens,
+            }));
+        }
+        self.r
+            .ids
+            .get_mut(n..end)
+            .ok_or(Error::InvalidState)?
+            .copy_from_slice(ids);
+        let span = self
+            .r
+            .spans
+            .get_mut(2 * text..2 * text + 2)
+            .ok_or(Error::InvalidState)?;
+        span.copy_from_slice(&[n as u32, ids.len() as u32]);
+        self.n_tokens = end;
+        self.filled = text + 1;
+        Ok(())
+    }
+
+    /// Texts whose ids are in place.
+    fn spans_filled(&self) -> usize {
+        self.filled
+    }
+
+    /// Moves on to the forward pass once every text's ids are in place.
+    fn start_embedding(&mut self) {
+        self.phase = Phase::Embed { token: 0 };
+        self.total_units = self.done_units.saturating_add(self.estimate_total());
+    }
+
+    /// Tokenizes text `text` as far as the budget allows; on its end, appends its ids.
+    fn tokenize_step<S: Source + ?Sized>(
+        &mut self,
+        io: &mut S,
+        text: usize,
+        budget: u64,
+    ) -> Result<u64> {
+        if self.tokenizer.is_none() {
+            let s = self.texts.get(text).ok_or(Error::InvalidState)?;
+            let n_ctx = self.model.hparams().n_ctx;
+            let room = self.plan.limits.max_tokens.saturating_sub(self.n_tokens);
+            // Truncate at the context; a batch that overflows the plan is an error, not a cut.
+            let options = if room >= n_ctx {
+                tokenizer::Options {
+                    max_tokens: n_ctx,
+                    truncate: self.options.truncate,
+                }
+            } else {
+                tokenizer::Options {
+                    max_tokens: room,
+                    truncate: false,
+                }
+            };
+            if options.max_tokens < 2 {
+                let tokens = self.n_tokens.saturating_add(2);
                 return Err(Error::Input(InputError::TooManyTokens {
-                    tokens: end,
-                    max: plan.limits.max_tokens,
+                    tokens,
+                    max: self.plan.limits.max_tokens,
                 }));
             }
-            r.ids
-                .get_mut(n..end)
-                .ok_or(Error::InvalidState)?
-                .copy_from_slice(ids);
-            let span = r
-                .spans
-                .get_mut(2 * i..2 * i + 2)
-                .ok_or(Error::InvalidState)?;
-            span.copy_from_slice(&[n as u32, ids.len() as u32]);
-            n = end;
+            let out = core::mem::take(&mut self.r.tok_out);
+            let work = core::mem::take(&mut self.r.tok_work);
+            let vocab = self.model.meta().vocab;
+            self.tokenizer = Some(Tokenize::new(&vocab, self.lookup, s, work, out, options)?);
         }
-        let mut job = Job {
-            model,
-            plan: *plan,
-            kernels: Kernels::detect(),
-            r,
-            n_tokens: n,
-            n_texts: texts.len(),
-            options,
-            phase: Phase::Embed { token: 0 },
-            layer: None,
-            done_units: 0,
-            total_units: 0,
-            failed: None,
-        };
-        job.total_units = job.estimate_total();
-        Ok(job)
+        let tok = self.tokenizer.as_mut().ok_or(Error::InvalidState)?;
+        let units = u32::try_from(budget / TOKENIZER_COST)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        match tok.step(io, units) {
+            Ok(tokenizer::Step::Pending) => return Ok(budget),
+            Ok(tokenizer::Step::Done) => {}
+            Err(Error::Input(InputError::TooManyTokens { tokens, .. })) => {
+                let tokens = self.n_tokens.saturating_add(tokens);
+                return Err(Error::Input(InputError::TooManyTokens {
+                    tokens,
+                    max: self.plan.limits.max_tokens,
+                }));
+            }
+            Err(e) => return Err(e),
+        }
+        let (out, n, work) = self
+            .tokenizer
+            .take()
+            .ok_or(Error::InvalidState)?
+            .into_parts();
+        let ids = out.get(..n).ok_or(Error::InvalidState)?;
+        let pushed = self.push_text(ids);
+        self.r.tok_out = out;
+        self.r.tok_work = work;
+        pushed?;
+        if text + 1 < self.n_texts {
+            self.phase = Phase::Tokenize { text: text + 1 };
+        } else {
+            self.start_embedding();
+        }
+        Ok(TOKENIZER_COST.saturating_mul(n as u64))
     }
 
     /// Replaces the kernel table (e.g. [`Kernels::scalar`] to compare against the reference
@@ -322,6 +447,7 @@ impl<'a> Job<'a> {
         let e = hp.n_embd;
         let n = self.n_tokens;
         match self.phase {
+            Phase::Tokenize { text } => self.tokenize_step(io, text, budget),
             Phase::Embed { token } => {
                 let count = self.tokens_for(token, EMBED_COST.saturating_mul(e as u64), budget);
                 for t in token..token.saturating_add(count) {
@@ -1097,6 +1223,25 @@ impl<'a> Job<'a> {
         };
         let per_layer = n * e * (4 * e + gates * f) + 2 * n * n * e;
         per_layer * hp.n_layer as u64
+    }
+}
+
+/// The texts of a job.
+#[derive(Debug, Clone, Copy)]
+enum Texts<'a> {
+    /// Id input: nothing to tokenize.
+    None,
+    One(&'a str),
+    Many(&'a [&'a str]),
+}
+
+impl<'a> Texts<'a> {
+    fn get(&self, i: usize) -> Option<&'a str> {
+        match *self {
+            Texts::None => None,
+            Texts::One(t) => (i == 0).then_some(t),
+            Texts::Many(ts) => ts.get(i).copied(),
+        }
     }
 }
 

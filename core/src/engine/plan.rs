@@ -10,6 +10,7 @@
 use crate::error::{Error, Result};
 use crate::model::{Model, Qkv, TensorRef};
 use crate::quant::matmul_scratch_len;
+use crate::tokenizer::{work_bytes, Mode, VocabIndex, MIN_WINDOW_CHARS};
 
 /// The most tokens one job can plan for (token positions are kept as u32).
 pub const MAX_TOKENS: usize = 1 << 24;
@@ -54,12 +55,18 @@ pub struct Plan {
     pub(crate) chunk_bytes: usize,
     /// Floats of decoded-weight scratch.
     pub(crate) scratch: usize,
+    /// How the tokenizer looks pieces up, and its window of text in chars.
+    pub(crate) mode: Mode,
+    pub(crate) window: usize,
+    index_bytes: usize,
     arena_bytes: usize,
 }
 
 /// The choices that distinguish a fast plan from a small one.
 #[derive(Clone, Copy)]
 struct Choices {
+    mode: Mode,
+    window: usize,
     slab: usize,
     q_tile: usize,
     k_tile: usize,
@@ -68,13 +75,16 @@ struct Choices {
 }
 
 impl Plan {
-    /// The fast plan: large weight chunks and decode tiles (a few hundred KiB over the minimum),
-    /// FFN slabs as wide as the wide region allows.
+    /// The fast plan: the tokenizer looks pieces up in a vocab index (built once per model in
+    /// separate memory, [`Plan::index_bytes`]), large weight chunks and decode tiles (a few
+    /// hundred KiB over the minimum), FFN slabs as wide as the wide region allows.
     pub fn new(model: &Model<'_>, limits: Limits) -> Result<Self> {
         let shape = Shape::of(model)?;
         let slab = shape.widest_slab();
         let (_, preferred) = matmul_scratch_len(shape.n_embd.max(slab));
         let choices = Choices {
+            mode: Mode::Index,
+            window: MIN_WINDOW_CHARS,
             slab,
             q_tile: 16,
             k_tile: 128,
@@ -84,12 +94,15 @@ impl Plan {
         Plan::build(&shape, limits, choices)
     }
 
-    /// The smallest plan that works: one weight row per read, one row of decode scratch, one
-    /// query per attention tile. Slower (more, smaller reads), same results.
+    /// The smallest plan that works: no vocab index (the tokenizer streams the vocab from the
+    /// file), one weight row per read, one row of decode scratch, one query per attention tile.
+    /// Slower (more, smaller reads), same results.
     pub fn smallest(model: &Model<'_>, limits: Limits) -> Result<Self> {
         let shape = Shape::of(model)?;
         let slab = shape.narrowest_slab();
         let choices = Choices {
+            mode: Mode::Scan,
+            window: MIN_WINDOW_CHARS,
             slab,
             q_tile: 1,
             k_tile: 16,
@@ -99,13 +112,14 @@ impl Plan {
         Plan::build(&shape, limits, choices)
     }
 
-    /// The fast plan if `arena_len` holds it, else the smallest; an arena too small for either
-    /// is [`Error::ArenaTooSmall`] with the smallest plan's size.
-    pub fn fit(model: &Model<'_>, limits: Limits, arena_len: usize) -> Result<Self> {
+    /// The fast plan if `memory` holds its arena and its vocab index, else the smallest; memory
+    /// too small for either is [`Error::ArenaTooSmall`] with the smallest plan's size.
+    pub fn fit(model: &Model<'_>, limits: Limits, memory: usize) -> Result<Self> {
         let fast = Plan::new(model, limits)?;
-        if fast.arena_bytes <= arena_len {
+        if fast.arena_bytes.saturating_add(fast.index_bytes) <= memory {
             return Ok(fast);
         }
+        let arena_len = memory;
         let small = Plan::smallest(model, limits)?;
         if small.arena_bytes <= arena_len {
             return Ok(small);
@@ -125,6 +139,19 @@ impl Plan {
     /// The limits planned for.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// How the tokenizer looks pieces up: [`Mode::Index`] needs a vocab index built once per
+    /// model in [`Plan::index_bytes`] of memory that outlives the jobs; [`Mode::Scan`] needs
+    /// none.
+    pub fn tokenizer_mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Bytes of the vocab index ([`crate::tokenizer::IndexBuilder`]) the plan's tokenizer mode
+    /// needs, outside the arena (0 for [`Mode::Scan`]).
+    pub fn index_bytes(&self) -> usize {
+        self.index_bytes
     }
 
     fn build(shape: &Shape, limits: Limits, c: Choices) -> Result<Self> {
@@ -162,6 +189,12 @@ impl Plan {
             head_dim: shape.head_dim,
             chunk_bytes: c.chunk_bytes,
             scratch: c.scratch,
+            mode: c.mode,
+            window: c.window,
+            index_bytes: match c.mode {
+                Mode::Index => shape.index_bytes,
+                Mode::Scan => 0,
+            },
             arena_bytes: 0,
         };
         plan.arena_bytes = plan
@@ -175,7 +208,7 @@ impl Plan {
     }
 
     /// Byte sizes of the arena's regions, in carving order (see `engine::arena`).
-    pub(crate) fn regions(&self) -> [usize; 8] {
+    pub(crate) fn regions(&self) -> [usize; 10] {
         let n = self.limits.max_tokens;
         let f = core::mem::size_of::<f32>();
         let floats = |count: usize| count.saturating_mul(f);
@@ -188,6 +221,8 @@ impl Plan {
             n.saturating_mul(core::mem::size_of::<u32>()),             // token ids
             floats(self.limits.max_texts.saturating_mul(self.n_embd)), // outputs
             self.limits.max_texts.saturating_mul(8),                   // text spans: two u32 each
+            n.saturating_mul(core::mem::size_of::<u32>()),             // tokenizer output
+            work_bytes(self.mode, self.window),                        // tokenizer work
         ]
     }
 
@@ -213,6 +248,8 @@ struct Shape {
     max_row: usize,
     /// The down projections' largest bytes per element, as (block bytes, block elements).
     down_density: (usize, usize),
+    /// Bytes of the model's vocab index.
+    index_bytes: usize,
 }
 
 impl Shape {
@@ -260,6 +297,7 @@ impl Shape {
             down_block,
             max_row,
             down_density,
+            index_bytes: VocabIndex::bytes_needed(&meta.vocab)?,
         })
     }
 

@@ -1,13 +1,20 @@
 //! [`ModelLoader`]: reads a GGUF file once, step by step, keeping only what the engine needs.
 
 use crate::error::{Error, Malformed, Name, Result, Unsupported};
-use crate::gguf::{ArrayRef, Event, Reader, TensorInfo, Value, ValueType};
+use crate::gguf::{Event, Reader, TensorInfo, Value, MIN_SCRATCH};
 use crate::io::Source;
 use crate::model::{
     layer_tensor_name, resolve_layer, Arch, HParams, Layer, LayerRefs, LayerSlot, Linear,
-    ModelMeta, Norm, Pooling, Qkv, TensorRef, VocabRef,
+    ModelMeta, Norm, Pooling, Qkv, TensorRef,
 };
 use crate::quant;
+use crate::tokenizer::{Step as TokStep, Vocab, VocabLoader, VocabMeta, MIN_VOCAB_SCRATCH};
+
+/// The smallest scratch [`ModelLoader::new`] accepts: the GGUF reader's and the vocab loader's.
+pub const MIN_LOADER_SCRATCH: usize = MIN_SCRATCH + MIN_VOCAB_SCRATCH;
+
+/// Vocab entries read per step while looking for the special tokens' strings.
+const VOCAB_ENTRIES_PER_STEP: u32 = 1024;
 
 /// Upper bounds on hyper-parameters: far above any embedding model, low enough that every size
 /// derived from them fits comfortably in `usize` arithmetic.
@@ -52,9 +59,13 @@ struct RawHParams {
 #[derive(Debug)]
 pub struct ModelLoader<'s, 'm> {
     reader: Reader<'s>,
+    /// Scratch for reading the special tokens' strings once the reader is done.
+    vocab_scratch: &'s mut [u8],
+    vocab_loader: Option<VocabLoader>,
     layers: &'m mut [LayerRefs],
     found: Found,
     n_layer: Option<usize>,
+    layout: Option<crate::gguf::Layout>,
     state: State,
 }
 
@@ -63,10 +74,7 @@ pub struct ModelLoader<'s, 'm> {
 struct Found {
     arch: Option<Arch>,
     raw: [RawHParams; 2],
-    tokenizer_is_bert: Option<bool>,
-    tokens: Option<ArrayRef>,
-    /// cls, sep, unk, pad, mask.
-    specials: [Option<u64>; 5],
+    vocab: VocabMeta,
     token_embd: Option<TensorRef>,
     position_embd: Option<TensorRef>,
     token_types: Option<TensorRef>,
@@ -82,17 +90,28 @@ enum State {
 }
 
 impl<'s, 'm> ModelLoader<'s, 'm> {
-    /// A loader parsing in `scratch` (at least [`crate::gguf::MIN_SCRATCH`] bytes) and keeping
-    /// one [`LayerRefs`] per layer in `layers`.
+    /// A loader parsing in `scratch` (at least [`MIN_LOADER_SCRATCH`] bytes; 4 KiB reads
+    /// big vocabs faster) and keeping one [`LayerRefs`] per layer in `layers`.
     ///
     /// `layers` shorter than the model's layer count fails with [`Error::BufferTooSmall`] whose
     /// `needed` is the layer count, as soon as it is known: retry with that much storage.
     pub fn new(scratch: &'s mut [u8], layers: &'m mut [LayerRefs]) -> Result<Self> {
+        if scratch.len() < MIN_LOADER_SCRATCH {
+            return Err(Error::BufferTooSmall {
+                needed: MIN_LOADER_SCRATCH,
+                given: scratch.len(),
+            });
+        }
+        let split = scratch.len().saturating_sub(MIN_VOCAB_SCRATCH);
+        let (reader_scratch, vocab_scratch) = scratch.split_at_mut(split);
         Ok(ModelLoader {
-            reader: Reader::new(scratch)?,
+            reader: Reader::new(reader_scratch)?,
+            vocab_scratch,
+            vocab_loader: None,
             layers,
             found: Found::default(),
             n_layer: None,
+            layout: None,
             state: State::Reading,
         })
     }
@@ -134,6 +153,15 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
     }
 
     fn advance<S: Source + ?Sized>(&mut self, io: &mut S) -> Result<LoadStep> {
+        if let Some(loader) = &mut self.vocab_loader {
+            // The reader is done; read the special tokens' strings, then finish.
+            if loader.step(io, self.vocab_scratch, VOCAB_ENTRIES_PER_STEP)? == TokStep::Pending {
+                return Ok(LoadStep::Pending);
+            }
+            let vocab = loader.vocab()?;
+            let layout = self.layout.ok_or(Error::InvalidState)?;
+            return Ok(LoadStep::Done(self.finish(layout, vocab)?));
+        }
         let event = self.reader.step(io)?;
         match event {
             Event::Kv { key, value } => {
@@ -144,7 +172,11 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
                 self.note_tensor(&t)?;
                 Ok(LoadStep::Pending)
             }
-            Event::Done(layout) => Ok(LoadStep::Done(self.finish(layout)?)),
+            Event::Done(layout) => {
+                self.layout = Some(layout);
+                self.vocab_loader = Some(self.found.vocab.loader()?);
+                Ok(LoadStep::Pending)
+            }
             Event::Header(_) | Event::Progress => Ok(LoadStep::Pending),
         }
     }
@@ -215,7 +247,7 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
         store(slot, t)
     }
 
-    fn finish(&mut self, layout: crate::gguf::Layout) -> Result<ModelMeta> {
+    fn finish(&mut self, layout: crate::gguf::Layout, vocab: Vocab) -> Result<ModelMeta> {
         let arch = self.arch()?;
         let raw = *self.raw()?;
         let n_layer = self.n_layer()?;
@@ -267,48 +299,7 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
             }
         };
 
-        // The tokenizer.
-        match self.found.tokenizer_is_bert {
-            Some(true) => {}
-            Some(false) => {
-                return Err(Error::Unsupported(Unsupported::TokenizerModel(Name::new(
-                    "not bert",
-                ))))
-            }
-            None => {
-                return Err(Error::malformed(
-                    Malformed::MissingKey("tokenizer.ggml.model"),
-                    0,
-                ))
-            }
-        }
-        let tokens = self.found.tokens.ok_or(Error::malformed(
-            Malformed::MissingKey("tokenizer.ggml.tokens"),
-            0,
-        ))?;
-        if tokens.elem != ValueType::String || tokens.count == 0 {
-            return Err(Error::malformed(Malformed::WrongValueType, tokens.offset));
-        }
-        let n_vocab = usize::try_from(tokens.count)
-            .map_err(|_| Error::malformed(Malformed::BadVocab, tokens.offset))?;
-        let special = |i: usize, key: &'static str| -> Result<Option<u32>> {
-            match self.found.specials.get(i).copied().flatten() {
-                None => Ok(None),
-                Some(id) if id < tokens.count => Ok(u32::try_from(id).ok()),
-                Some(_) => Err(Error::malformed(Malformed::BadHyperParameter(key), 0)),
-            }
-        };
-        let required = |i: usize, key: &'static str| -> Result<u32> {
-            special(i, key)?.ok_or(Error::malformed(Malformed::MissingKey(key), 0))
-        };
-        let vocab = VocabRef {
-            tokens,
-            cls: required(0, "tokenizer.ggml.cls_token_id")?,
-            sep: required(1, "tokenizer.ggml.seperator_token_id")?,
-            unk: required(2, "tokenizer.ggml.unknown_token_id")?,
-            pad: special(3, "tokenizer.ggml.padding_token_id")?,
-            mask: special(4, "tokenizer.ggml.mask_token_id")?,
-        };
+        let n_vocab = vocab.count() as usize;
 
         // The global tensors.
         let global = |t: Option<TensorRef>, name: &str| t.ok_or_else(|| missing_tensor(name));
@@ -367,6 +358,7 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
 
 /// Records a metadata value the engine uses.
 fn note_kv(l: &mut Found, key: &str, value: Value<'_>) -> Result<()> {
+    l.vocab.observe(key, &value)?;
     match key {
         "general.architecture" => {
             let name = value
@@ -382,26 +374,6 @@ fn note_kv(l: &mut Found, key: &str, value: Value<'_>) -> Result<()> {
                 }
             });
         }
-        "tokenizer.ggml.model" => {
-            let name = value
-                .as_str()
-                .ok_or(Error::malformed(Malformed::WrongValueType, 0))?;
-            if name != "bert" {
-                return Err(Error::Unsupported(Unsupported::TokenizerModel(Name::new(
-                    name,
-                ))));
-            }
-            l.tokenizer_is_bert = Some(true);
-        }
-        "tokenizer.ggml.tokens" => match value {
-            Value::Array(a) => l.tokens = Some(a),
-            _ => return Err(Error::malformed(Malformed::WrongValueType, 0)),
-        },
-        "tokenizer.ggml.cls_token_id" => set_special(l, 0, value)?,
-        "tokenizer.ggml.seperator_token_id" => set_special(l, 1, value)?,
-        "tokenizer.ggml.unknown_token_id" => set_special(l, 2, value)?,
-        "tokenizer.ggml.padding_token_id" => set_special(l, 3, value)?,
-        "tokenizer.ggml.mask_token_id" => set_special(l, 4, value)?,
         _ => {
             for (i, arch) in [Arch::Bert, Arch::NomicBert].into_iter().enumerate() {
                 let Some(suffix) = key
@@ -437,16 +409,6 @@ fn note_kv(l: &mut Found, key: &str, value: Value<'_>) -> Result<()> {
                 }
             }
         }
-    }
-    Ok(())
-}
-
-fn set_special(l: &mut Found, i: usize, value: Value<'_>) -> Result<()> {
-    let id = value
-        .as_u64()
-        .ok_or(Error::malformed(Malformed::WrongValueType, 0))?;
-    if let Some(slot) = l.specials.get_mut(i) {
-        *slot = Some(id);
     }
     Ok(())
 }

@@ -6,12 +6,13 @@
 
 mod loader;
 
-pub use loader::{LoadStep, ModelLoader};
+pub use loader::{LoadStep, ModelLoader, MIN_LOADER_SCRATCH};
 
 use core::fmt::Write as _;
 
 use crate::error::{Error, Malformed, Name, Result};
-use crate::gguf::{ArrayRef, GgmlType, Layout};
+use crate::gguf::{GgmlType, Layout};
+use crate::tokenizer::Vocab;
 
 /// The architectures the engine computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,23 +228,6 @@ impl LayerSlot {
     }
 }
 
-/// Where the vocab lives in the file, and the special token ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VocabRef {
-    /// `tokenizer.ggml.tokens`: an array of strings, never loaded whole.
-    pub tokens: ArrayRef,
-    /// `[CLS]`.
-    pub cls: u32,
-    /// `[SEP]`.
-    pub sep: u32,
-    /// `[UNK]`.
-    pub unk: u32,
-    /// `[PAD]`, when given.
-    pub pad: Option<u32>,
-    /// `[MASK]`, when given.
-    pub mask: Option<u32>,
-}
-
 /// Everything about a model except its per-layer tensors (see [`Model`]). Small and `Copy`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModelMeta {
@@ -259,8 +243,8 @@ pub struct ModelMeta {
     pub token_types: Option<TensorRef>,
     /// LayerNorm after the embeddings.
     pub embd_norm: Norm,
-    /// The vocab.
-    pub vocab: VocabRef,
+    /// The vocab: where its entries are, the special tokens.
+    pub vocab: Vocab,
     /// Where everything is in the file.
     pub layout: Layout,
 }

@@ -69,7 +69,7 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86-64 AVX-512F (with AVX2, FMA and F16C).
+    /// x86-64 AVX-512F + AVX-512VL (with AVX2, FMA and F16C).
     Avx512,
 }
 

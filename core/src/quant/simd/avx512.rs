@@ -1,5 +1,9 @@
-//! AVX-512F kernels: 16-lane decoders and a 4-row × 6-token f32 micro-kernel (24 of the 32 zmm
-//! registers hold accumulators).
+//! AVX-512 (F + VL) kernels: 16-lane decoders and a 4-row × 6-token f32 micro-kernel (24 of the
+//! 32 zmm registers hold accumulators).
+//!
+//! AVX-512VL matters even though every vector op of the kernels is 512 bits wide: without it the
+//! 128/256-bit instructions of the final horizontal sums cannot name zmm16–31, the register
+//! allocator keeps the accumulators in zmm0–15, and the 24 of them spill to the stack.
 
 use core::arch::x86_64::{
     __m128i, __m256i, __m512, __mmask16, _mm256_loadu_si256, _mm512_add_ps, _mm512_castsi512_ps,
@@ -13,7 +17,7 @@ use super::{byte_decoders, gemm_in_bounds, k_blocks};
 use crate::gguf::GgmlType;
 use crate::quant::scalar;
 
-/// Proof that this CPU runs AVX-512F, AVX2, FMA and F16C: only [`Avx512::new`] makes one, after
+/// Proof that this CPU runs AVX-512F, AVX-512VL, AVX2, FMA and F16C: only [`Avx512::new`] makes one, after
 /// detecting them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Avx512(());
@@ -65,27 +69,27 @@ impl Avx512 {
     }
 }
 
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 #[inline]
 fn splat(v: f32) -> __m512 {
     _mm512_set1_ps(v)
 }
 
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 #[inline]
 fn load(a: &[f32; 16]) -> __m512 {
     // SAFETY: `a` is 16 readable floats; `loadu` has no alignment requirement.
     unsafe { _mm512_loadu_ps(a.as_ptr()) }
 }
 
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 #[inline]
 fn store(o: &mut [f32; 16], v: __m512) {
     // SAFETY: `o` is 16 writable floats; `storeu` has no alignment requirement.
     unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) }
 }
 
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 #[inline]
 fn load32b(b: &[u8; 32]) -> __m256i {
     // SAFETY: `b` is 32 readable bytes; `loadu` has no alignment requirement.
@@ -93,7 +97,7 @@ fn load32b(b: &[u8; 32]) -> __m256i {
 }
 
 /// `o = d · codes` for 16 signed byte codes.
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 #[inline]
 fn emit_i8(o: &mut [f32; 16], codes: __m128i, d: __m512) {
     store(
@@ -103,7 +107,7 @@ fn emit_i8(o: &mut [f32; 16], codes: __m128i, d: __m512) {
 }
 
 /// `o = d · codes − m` for 16 unsigned byte codes (product rounded, then the difference).
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 #[inline]
 fn emit_u8_sub(o: &mut [f32; 16], codes: __m128i, d: __m512, m: __m512) {
     let q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(codes));
@@ -111,7 +115,7 @@ fn emit_u8_sub(o: &mut [f32; 16], codes: __m128i, d: __m512, m: __m512) {
 }
 
 /// `o = d · codes + m` for 16 unsigned byte codes (product rounded, then the sum).
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 #[inline]
 fn emit_u8_add(o: &mut [f32; 16], codes: __m128i, d: __m512, m: __m512) {
     let q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(codes));
@@ -119,7 +123,7 @@ fn emit_u8_add(o: &mut [f32; 16], codes: __m128i, d: __m512, m: __m512) {
 }
 
 /// F16 values (little-endian pairs of bytes) widened exactly.
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 #[inline]
 fn f16_row(src: &[u8], dst: &mut [f32]) {
     let (blocks, tail) = src.as_chunks::<32>();
@@ -132,7 +136,7 @@ fn f16_row(src: &[u8], dst: &mut [f32]) {
 }
 
 /// BF16 values: the top half of an f32's bits.
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 #[inline]
 fn bf16_row(src: &[u8], dst: &mut [f32]) {
     let (blocks, tail) = src.as_chunks::<32>();
@@ -149,7 +153,7 @@ fn bf16_row(src: &[u8], dst: &mut [f32]) {
     );
 }
 
-byte_decoders!("avx512f,avx2,fma,f16c");
+byte_decoders!("avx512f,avx512vl,avx2,fma,f16c");
 
 /// Rows per micro-kernel.
 const MR: usize = 4;
@@ -162,7 +166,7 @@ const NT: usize = 6;
 /// # Safety
 /// Each `w[j]` and `x[t]` must be valid for reading `k` floats and each `out[t]` for reading and
 /// writing `R` floats; the CPU must support the enabled features.
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 #[inline]
 unsafe fn tile<const R: usize, const T: usize>(
     w: [*const f32; R],
@@ -218,7 +222,7 @@ unsafe fn tile<const R: usize, const T: usize>(
 /// # Safety
 /// Rows `base_w + j·w_stride` (j < rn) and tokens `base_x + t·x_stride` (t < T) valid for `k`
 /// floats; outputs `base_o + t·o_stride` valid for `rn` floats.
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
 unsafe fn rows<const T: usize>(
@@ -251,7 +255,7 @@ unsafe fn rows<const T: usize>(
     }
 }
 
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 fn gemm(
     w: &[f32],
@@ -307,7 +311,7 @@ fn gemm(
     }
 }
 
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (
@@ -331,7 +335,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     _mm512_reduce_add_ps(acc) + scalar::dot(a_tail, b_tail)
 }
 
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     let n = x.len().min(y.len());
     let (x, y) = (

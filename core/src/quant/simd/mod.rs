@@ -1,4 +1,4 @@
-//! x86-64 SIMD kernels: AVX2+FMA+F16C and AVX-512F, chosen at run time.
+//! x86-64 SIMD kernels: AVX2+FMA+F16C and AVX-512 (F + VL), chosen at run time.
 //!
 //! The only module of the crate with `unsafe` code. Three kinds of `unsafe` appear, each with
 //! its `SAFETY:` argument:
@@ -24,7 +24,7 @@ pub(crate) use avx2::Avx2;
 pub(crate) use avx512::Avx512;
 
 cpufeatures::new!(cpu_avx2_fma, "avx", "avx2", "fma");
-cpufeatures::new!(cpu_avx512f, "avx", "avx2", "fma", "avx512f");
+cpufeatures::new!(cpu_avx512, "avx", "avx2", "fma", "avx512f", "avx512vl");
 
 /// F16C (CPUID.1:ECX bit 29), which `cpufeatures` does not list. The OS's saving of the YMM
 /// state it relies on is covered by the `avx` check made alongside.
@@ -41,9 +41,9 @@ pub(crate) fn detect_avx2() -> bool {
     cpu_avx2_fma::get() && has_f16c()
 }
 
-/// Whether AVX-512F (with AVX2, FMA and F16C) is usable.
+/// Whether AVX-512F and AVX-512VL (with AVX2, FMA and F16C) are usable.
 pub(crate) fn detect_avx512() -> bool {
-    cpu_avx512f::get() && has_f16c()
+    cpu_avx512::get() && has_f16c()
 }
 
 /// Elements spanned by `count` rows of `len`, `stride` apart (`usize::MAX` on overflow).
