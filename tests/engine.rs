@@ -19,35 +19,18 @@ fn texts_embed_like_their_reference_ids_in_both_tokenizer_modes() {
         let (meta, layers) = load(&bytes);
         let m = Model::new(meta, &layers).unwrap();
         let limits = Limits::tokens(meta.hparams.n_ctx);
-        let (fast, small) = (
-            Plan::new(&m, limits).unwrap(),
-            Plan::smallest(&m, limits).unwrap(),
-        );
+        let (fast, small) = (Plan::new(&m, limits).unwrap(), Plan::smallest(&m, limits).unwrap());
         let mut mem = vec![0u8; fast.index_bytes()];
         let index = build_index(&meta, &bytes, &mut mem);
         for case in cases(&common::fixture(&format!("reference/{model}.jsonl"))) {
             let from_ids = embed(m, &fast, &bytes, &case.ids);
-            let indexed = embed_input(
-                m,
-                &fast,
-                &bytes,
-                Input::Text(&case.text),
-                Lookup::Index(index),
-            );
+            let indexed = embed_input(m, &fast, &bytes, Input::Text(&case.text), Lookup::Index(index));
             let scanned = embed_input(m, &small, &bytes, Input::Text(&case.text), Lookup::Scan);
             assert_eq!(indexed, from_ids, "{model} {:?}", case.text);
-            let max = scanned
-                .iter()
-                .zip(&from_ids)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let max = scanned.iter().zip(&from_ids).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(max <= 1e-5, "{model} {:?}: {max}", case.text);
             let (cos, max) = compare(&indexed, &case.embedding);
-            assert!(
-                cos >= 0.99999 && max <= 1e-4,
-                "{model} {:?}: cos {cos} max {max}",
-                case.text
-            );
+            assert!(cos >= 0.99999 && max <= 1e-4, "{model} {:?}: cos {cos} max {max}", case.text);
         }
     }
 }
@@ -63,17 +46,10 @@ fn every_fixture_model_matches_the_reference() {
         for case in cases(&common::fixture(&format!("reference/{model}.jsonl"))) {
             let e = embed(m, &plan, &bytes, &case.ids);
             let (cos, max) = compare(&e, &case.embedding);
-            assert!(
-                cos >= 0.99999 && max <= 1e-4,
-                "{model} {:?}: cos {cos} max {max}",
-                case.text
-            );
+            assert!(cos >= 0.99999 && max <= 1e-4, "{model} {:?}: cos {cos} max {max}", case.text);
             worst = (worst.0.min(cos), worst.1.max(max));
         }
-        eprintln!(
-            "{model}: worst cosine {:.9}, worst max |Δ| {:.2e}",
-            worst.0, worst.1
-        );
+        eprintln!("{model}: worst cosine {:.9}, worst max |Δ| {:.2e}", worst.0, worst.1);
     }
 }
 
@@ -84,22 +60,12 @@ fn the_smallest_plan_gives_the_same_embeddings() {
         let (meta, layers) = load(&bytes);
         let m = Model::new(meta, &layers).unwrap();
         let limits = Limits::tokens(meta.hparams.n_ctx);
-        let (fast, small) = (
-            Plan::new(&m, limits).unwrap(),
-            Plan::smallest(&m, limits).unwrap(),
-        );
+        let (fast, small) = (Plan::new(&m, limits).unwrap(), Plan::smallest(&m, limits).unwrap());
         assert!(small.arena_bytes() < fast.arena_bytes());
-        for case in cases(&common::fixture(&format!("reference/{model}.jsonl")))
-            .iter()
-            .step_by(3)
-        {
+        for case in cases(&common::fixture(&format!("reference/{model}.jsonl"))).iter().step_by(3) {
             let a = embed(m, &fast, &bytes, &case.ids);
             let b = embed(m, &small, &bytes, &case.ids);
-            let max = a
-                .iter()
-                .zip(&b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0f32, f32::max);
+            let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
             assert!(max <= 1e-5, "{model} {:?}: {max}", case.text);
         }
     }
@@ -113,24 +79,10 @@ fn a_batch_equals_its_texts_one_by_one() {
     let all = cases(&common::fixture("reference/nomic-small-2L-Q4_K_M.jsonl"));
     let texts: Vec<&[u32]> = all.iter().take(6).map(|c| c.ids.as_slice()).collect();
     let total: usize = texts.iter().map(|t| t.len()).sum();
-    let plan = Plan::new(
-        &m,
-        Limits {
-            max_tokens: total,
-            max_texts: texts.len(),
-        },
-    )
-    .unwrap();
+    let plan = Plan::new(&m, Limits { max_tokens: total, max_texts: texts.len() }).unwrap();
     let mut arena = vec![0u8; plan.arena_bytes()];
-    let mut job = Job::new(
-        m,
-        &plan,
-        &mut arena,
-        Input::IdBatch(&texts),
-        Lookup::Scan,
-        JobOptions::default(),
-    )
-    .unwrap();
+    let mut job =
+        Job::new(m, &plan, &mut arena, Input::IdBatch(&texts), Lookup::Scan, JobOptions::default()).unwrap();
     let mut io = SliceSource::new(&bytes);
     let batch = loop {
         if let Step::Done(e) = job.step(&mut io).unwrap() {
@@ -140,10 +92,7 @@ fn a_batch_equals_its_texts_one_by_one() {
     let e = meta.hparams.n_embd;
     for (i, case) in all.iter().take(6).enumerate() {
         let (cos, max) = compare(&batch[i * e..(i + 1) * e], &case.embedding);
-        assert!(
-            cos >= 0.99999 && max <= 1e-4,
-            "text {i}: cos {cos} max {max}"
-        );
+        assert!(cos >= 0.99999 && max <= 1e-4, "text {i}: cos {cos} max {max}");
     }
 }
 
@@ -158,34 +107,15 @@ fn a_dropped_job_leaves_nothing_behind_and_errors_poison() {
 
     // Drop a job halfway, then run a fresh one in the same (now dirty) arena.
     let mut arena = vec![0u8; plan.arena_bytes()];
-    let options = JobOptions {
-        budget: 5_000,
-        ..JobOptions::default()
-    };
+    let options = JobOptions { budget: 5_000, ..JobOptions::default() };
     {
-        let mut job = Job::new(
-            m,
-            &plan,
-            &mut arena,
-            Input::Ids(&ids),
-            Lookup::Scan,
-            options,
-        )
-        .unwrap();
+        let mut job = Job::new(m, &plan, &mut arena, Input::Ids(&ids), Lookup::Scan, options).unwrap();
         let mut io = SliceSource::new(&bytes);
         for _ in 0..20 {
             assert!(matches!(job.step(&mut io).unwrap(), Step::Pending(_)));
         }
     }
-    let mut job = Job::new(
-        m,
-        &plan,
-        &mut arena,
-        Input::Ids(&ids),
-        Lookup::Scan,
-        options,
-    )
-    .unwrap();
+    let mut job = Job::new(m, &plan, &mut arena, Input::Ids(&ids), Lookup::Scan, options).unwrap();
     let mut io = SliceSource::new(&bytes);
     let mut steps = 0;
     let got = loop {
@@ -199,15 +129,8 @@ fn a_dropped_job_leaves_nothing_behind_and_errors_poison() {
 
     // A source that ends early: the error comes back on every later step.
     let cut = &bytes[..bytes.len() / 2];
-    let mut job = Job::new(
-        m,
-        &plan,
-        &mut arena,
-        Input::Ids(&ids),
-        Lookup::Scan,
-        JobOptions::default(),
-    )
-    .unwrap();
+    let mut job =
+        Job::new(m, &plan, &mut arena, Input::Ids(&ids), Lookup::Scan, JobOptions::default()).unwrap();
     let mut io = SliceSource::new(cut);
     let err = loop {
         match job.step(&mut io) {
@@ -216,16 +139,7 @@ fn a_dropped_job_leaves_nothing_behind_and_errors_poison() {
             Err(e) => break e,
         }
     };
-    assert!(
-        matches!(
-            err,
-            Error::Malformed {
-                what: Malformed::Truncated,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::Malformed { what: Malformed::Truncated, .. }), "{err:?}");
     let mut full = SliceSource::new(&bytes);
     assert_eq!(job.step(&mut full).unwrap_err(), err);
 }
@@ -240,14 +154,7 @@ fn bad_inputs_are_typed_errors() {
     let opts = JobOptions::default();
     let too_long = [101u32; 9];
     assert!(matches!(
-        Job::new(
-            m,
-            &plan,
-            &mut arena,
-            Input::Ids(&too_long),
-            Lookup::Scan,
-            opts
-        ),
+        Job::new(m, &plan, &mut arena, Input::Ids(&too_long), Lookup::Scan, opts),
         Err(Error::Input(_))
     ));
     assert!(matches!(
@@ -255,26 +162,12 @@ fn bad_inputs_are_typed_errors() {
         Err(Error::Input(_))
     ));
     assert!(matches!(
-        Job::new(
-            m,
-            &plan,
-            &mut arena,
-            Input::Ids(&[101, 40_000, 102]),
-            Lookup::Scan,
-            opts
-        ),
+        Job::new(m, &plan, &mut arena, Input::Ids(&[101, 40_000, 102]), Lookup::Scan, opts),
         Err(Error::Input(_))
     ));
     let mut small = vec![0u8; plan.arena_bytes() - 1];
     assert!(matches!(
-        Job::new(
-            m,
-            &plan,
-            &mut small,
-            Input::Ids(&[101, 102]),
-            Lookup::Scan,
-            opts
-        ),
+        Job::new(m, &plan, &mut small, Input::Ids(&[101, 102]), Lookup::Scan, opts),
         Err(Error::ArenaTooSmall { .. })
     ));
     assert!(matches!(

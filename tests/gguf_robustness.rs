@@ -67,10 +67,7 @@ fn sampled_prefixes_of_a_model_are_typed_errors() {
     // A few hundred cuts in the 630 KB metadata region (deterministic spread) ...
     let mut n = 1usize;
     while n < data_start {
-        assert!(
-            matches!(read_all(&model[..n]), Err(Error::Malformed { .. })),
-            "prefix {n}"
-        );
+        assert!(matches!(read_all(&model[..n]), Err(Error::Malformed { .. })), "prefix {n}");
         n += 1 + (n * 7919) % 4093;
     }
     // ... and in the data section.
@@ -90,18 +87,9 @@ fn each_malformation_has_its_error() {
     f[0] = b'X';
     assert_eq!(malformed(&f), Malformed::BadMagic);
 
-    assert_eq!(
-        malformed(&file(1, &ok_kvs(), &[], 32, &[])),
-        Malformed::UnsupportedVersion(1)
-    );
-    assert_eq!(
-        malformed(&file(4, &ok_kvs(), &[], 32, &[])),
-        Malformed::UnsupportedVersion(4)
-    );
-    assert_eq!(
-        malformed(&file(3u32.swap_bytes(), &ok_kvs(), &[], 32, &[])),
-        Malformed::BigEndian
-    );
+    assert_eq!(malformed(&file(1, &ok_kvs(), &[], 32, &[])), Malformed::UnsupportedVersion(1));
+    assert_eq!(malformed(&file(4, &ok_kvs(), &[], 32, &[])), Malformed::UnsupportedVersion(4));
+    assert_eq!(malformed(&file(3u32.swap_bytes(), &ok_kvs(), &[], 32, &[])), Malformed::BigEndian);
 
     // Counts larger than the file could hold.
     let mut f = file(3, &ok_kvs(), &[], 32, &[]);
@@ -111,22 +99,13 @@ fn each_malformation_has_its_error() {
     f[8..16].copy_from_slice(&1_000_000u64.to_le_bytes());
     assert_eq!(malformed(&f), Malformed::CountTooLarge(1_000_000));
 
-    assert_eq!(
-        malformed(&file(3, &[kv("k", 13, &[0; 8])], &[], 32, &[])),
-        Malformed::UnknownValueType(13)
-    );
+    assert_eq!(malformed(&file(3, &[kv("k", 13, &[0; 8])], &[], 32, &[])), Malformed::UnknownValueType(13));
     assert_eq!(
         malformed(&file(3, &[kv("k", 8, &u64le(1 << 40))], &[], 32, &[])),
         Malformed::LengthTooLarge(1 << 40)
     );
     assert_eq!(
-        malformed(&file(
-            3,
-            &[kv("k", 9, &array(4, u64::MAX / 2, &[]))],
-            &[],
-            32,
-            &[]
-        )),
+        malformed(&file(3, &[kv("k", 9, &array(4, u64::MAX / 2, &[]))], &[], 32, &[])),
         Malformed::CountTooLarge(u64::MAX / 2)
     );
     let long_key = "k".repeat(gguf::MAX_KEY_LEN + 1);
@@ -136,20 +115,14 @@ fn each_malformation_has_its_error() {
     );
     let mut bad_utf8 = kv_u32("ab", 1);
     bad_utf8[8] = 0xff;
-    assert_eq!(
-        malformed(&file(3, &[bad_utf8], &[], 32, &[])),
-        Malformed::InvalidUtf8
-    );
+    assert_eq!(malformed(&file(3, &[bad_utf8], &[], 32, &[])), Malformed::InvalidUtf8);
 
     // One level of nesting is fine, two are not.
     let inner = array(4, 2, &[1, 0, 0, 0, 2, 0, 0, 0]);
     let nested = array(9, 1, &inner);
     assert!(read_all(&file(3, &[kv("k", 9, &nested)], &[], 32, &[])).is_ok());
     let deeper = array(9, 1, &array(9, 1, &inner));
-    assert_eq!(
-        malformed(&file(3, &[kv("k", 9, &deeper)], &[], 32, &[])),
-        Malformed::NestingTooDeep
-    );
+    assert_eq!(malformed(&file(3, &[kv("k", 9, &deeper)], &[], 32, &[])), Malformed::NestingTooDeep);
 
     // general.alignment must be a power-of-two u32.
     assert_eq!(
@@ -161,122 +134,52 @@ fn each_malformation_has_its_error() {
         Malformed::BadAlignment(0)
     );
     assert_eq!(
-        malformed(&file(
-            3,
-            &[kv("general.alignment", 10, &u64le(32))],
-            &[],
-            32,
-            &[]
-        )),
+        malformed(&file(3, &[kv("general.alignment", 10, &u64le(32))], &[], 32, &[])),
         Malformed::WrongValueType
     );
 
     // Tensor infos.
     let name64 = "n".repeat(64);
     assert_eq!(
-        malformed(&file(
-            3,
-            &ok_kvs(),
-            &[tensor_info(&name64, &[4], 0, 0)],
-            32,
-            &data
-        )),
+        malformed(&file(3, &ok_kvs(), &[tensor_info(&name64, &[4], 0, 0)], 32, &data)),
         Malformed::NameTooLong(64)
     );
-    assert!(read_all(&file(
-        3,
-        &ok_kvs(),
-        &[tensor_info(&name64[..63], &[4], 0, 0)],
-        32,
-        &data
-    ))
-    .is_ok());
+    assert!(read_all(&file(3, &ok_kvs(), &[tensor_info(&name64[..63], &[4], 0, 0)], 32, &data)).is_ok());
     assert_eq!(
-        malformed(&file(
-            3,
-            &ok_kvs(),
-            &[tensor_info("t", &[], 0, 0)],
-            32,
-            &data
-        )),
+        malformed(&file(3, &ok_kvs(), &[tensor_info("t", &[], 0, 0)], 32, &data)),
         Malformed::BadDimensionCount(0)
     );
     assert_eq!(
-        malformed(&file(
-            3,
-            &ok_kvs(),
-            &[tensor_info("t", &[1, 1, 1, 1, 1], 0, 0)],
-            32,
-            &data
-        )),
+        malformed(&file(3, &ok_kvs(), &[tensor_info("t", &[1, 1, 1, 1, 1], 0, 0)], 32, &data)),
         Malformed::BadDimensionCount(5)
     );
-    assert_eq!(
-        malformed(&file(3, &ok_kvs(), &[info(4)], 32, &data)),
-        Malformed::UnknownGgmlType(4)
-    );
-    assert_eq!(
-        malformed(&file(3, &ok_kvs(), &[info(99)], 32, &data)),
-        Malformed::UnknownGgmlType(99)
-    );
+    assert_eq!(malformed(&file(3, &ok_kvs(), &[info(4)], 32, &data)), Malformed::UnknownGgmlType(4));
+    assert_eq!(malformed(&file(3, &ok_kvs(), &[info(99)], 32, &data)), Malformed::UnknownGgmlType(99));
     assert!(matches!(
-        malformed(&file(
-            3,
-            &ok_kvs(),
-            &[tensor_info("t", &[100, 2], 12, 0)],
-            32,
-            &data
-        )),
+        malformed(&file(3, &ok_kvs(), &[tensor_info("t", &[100, 2], 12, 0)], 32, &data)),
         Malformed::RowNotBlockMultiple { ne0: 100, .. }
     ));
     assert_eq!(
-        malformed(&file(
-            3,
-            &ok_kvs(),
-            &[tensor_info("t", &[1 << 40, 1 << 40], 0, 0)],
-            32,
-            &data
-        )),
+        malformed(&file(3, &ok_kvs(), &[tensor_info("t", &[1 << 40, 1 << 40], 0, 0)], 32, &data)),
         Malformed::Overflow
     );
     assert_eq!(
-        malformed(&file(
-            3,
-            &ok_kvs(),
-            &[tensor_info("t", &[u64::MAX], 0, 0)],
-            32,
-            &data
-        )),
+        malformed(&file(3, &ok_kvs(), &[tensor_info("t", &[u64::MAX], 0, 0)], 32, &data)),
         Malformed::BadDimension(u64::MAX)
     );
     assert_eq!(
-        malformed(&file(
-            3,
-            &ok_kvs(),
-            &[tensor_info("t", &[4], 0, 16)],
-            32,
-            &data
-        )),
+        malformed(&file(3, &ok_kvs(), &[tensor_info("t", &[4], 0, 16)], 32, &data)),
         Malformed::Misaligned(16)
     );
     assert_eq!(
-        malformed(&file(
-            3,
-            &ok_kvs(),
-            &[tensor_info("t", &[4096], 0, 0)],
-            32,
-            &data
-        )),
+        malformed(&file(3, &ok_kvs(), &[tensor_info("t", &[4096], 0, 0)], 32, &data)),
         Malformed::OutOfBounds
     );
     assert_eq!(
         malformed(&file(
             3,
             &ok_kvs(),
-            &[
-                tensor_info("a", &[16], 0, 0),
-                tensor_info("b", &[16], 0, 32)
-            ],
+            &[tensor_info("a", &[16], 0, 0), tensor_info("b", &[16], 0, 32)],
             32,
             &data
         )),
@@ -294,13 +197,7 @@ fn each_malformation_has_its_error() {
     );
     // Every ggml type id the reader knows sizes correctly, so a one-block tensor of each fits.
     for &ty in gguf::GgmlType::ALL {
-        let f = file(
-            3,
-            &ok_kvs(),
-            &[tensor_info("t", &[ty.block_elems() as u64], ty.id(), 0)],
-            32,
-            &data,
-        );
+        let f = file(3, &ok_kvs(), &[tensor_info("t", &[ty.block_elems() as u64], ty.id(), 0)], 32, &data);
         let t = read_all(&f).unwrap();
         assert_eq!(t[0].n_bytes, u64::from(ty.block_bytes()), "{ty}");
     }
@@ -316,10 +213,7 @@ fn errors_carry_the_offset_and_poison_the_reader() {
     let mut reader = Reader::new(&mut scratch).unwrap();
     assert!(matches!(reader.step(&mut io), Ok(Event::Header(_))));
     let err = reader.step(&mut io).unwrap_err();
-    assert_eq!(
-        err,
-        Error::malformed(Malformed::LengthTooLarge(u64::MAX), at as u64)
-    );
+    assert_eq!(err, Error::malformed(Malformed::LengthTooLarge(u64::MAX), at as u64));
     assert_eq!(reader.step(&mut io).unwrap_err(), err);
     assert!(Reader::new(&mut [0u8; 16]).is_err());
 }
@@ -327,11 +221,8 @@ fn errors_carry_the_offset_and_poison_the_reader() {
 #[test]
 fn random_corruptions_never_panic() {
     fn prop(edits: Vec<(u16, u8)>, which: bool) -> TestResult {
-        let mut f = if which {
-            small_valid()
-        } else {
-            common::read("models/quant-zoo.gguf")[..1200].to_vec()
-        };
+        let mut f =
+            if which { small_valid() } else { common::read("models/quant-zoo.gguf")[..1200].to_vec() };
         for (at, byte) in edits {
             let at = at as usize % f.len().min(900);
             f[at] = byte;
@@ -340,9 +231,7 @@ fn random_corruptions_never_panic() {
         let _ = stepembed::inspect::list(&mut SliceSource::new(&f));
         TestResult::passed()
     }
-    QuickCheck::new()
-        .tests(3000)
-        .quickcheck(prop as fn(Vec<(u16, u8)>, bool) -> TestResult);
+    QuickCheck::new().tests(3000).quickcheck(prop as fn(Vec<(u16, u8)>, bool) -> TestResult);
 }
 
 /// A scalar KV of any type written then read gives the same value back.
@@ -388,7 +277,5 @@ fn values_round_trip() {
             }
         }
     }
-    QuickCheck::new()
-        .tests(2000)
-        .quickcheck(prop as fn(u8, u64, String) -> bool);
+    QuickCheck::new().tests(2000).quickcheck(prop as fn(u8, u64, String) -> bool);
 }

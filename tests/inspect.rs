@@ -52,21 +52,13 @@ fn listing_matches_gguf_py_on_every_fixture() {
         let listing = inspect::list(&mut SliceSource::new(&bytes)).unwrap();
         assert_same(&listing.to_json(), &reference_listing(model), model);
         // The same through a real file.
-        let mut file =
-            stepembed::io::open(common::fixture(&format!("models/{model}.gguf"))).unwrap();
-        assert_eq!(
-            inspect::list(&mut file).unwrap().to_json(),
-            listing.to_json(),
-            "{model}"
-        );
+        let mut file = stepembed::io::open(common::fixture(&format!("models/{model}.gguf"))).unwrap();
+        assert_eq!(inspect::list(&mut file).unwrap().to_json(), listing.to_json(), "{model}");
     }
 }
 
 fn stepembed(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_stepembed"))
-        .args(args)
-        .output()
-        .expect("run stepembed")
+    std::process::Command::new(env!("CARGO_BIN_EXE_stepembed")).args(args).output().expect("run stepembed")
 }
 
 #[test]
@@ -96,10 +88,7 @@ fn cli_reports_a_truncated_file_in_one_line() {
     assert!(out.stdout.is_empty(), "a broken file must not be listed");
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("tensor data extends past the end of the file"),
-        "{err}"
-    );
+    assert!(err.contains("tensor data extends past the end of the file"), "{err}");
 
     let out = stepembed(&["inspect", dir.join("absent.gguf").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
@@ -107,9 +96,7 @@ fn cli_reports_a_truncated_file_in_one_line() {
 
     let out = stepembed(&["inspect", "--bogus", cut.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8(out.stderr)
-        .unwrap()
-        .contains("unknown option --bogus"));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("unknown option --bogus"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -124,19 +111,13 @@ fn dequant_stats_match_gguf_py() {
         let mut json = listing.to_json();
         listing.add_dequant_stats(&mut io, &mut json).unwrap();
         let reference = common::json(&format!("reference/tensors/{model}.json"));
-        for (ours, r) in json["tensors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .zip(reference["tensors"].as_array().unwrap())
+        for (ours, r) in
+            json["tensors"].as_array().unwrap().iter().zip(reference["tensors"].as_array().unwrap())
         {
             let name = r["name"].as_str().unwrap();
             for key in ["sum", "abs_sum"] {
                 let (a, b) = (ours[key].as_f64().unwrap(), r[key].as_f64().unwrap());
-                assert!(
-                    (a - b).abs() <= 1e-6 * b.abs().max(1e-12),
-                    "{model} {name} {key}: {a} vs {b}"
-                );
+                assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-12), "{model} {name} {key}: {a} vs {b}");
             }
             assert_eq!(ours["first"], r["first"], "{model} {name}");
         }

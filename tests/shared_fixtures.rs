@@ -54,31 +54,13 @@ fn shared_models_match_the_reference() {
         let index = build_index(&meta, &bytes, &mut mem);
         let mut worst = (1.0f64, 0.0f64);
         for case in cases(&dir.join(format!("reference/{model}.jsonl"))) {
-            let e = embed_input(
-                m,
-                &plan,
-                &bytes,
-                Input::Text(&case.text),
-                Lookup::Index(index),
-            );
-            assert_eq!(
-                e,
-                embed(m, &plan, &bytes, &case.ids),
-                "{model} {:?}: ids differ",
-                case.text
-            );
+            let e = embed_input(m, &plan, &bytes, Input::Text(&case.text), Lookup::Index(index));
+            assert_eq!(e, embed(m, &plan, &bytes, &case.ids), "{model} {:?}: ids differ", case.text);
             let (cos, max) = compare(&e, &case.embedding);
-            assert!(
-                cos >= 0.99999 && max <= 1e-4,
-                "{model} {:?}: cos {cos} max {max}",
-                case.text
-            );
+            assert!(cos >= 0.99999 && max <= 1e-4, "{model} {:?}: cos {cos} max {max}", case.text);
             worst = (worst.0.min(cos), worst.1.max(max));
         }
-        eprintln!(
-            "{model}: worst cosine {:.9}, worst max |Δ| {:.2e}",
-            worst.0, worst.1
-        );
+        eprintln!("{model}: worst cosine {:.9}, worst max |Δ| {:.2e}", worst.0, worst.1);
     }
 }
 
@@ -92,18 +74,11 @@ fn hello_world_in_96_kib() {
     let bytes = std::fs::read(dir.join(format!("models/{model}.gguf"))).unwrap();
     let (meta, layers) = load(&bytes);
     let m = Model::new(meta, &layers).unwrap();
-    let case = cases(&dir.join(format!("reference/{model}.jsonl")))
-        .into_iter()
-        .next()
-        .unwrap();
+    let case = cases(&dir.join(format!("reference/{model}.jsonl"))).into_iter().next().unwrap();
     assert_eq!(case.text, "Hello world");
     let plan = Plan::fit(&m, Limits::tokens(case.ids.len()), 96 * 1024).unwrap();
     assert!(plan.arena_bytes() <= 96 * 1024, "{}", plan.arena_bytes());
-    assert_eq!(
-        plan.index_bytes(),
-        0,
-        "no vocab index fits: the tokenizer streams the vocab"
-    );
+    assert_eq!(plan.index_bytes(), 0, "no vocab index fits: the tokenizer streams the vocab");
     eprintln!("Hello world: {} bytes of arena", plan.arena_bytes());
     let e = embed_input(m, &plan, &bytes, Input::Text(&case.text), Lookup::Scan);
     let (cos, max) = compare(&e, &case.embedding);

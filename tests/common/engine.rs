@@ -19,18 +19,8 @@ pub fn cases(path: &std::path::Path) -> Vec<Case> {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             Case {
                 text: v["text"].as_str().unwrap().to_owned(),
-                ids: v["ids"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_u64().unwrap() as u32)
-                    .collect(),
-                embedding: v["embedding"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_f64().unwrap())
-                    .collect(),
+                ids: v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect(),
+                embedding: v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect(),
             }
         })
         .collect()
@@ -55,15 +45,7 @@ pub fn embed_input(
     lookup: Lookup<'_>,
 ) -> Vec<f32> {
     let mut arena = vec![0u8; plan.arena_bytes()];
-    let mut job = Job::new(
-        model,
-        plan,
-        &mut arena,
-        input,
-        lookup,
-        JobOptions::default(),
-    )
-    .unwrap();
+    let mut job = Job::new(model, plan, &mut arena, input, lookup, JobOptions::default()).unwrap();
     let mut io = SliceSource::new(bytes);
     loop {
         match job.step(&mut io).unwrap() {
@@ -89,17 +71,9 @@ pub fn build_index<'m>(meta: &ModelMeta, bytes: &[u8], mem: &'m mut [u8]) -> Voc
 
 pub fn compare(ours: &[f32], reference: &[f64]) -> (f64, f64) {
     assert_eq!(ours.len(), reference.len());
-    let dot: f64 = ours
-        .iter()
-        .zip(reference)
-        .map(|(&a, &b)| a as f64 * b)
-        .sum();
+    let dot: f64 = ours.iter().zip(reference).map(|(&a, &b)| a as f64 * b).sum();
     let na: f64 = ours.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = reference.iter().map(|b| b * b).sum::<f64>().sqrt();
-    let max = ours
-        .iter()
-        .zip(reference)
-        .map(|(&a, &b)| (a as f64 - b).abs())
-        .fold(0.0, f64::max);
+    let max = ours.iter().zip(reference).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
     (dot / (na * nb), max)
 }

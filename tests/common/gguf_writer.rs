@@ -59,13 +59,7 @@ pub fn tensor_info(name: &str, ne: &[u64], ty: u32, offset: u64) -> Vec<u8> {
 }
 
 /// A whole file: header, KVs, tensor infos, padding to `alignment`, then `data`.
-pub fn file(
-    version: u32,
-    kvs: &[Vec<u8>],
-    infos: &[Vec<u8>],
-    alignment: usize,
-    data: &[u8],
-) -> Vec<u8> {
+pub fn file(version: u32, kvs: &[Vec<u8>], infos: &[Vec<u8>], alignment: usize, data: &[u8]) -> Vec<u8> {
     let mut b = b"GGUF".to_vec();
     b.extend(u32le(version));
     b.extend(u64le(infos.len() as u64));
@@ -90,10 +84,7 @@ pub fn small_valid() -> Vec<u8> {
         kv_u32("test.block_count", 1),
         kv("tokenizer.ggml.tokens", 9, &string_array(&["a", "bc", ""])),
     ];
-    let infos = [
-        tensor_info("a.weight", &[4, 2], 0, 0),
-        tensor_info("b.bias", &[4], 0, 32),
-    ];
+    let infos = [tensor_info("a.weight", &[4, 2], 0, 0), tensor_info("b.bias", &[4], 0, 32)];
     let data: Vec<u8> = (0..48u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
     file(3, &kvs, &infos, 32, &data[..48])
 }

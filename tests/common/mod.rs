@@ -17,13 +17,8 @@ pub fn fixture(rel: &str) -> PathBuf {
 }
 
 /// The small fixture models committed with the repository.
-pub const MODELS: &[&str] = &[
-    "minilm-l6-Q4_K_M",
-    "bert-tiny-F16",
-    "bert-tiny-Q8_0",
-    "bert-synth-2L-Q4_K_M",
-    "nomic-small-2L-Q4_K_M",
-];
+pub const MODELS: &[&str] =
+    &["minilm-l6-Q4_K_M", "bert-tiny-F16", "bert-tiny-Q8_0", "bert-synth-2L-Q4_K_M", "nomic-small-2L-Q4_K_M"];
 
 /// Reads a fixture file whole.
 pub fn read(rel: &str) -> Vec<u8> {
@@ -47,10 +42,7 @@ pub fn shared_fixtures() -> Option<PathBuf> {
         return Some(dir);
     }
     if std::env::var("STEPEMBED_REQUIRE_SHARED").as_deref() == Ok("1") {
-        panic!(
-            "shared fixtures required but not found at {}",
-            dir.display()
-        );
+        panic!("shared fixtures required but not found at {}", dir.display());
     }
     eprintln!(
         "\n!!!!!!!!!! SKIPPED: shared fixtures not found at {} — the 768-dim benchmark-model \

@@ -33,27 +33,19 @@ pub(crate) struct Regions<'a> {
 /// An arena shorter than [`Plan::arena_bytes`] is [`Error::ArenaTooSmall`].
 pub(crate) fn carve<'a>(plan: &Plan, arena: &'a mut [u8]) -> Result<Regions<'a>> {
     let given = arena.len();
-    let too_small = Error::ArenaTooSmall {
-        needed: plan.arena_bytes(),
-        given,
-    };
+    let too_small = Error::ArenaTooSmall { needed: plan.arena_bytes(), given };
     if given < plan.arena_bytes() {
         return Err(too_small);
     }
     let skip = arena.as_ptr().align_offset(REGION_ALIGN).min(REGION_ALIGN);
     let (_, mut rest) = arena.split_at_mut_checked(skip).ok_or(too_small)?;
     let mut take = |len: usize| -> Result<&'a mut [u8]> {
-        let padded = len
-            .checked_next_multiple_of(REGION_ALIGN)
-            .ok_or(too_small)?;
-        let (region, tail) = core::mem::take(&mut rest)
-            .split_at_mut_checked(padded)
-            .ok_or(too_small)?;
+        let padded = len.checked_next_multiple_of(REGION_ALIGN).ok_or(too_small)?;
+        let (region, tail) = core::mem::take(&mut rest).split_at_mut_checked(padded).ok_or(too_small)?;
         rest = tail;
         region.get_mut(..len).ok_or(too_small)
     };
-    let floats =
-        |b: &'a mut [u8]| bytemuck::try_cast_slice_mut::<u8, f32>(b).map_err(|_| too_small);
+    let floats = |b: &'a mut [u8]| bytemuck::try_cast_slice_mut::<u8, f32>(b).map_err(|_| too_small);
     let words = |b: &'a mut [u8]| bytemuck::try_cast_slice_mut::<u8, u32>(b).map_err(|_| too_small);
     let [x, wide, scratch, chunk, attn, ids, out, spans, tok_out, tok_work] = plan.regions();
     Ok(Regions {

@@ -12,7 +12,7 @@ use crate::engine::ops;
 use crate::engine::plan::Plan;
 use crate::error::{Error, InputError, Result};
 use crate::io::{read_exact_at, Source};
-use crate::model::{Arch, Layer, Model, Norm, Pooling, Qkv, TensorRef};
+use crate::model::{Arch, Layer, Linear, Model, Norm, Pooling, Qkv, TensorRef};
 use crate::quant::Kernels;
 use crate::tokenizer::{self, Lookup, Tokenize};
 
@@ -78,11 +78,7 @@ pub struct JobOptions {
 
 impl Default for JobOptions {
     fn default() -> Self {
-        JobOptions {
-            normalize: true,
-            budget: DEFAULT_BUDGET,
-            truncate: true,
-        }
+        JobOptions { normalize: true, budget: DEFAULT_BUDGET, truncate: true }
     }
 }
 
@@ -98,21 +94,25 @@ enum Phase {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// Q|K|V ← biases (or zeros).
+    /// Q|K|V of one group of heads ← biases (or zeros).
     QkvInit {
+        group: usize,
         token: usize,
     },
-    /// Q|K|V += x·Wᵀ, row by row.
+    /// Q|K|V of the group += x·Wᵀ, row by row (q rows, then k, then v).
     Qkv {
+        group: usize,
         row: usize,
     },
-    /// Rotary positions on Q and K (nomic-bert).
+    /// Rotary positions on the group's Q and K (nomic-bert).
     Rope {
+        group: usize,
         token: usize,
     },
-    /// Online-softmax attention of one query tile of one head of one text; the result replaces
-    /// the tile's Q.
+    /// Online-softmax attention of one query tile of one head (of the group) of one text; the
+    /// result goes to the attention output at the start of the wide region.
     Attention {
+        group: usize,
         text: usize,
         head: usize,
         q0: usize,
@@ -257,10 +257,7 @@ impl<'a> Job<'a> {
                 return Err(Error::Input(InputError::Empty));
             }
             if ids.len() > hp.n_ctx {
-                return Err(Error::Input(InputError::TooManyTokens {
-                    tokens: ids.len(),
-                    max: hp.n_ctx,
-                }));
+                return Err(Error::Input(InputError::TooManyTokens { tokens: ids.len(), max: hp.n_ctx }));
             }
             if let Some(&bad) = ids.iter().find(|&&id| id as usize >= hp.n_vocab) {
                 return Err(Error::Input(InputError::TokenIdOutOfRange(bad)));
@@ -281,16 +278,8 @@ impl<'a> Job<'a> {
                 max: self.plan.limits.max_tokens,
             }));
         }
-        self.r
-            .ids
-            .get_mut(n..end)
-            .ok_or(Error::InvalidState)?
-            .copy_from_slice(ids);
-        let span = self
-            .r
-            .spans
-            .get_mut(2 * text..2 * text + 2)
-            .ok_or(Error::InvalidState)?;
+        self.r.ids.get_mut(n..end).ok_or(Error::InvalidState)?.copy_from_slice(ids);
+        let span = self.r.spans.get_mut(2 * text..2 * text + 2).ok_or(Error::InvalidState)?;
         span.copy_from_slice(&[n as u32, ids.len() as u32]);
         self.n_tokens = end;
         self.filled = text + 1;
@@ -309,27 +298,16 @@ impl<'a> Job<'a> {
     }
 
     /// Tokenizes text `text` as far as the budget allows; on its end, appends its ids.
-    fn tokenize_step<S: Source + ?Sized>(
-        &mut self,
-        io: &mut S,
-        text: usize,
-        budget: u64,
-    ) -> Result<u64> {
+    fn tokenize_step<S: Source + ?Sized>(&mut self, io: &mut S, text: usize, budget: u64) -> Result<u64> {
         if self.tokenizer.is_none() {
             let s = self.texts.get(text).ok_or(Error::InvalidState)?;
             let n_ctx = self.model.hparams().n_ctx;
             let room = self.plan.limits.max_tokens.saturating_sub(self.n_tokens);
             // Truncate at the context; a batch that overflows the plan is an error, not a cut.
             let options = if room >= n_ctx {
-                tokenizer::Options {
-                    max_tokens: n_ctx,
-                    truncate: self.options.truncate,
-                }
+                tokenizer::Options { max_tokens: n_ctx, truncate: self.options.truncate }
             } else {
-                tokenizer::Options {
-                    max_tokens: room,
-                    truncate: false,
-                }
+                tokenizer::Options { max_tokens: room, truncate: false }
             };
             if options.max_tokens < 2 {
                 let tokens = self.n_tokens.saturating_add(2);
@@ -344,9 +322,7 @@ impl<'a> Job<'a> {
             self.tokenizer = Some(Tokenize::new(&vocab, self.lookup, s, work, out, options)?);
         }
         let tok = self.tokenizer.as_mut().ok_or(Error::InvalidState)?;
-        let units = u32::try_from(budget / TOKENIZER_COST)
-            .unwrap_or(u32::MAX)
-            .max(1);
+        let units = u32::try_from(budget / TOKENIZER_COST).unwrap_or(u32::MAX).max(1);
         match tok.step(io, units) {
             Ok(tokenizer::Step::Pending) => return Ok(budget),
             Ok(tokenizer::Step::Done) => {}
@@ -359,11 +335,7 @@ impl<'a> Job<'a> {
             }
             Err(e) => return Err(e),
         }
-        let (out, n, work) = self
-            .tokenizer
-            .take()
-            .ok_or(Error::InvalidState)?
-            .into_parts();
+        let (out, n, work) = self.tokenizer.take().ok_or(Error::InvalidState)?.into_parts();
         let ids = out.get(..n).ok_or(Error::InvalidState)?;
         let pushed = self.push_text(ids);
         self.r.tok_out = out;
@@ -419,10 +391,7 @@ impl<'a> Job<'a> {
             let len = self.n_texts.saturating_mul(self.plan.n_embd);
             return Ok(Step::Done(self.r.out.get(..len).unwrap_or_default()));
         }
-        Ok(Step::Pending(Progress {
-            done: self.done_units,
-            total: self.total_units.max(self.done_units),
-        }))
+        Ok(Step::Pending(Progress { done: self.done_units, total: self.total_units.max(self.done_units) }))
     }
 
     /// The span (first token, token count) of text `i`.
@@ -435,8 +404,7 @@ impl<'a> Job<'a> {
 
     /// Tokens whose per-token work of `cost` fits `budget` (at least one), starting at `token`.
     fn tokens_for(&self, token: usize, cost: u64, budget: u64) -> usize {
-        let fit =
-            usize::try_from(budget.checked_div(cost.max(1)).unwrap_or(0)).unwrap_or(usize::MAX);
+        let fit = usize::try_from(budget.checked_div(cost.max(1)).unwrap_or(0)).unwrap_or(usize::MAX);
         fit.max(1).min(self.n_tokens.saturating_sub(token))
     }
 
@@ -454,21 +422,15 @@ impl<'a> Job<'a> {
                     self.embed_token(io, t)?;
                 }
                 let next = token.saturating_add(count);
-                self.phase = if next >= n {
-                    Phase::EmbedNorm { token: 0 }
-                } else {
-                    Phase::Embed { token: next }
-                };
+                self.phase =
+                    if next >= n { Phase::EmbedNorm { token: 0 } } else { Phase::Embed { token: next } };
                 Ok(EMBED_COST.saturating_mul((count * e) as u64))
             }
             Phase::EmbedNorm { token } => {
                 let norm = self.model.meta().embd_norm;
                 let done = self.norm_pass(io, &norm, token, budget, false)?;
-                self.phase = if done.0 >= n {
-                    self.enter_layer(0)?
-                } else {
-                    Phase::EmbedNorm { token: done.0 }
-                };
+                self.phase =
+                    if done.0 >= n { self.enter_layer(0)? } else { Phase::EmbedNorm { token: done.0 } };
                 Ok(done.1)
             }
             Phase::Layer { index, stage } => self.layer_step(io, index, stage, budget),
@@ -491,10 +453,7 @@ impl<'a> Job<'a> {
             return Ok(Phase::Pool { text: 0 });
         }
         self.layer = Some(self.model.layer(index)?);
-        Ok(Phase::Layer {
-            index,
-            stage: Stage::QkvInit { token: 0 },
-        })
+        Ok(Phase::Layer { index, stage: Stage::QkvInit { group: 0, token: 0 } })
     }
 
     fn current_layer(&self) -> Result<Layer> {
@@ -512,112 +471,88 @@ impl<'a> Job<'a> {
         let (e, n) = (hp.n_embd, self.n_tokens);
         let layer = self.current_layer()?;
         let at = |stage| Phase::Layer { index, stage };
-        let wide = self.plan.wide;
         let (next, units) = match stage {
-            Stage::QkvInit { token } => {
-                let count = self.tokens_for(token, BIAS_COST * 3 * e as u64, budget);
-                let rows = Tokens {
-                    first: token,
-                    count,
-                };
-                match layer.qkv {
-                    Qkv::Fused(l) => self.init_rows(io, l.bias, Target::Wide, rows, 0, 3 * e)?,
-                    Qkv::Separate(ls) => {
-                        for (i, l) in ls.iter().enumerate() {
-                            self.init_rows(io, l.bias, Target::Wide, rows, i * e, e)?;
-                        }
-                    }
+            Stage::QkvInit { group, token } => {
+                let (h0, heads) = self.group_heads(group);
+                let (d, dg) = (hp.head_dim(), heads * hp.head_dim());
+                let count = self.tokens_for(token, BIAS_COST * 3 * dg as u64, budget);
+                let rows = Tokens { first: token, count };
+                for part in 0..3 {
+                    let (w, first_row) = qkv_rows(&layer.qkv, part, e);
+                    let bias = w.bias.map(|b| (b, first_row + h0 * d));
+                    self.init_rows(io, bias, Target::Qkv, rows, part * self.group_width(), dg)?;
                 }
                 let next = token + count;
                 let stage = if next >= n {
-                    Stage::Qkv { row: 0 }
+                    Stage::Qkv { group, row: 0 }
                 } else {
-                    Stage::QkvInit { token: next }
+                    Stage::QkvInit { group, token: next }
                 };
-                (at(stage), BIAS_COST * (count * 3 * e) as u64)
+                (at(stage), BIAS_COST * (count * 3 * dg) as u64)
             }
-            Stage::Qkv { row } => {
-                // Rows 0..3e of the fused matrix, or of q, k, v one after another.
-                let (w, local, out_col) = match layer.qkv {
-                    Qkv::Fused(l) => (l.weight, row, 0),
-                    Qkv::Separate(ls) => {
-                        let which = (row / e).min(2);
-                        let l = ls.get(which).ok_or(Error::InvalidState)?;
-                        (l.weight, row - which * e, which * e)
-                    }
-                };
-                let end = match layer.qkv {
-                    Qkv::Fused(_) => 3 * e,
-                    Qkv::Separate(_) => (out_col + e).min(3 * e),
-                };
-                let rows = self.rows_for(&w, e, end - row, budget);
+            Stage::Qkv { group, row } => {
+                // Rows of q, then k, then v for the group's heads.
+                let (h0, heads) = self.group_heads(group);
+                let dg = heads * hp.head_dim();
+                let (part, local) = (row / dg, row % dg);
+                let (w, first_row) = qkv_rows(&layer.qkv, part, e);
+                let rows = self.rows_for(&w.weight, e, dg - local, budget);
+                let (stride, col) = (3 * self.group_width(), part * self.group_width() + local);
+                let qkv_at = n * e;
                 let (src, dst) = (&*self.r.x, &mut *self.r.wide);
+                let dst = dst.get_mut(qkv_at + col..).ok_or(Error::InvalidState)?;
+                let first = first_row + h0 * hp.head_dim() + local;
                 let units = matmul_rows(
                     io,
                     &self.kernels,
                     self.r.chunk,
                     self.r.scratch,
-                    &w,
-                    local,
+                    &w.weight,
+                    first,
                     rows,
                     (0, e),
                     src,
                     e,
                     n,
-                    dst.get_mut(out_col + local..).ok_or(Error::InvalidState)?,
-                    wide,
+                    dst,
+                    stride,
                 )?;
                 let next = row + rows;
-                let stage = if next < 3 * e {
-                    Stage::Qkv { row: next }
+                let stage = if next < 3 * dg {
+                    Stage::Qkv { group, row: next }
                 } else if self.model.meta().arch == Arch::NomicBert {
-                    Stage::Rope { token: 0 }
+                    Stage::Rope { group, token: 0 }
                 } else {
-                    Stage::Attention {
-                        text: 0,
-                        head: 0,
-                        q0: 0,
-                    }
+                    Stage::Attention { group, text: 0, head: 0, q0: 0 }
                 };
                 (at(stage), units)
             }
-            Stage::Rope { token } => {
-                let count = self.tokens_for(token, ROPE_COST * e as u64, budget);
-                self.rope(token, count)?;
+            Stage::Rope { group, token } => {
+                let (_, heads) = self.group_heads(group);
+                let dg = heads * hp.head_dim();
+                let count = self.tokens_for(token, ROPE_COST * 2 * dg as u64, budget);
+                self.rope(group, Tokens { first: token, count })?;
                 let next = token + count;
                 let stage = if next >= n {
-                    Stage::Attention {
-                        text: 0,
-                        head: 0,
-                        q0: 0,
-                    }
+                    Stage::Attention { group, text: 0, head: 0, q0: 0 }
                 } else {
-                    Stage::Rope { token: next }
+                    Stage::Rope { group, token: next }
                 };
-                (at(stage), ROPE_COST * (count * e) as u64)
+                (at(stage), ROPE_COST * (count * 2 * dg) as u64)
             }
-            Stage::Attention { text, head, q0 } => {
+            Stage::Attention { group, text, head, q0 } => {
                 let (_, len) = self.span(text);
-                let units = self.attention_tile(text, head, q0)?;
+                let (_, heads) = self.group_heads(group);
+                let units = self.attention_tile(group, text, head, q0)?;
                 let q_next = q0 + self.plan.q_tile;
                 let stage = if q_next < len {
-                    Stage::Attention {
-                        text,
-                        head,
-                        q0: q_next,
-                    }
-                } else if head + 1 < hp.n_head {
-                    Stage::Attention {
-                        text,
-                        head: head + 1,
-                        q0: 0,
-                    }
+                    Stage::Attention { group, text, head, q0: q_next }
+                } else if head + 1 < heads {
+                    Stage::Attention { group, text, head: head + 1, q0: 0 }
                 } else if text + 1 < self.n_texts {
-                    Stage::Attention {
-                        text: text + 1,
-                        head: 0,
-                        q0: 0,
-                    }
+                    Stage::Attention { group, text: text + 1, head: 0, q0: 0 }
+                } else if (group + 1) * self.plan.group < hp.n_head {
+                    Stage::QkvInit { group: group + 1, token: 0 }
                 } else {
                     Stage::OutInit { token: 0 }
                 };
@@ -626,27 +561,14 @@ impl<'a> Job<'a> {
             Stage::OutInit { token } => {
                 let count = self.tokens_for(token, BIAS_COST * e as u64, budget);
                 if let Some(b) = layer.attn_out.bias {
-                    self.add_vector(
-                        io,
-                        &b,
-                        (0, e),
-                        Target::X,
-                        Tokens {
-                            first: token,
-                            count,
-                        },
-                        0,
-                    )?;
+                    self.add_vector(io, &b, (0, e), Target::X, Tokens { first: token, count }, 0)?;
                 }
                 let next = token + count;
-                let stage = if next >= n {
-                    Stage::Out { row: 0 }
-                } else {
-                    Stage::OutInit { token: next }
-                };
+                let stage = if next >= n { Stage::Out { row: 0 } } else { Stage::OutInit { token: next } };
                 (at(stage), BIAS_COST * (count * e) as u64)
             }
             Stage::Out { row } => {
+                // x += attention output (at the start of the wide region, stride e) · Woᵀ.
                 let w = layer.attn_out.weight;
                 let rows = self.rows_for(&w, e, e - row, budget);
                 let (src, dst) = (&*self.r.wide, &mut *self.r.x);
@@ -660,56 +582,31 @@ impl<'a> Job<'a> {
                     rows,
                     (0, e),
                     src,
-                    wide,
+                    e,
                     n,
                     dst.get_mut(row..).ok_or(Error::InvalidState)?,
                     e,
                 )?;
                 let next = row + rows;
-                let stage = if next < e {
-                    Stage::Out { row: next }
-                } else {
-                    Stage::AttnNorm { token: 0 }
-                };
+                let stage = if next < e { Stage::Out { row: next } } else { Stage::AttnNorm { token: 0 } };
                 (at(stage), units)
             }
             Stage::AttnNorm { token } => {
                 let (next, units) = self.norm_pass(io, &layer.attn_norm, token, budget, false)?;
-                let stage = if next >= n {
-                    Stage::FfnInit { token: 0 }
-                } else {
-                    Stage::AttnNorm { token: next }
-                };
+                let stage =
+                    if next >= n { Stage::FfnInit { token: 0 } } else { Stage::AttnNorm { token: next } };
                 (at(stage), units)
             }
             Stage::FfnInit { token } => {
                 let count = self.tokens_for(token, BIAS_COST * e as u64, budget);
                 // y = x (+ bias): y lives at the start of the wide region, n × e.
                 for t in token..token + count {
-                    let src = self
-                        .r
-                        .x
-                        .get(t * e..(t + 1) * e)
-                        .ok_or(Error::InvalidState)?;
-                    let dst = self
-                        .r
-                        .wide
-                        .get_mut(t * e..(t + 1) * e)
-                        .ok_or(Error::InvalidState)?;
+                    let src = self.r.x.get(t * e..(t + 1) * e).ok_or(Error::InvalidState)?;
+                    let dst = self.r.wide.get_mut(t * e..(t + 1) * e).ok_or(Error::InvalidState)?;
                     dst.copy_from_slice(src);
                 }
                 if let Some(b) = layer.ffn_down.bias {
-                    self.add_vector(
-                        io,
-                        &b,
-                        (0, e),
-                        Target::Y,
-                        Tokens {
-                            first: token,
-                            count,
-                        },
-                        0,
-                    )?;
+                    self.add_vector(io, &b, (0, e), Target::Y, Tokens { first: token, count }, 0)?;
                 }
                 let next = token + count;
                 let stage = if next >= n {
@@ -722,14 +619,8 @@ impl<'a> Job<'a> {
             Stage::SlabInit { slab, token } => {
                 let (s0, s1) = self.slab_cols(slab);
                 let count = self.tokens_for(token, BIAS_COST * 2 * (s1 - s0) as u64, budget);
-                let rows = Tokens {
-                    first: token,
-                    count,
-                };
-                for (lin, target) in [
-                    (Some(layer.ffn_up), Target::Up),
-                    (layer.ffn_gate, Target::Gate),
-                ] {
+                let rows = Tokens { first: token, count };
+                for (lin, target) in [(Some(layer.ffn_up), Target::Up), (layer.ffn_gate, Target::Gate)] {
                     let Some(lin) = lin else { continue };
                     self.init_rows(io, None, target, rows, 0, s1 - s0)?;
                     if let Some(b) = lin.bias {
@@ -752,11 +643,7 @@ impl<'a> Job<'a> {
                 let (lin, local, target) = if row < width {
                     (layer.ffn_up, row, Target::Up)
                 } else {
-                    (
-                        layer.ffn_gate.ok_or(Error::InvalidState)?,
-                        row - width,
-                        Target::Gate,
-                    )
+                    (layer.ffn_gate.ok_or(Error::InvalidState)?, row - width, Target::Gate)
                 };
                 let end = if row < width { width } else { total };
                 let rows = self.rows_for(&lin.weight, e, end - row, budget);
@@ -779,11 +666,8 @@ impl<'a> Job<'a> {
                     slab_stride,
                 )?;
                 let next = row + rows;
-                let stage = if next < total {
-                    Stage::Up { slab, row: next }
-                } else {
-                    Stage::Act { slab, token: 0 }
-                };
+                let stage =
+                    if next < total { Stage::Up { slab, row: next } } else { Stage::Act { slab, token: 0 } };
                 (at(stage), units)
             }
             Stage::Act { slab, token } => {
@@ -792,11 +676,8 @@ impl<'a> Job<'a> {
                 let count = self.tokens_for(token, ACT_COST * width as u64, budget);
                 self.activate(token, count, width, layer.ffn_gate.is_some())?;
                 let next = token + count;
-                let stage = if next >= n {
-                    Stage::Down { slab, row: 0 }
-                } else {
-                    Stage::Act { slab, token: next }
-                };
+                let stage =
+                    if next >= n { Stage::Down { slab, row: 0 } } else { Stage::Act { slab, token: next } };
                 (at(stage), ACT_COST * (count * width) as u64)
             }
             Stage::Down { slab, row } => {
@@ -804,11 +685,7 @@ impl<'a> Job<'a> {
                 let w = layer.ffn_down.weight;
                 let rows = self.rows_for(&w, s1 - s0, e - row, budget);
                 let up_at = self.slab_region_offset(Target::Up);
-                let (y, h) = self
-                    .r
-                    .wide
-                    .split_at_mut_checked(up_at)
-                    .ok_or(Error::InvalidState)?;
+                let (y, h) = self.r.wide.split_at_mut_checked(up_at).ok_or(Error::InvalidState)?;
                 let units = matmul_rows(
                     io,
                     &self.kernels,
@@ -828,10 +705,7 @@ impl<'a> Job<'a> {
                 let stage = if next < e {
                     Stage::Down { slab, row: next }
                 } else if s1 < hp.n_ff {
-                    Stage::SlabInit {
-                        slab: slab + 1,
-                        token: 0,
-                    }
+                    Stage::SlabInit { slab: slab + 1, token: 0 }
                 } else {
                     Stage::OutNorm { token: 0 }
                 };
@@ -856,8 +730,7 @@ impl<'a> Job<'a> {
         let (_, span) = w.col_span(0, k);
         let fit_chunk = self.r.chunk.len().checked_div(span).unwrap_or(0);
         let per_row = (self.n_tokens as u64).saturating_mul(k as u64).max(1);
-        let fit_budget =
-            usize::try_from(budget.checked_div(per_row).unwrap_or(0)).unwrap_or(usize::MAX);
+        let fit_budget = usize::try_from(budget.checked_div(per_row).unwrap_or(0)).unwrap_or(usize::MAX);
         fit_chunk.min(fit_budget).max(1).min(left)
     }
 
@@ -885,16 +758,9 @@ impl<'a> Job<'a> {
         let e = self.plan.n_embd;
         let id = *self.r.ids.get(t).ok_or(Error::InvalidState)? as usize;
         let pos = self.position_of(t);
-        let x = self
-            .r
-            .x
-            .get_mut(t * e..(t + 1) * e)
-            .ok_or(Error::InvalidState)?;
+        let x = self.r.x.get_mut(t * e..(t + 1) * e).ok_or(Error::InvalidState)?;
         read_row(io, &self.kernels, self.r.chunk, &meta.token_embd, id, x)?;
-        let extra = [
-            meta.position_embd.map(|p| (p, pos)),
-            meta.token_types.map(|t| (t, 0)),
-        ];
+        let extra = [meta.position_embd.map(|p| (p, pos)), meta.token_types.map(|t| (t, 0))];
         for (tensor, row) in extra.into_iter().flatten() {
             let tmp = self.r.scratch.get_mut(..e).ok_or(Error::InvalidState)?;
             read_row(io, &self.kernels, self.r.chunk, &tensor, row, tmp)?;
@@ -927,11 +793,7 @@ impl<'a> Job<'a> {
         let e = self.plan.n_embd;
         let eps = self.model.hparams().eps;
         if token == 0 {
-            let (g, b) = self
-                .r
-                .scratch
-                .split_at_mut_checked(e)
-                .ok_or(Error::InvalidState)?;
+            let (g, b) = self.r.scratch.split_at_mut_checked(e).ok_or(Error::InvalidState)?;
             read_vector(io, &self.kernels, self.r.chunk, &norm.weight, g)?;
             read_vector(
                 io,
@@ -942,93 +804,81 @@ impl<'a> Job<'a> {
             )?;
         }
         let count = self.tokens_for(token, NORM_COST * e as u64, budget);
-        let (g, b) = self
-            .r
-            .scratch
-            .split_at_checked(e)
-            .ok_or(Error::InvalidState)?;
+        let (g, b) = self.r.scratch.split_at_checked(e).ok_or(Error::InvalidState)?;
         let b = b.get(..e).ok_or(Error::InvalidState)?;
         for t in token..token + count {
-            let x = self
-                .r
-                .x
-                .get_mut(t * e..(t + 1) * e)
-                .ok_or(Error::InvalidState)?;
+            let x = self.r.x.get_mut(t * e..(t + 1) * e).ok_or(Error::InvalidState)?;
             if from_y {
-                x.copy_from_slice(
-                    self.r
-                        .wide
-                        .get(t * e..(t + 1) * e)
-                        .ok_or(Error::InvalidState)?,
-                );
+                x.copy_from_slice(self.r.wide.get(t * e..(t + 1) * e).ok_or(Error::InvalidState)?);
             }
             ops::layer_norm(x, g, b, eps);
         }
         Ok((token + count, NORM_COST * (count * e) as u64))
     }
 
-    /// Rotary positions on Q and K of tokens `[token, token + count)` (all heads).
-    fn rope(&mut self, token: usize, count: usize) -> Result<()> {
+    /// Rotary positions on the Q and K of group `group`'s heads, for `tokens`.
+    fn rope(&mut self, group: usize, tokens: Tokens) -> Result<()> {
         let hp = *self.model.hparams();
-        let (e, d) = (hp.n_embd, hp.head_dim());
-        let wide = self.plan.wide;
-        // The (cos, sin) pairs of one position, in the attention region (free until attention).
-        for t in token..token + count {
+        let d = hp.head_dim();
+        let (_, heads) = self.group_heads(group);
+        let (gw, qkv_at, stride) = (self.group_width(), self.n_tokens * hp.n_embd, 3 * self.group_width());
+        for t in tokens.range() {
             let pos = self.position_of(t);
+            // The (cos, sin) pairs of this position, in the attention region (free until
+            // attention).
             let pairs = self.r.attn.get_mut(..d).ok_or(Error::InvalidState)?;
             for (i, pair) in pairs.chunks_exact_mut(2).enumerate() {
                 let (c, s) = ops::rotation(pos, ops::inv_freq(hp.rope_base, i, d));
                 pair.copy_from_slice(&[c, s]);
             }
-            // Q and K of token t: the first 2·e floats of its wide row.
-            let row = self
-                .r
-                .wide
-                .get_mut(t * wide..t * wide + 2 * e)
-                .ok_or(Error::InvalidState)?;
             let pairs = self.r.attn.get(..d).ok_or(Error::InvalidState)?;
-            for head in row.chunks_exact_mut(d) {
-                ops::rope(head, pairs);
+            let row_at = qkv_at + t * stride;
+            // Q then K of token t: each `heads · d` floats, `gw` apart.
+            for part in 0..2 {
+                let at = row_at + part * gw;
+                let vecs = self.r.wide.get_mut(at..at + heads * d).ok_or(Error::InvalidState)?;
+                for head in vecs.chunks_exact_mut(d) {
+                    ops::rope(head, pairs);
+                }
             }
         }
         Ok(())
     }
 
-    /// Online-softmax attention of queries `[q0, q0 + q_tile)` of text `text`, head `head`,
-    /// over all of the text's keys, in key blocks of `k_tile`. The result replaces the queries.
-    fn attention_tile(&mut self, text: usize, head: usize, q0: usize) -> Result<u64> {
+    /// Online-softmax attention of queries `[q0, q0 + q_tile)` of text `text` for head `head` of
+    /// group `group`, over all of the text's keys in key blocks of `k_tile`. The result goes to
+    /// that head's columns of the attention output (start of the wide region, stride n_embd).
+    fn attention_tile(&mut self, group: usize, text: usize, head: usize, q0: usize) -> Result<u64> {
         let hp = *self.model.hparams();
         let (e, d) = (hp.n_embd, hp.head_dim());
-        let wide = self.plan.wide;
+        let (h0, _) = self.group_heads(group);
+        let (gw, qkv_at) = (self.group_width(), self.n_tokens * e);
+        let stride = 3 * gw;
         let (start, len) = self.span(text);
         let tq = self.plan.q_tile.min(len.saturating_sub(q0));
         let tk_max = self.plan.k_tile;
         let scale = 1.0 / libm::sqrtf(d as f32);
-        let (scores, rest) = self
-            .r
-            .attn
-            .split_at_mut_checked(tq * tk_max)
-            .ok_or(Error::InvalidState)?;
-        let (acc, rest) = rest
-            .split_at_mut_checked(tq * d)
-            .ok_or(Error::InvalidState)?;
+        let (scores, rest) = self.r.attn.split_at_mut_checked(tq * tk_max).ok_or(Error::InvalidState)?;
+        let (acc, rest) = rest.split_at_mut_checked(tq * d).ok_or(Error::InvalidState)?;
         let (run_max, rest) = rest.split_at_mut_checked(tq).ok_or(Error::InvalidState)?;
         let run_sum = rest.get_mut(..tq).ok_or(Error::InvalidState)?;
         acc.fill(0.0);
         run_max.fill(f32::NEG_INFINITY);
         run_sum.fill(0.0);
-        let q_at = (start + q0) * wide + head * d;
-        let queries = self.r.wide.get(q_at..).ok_or(Error::InvalidState)?;
+        // Token t's q, k and v of this head.
+        let q_of = |t: usize| qkv_at + t * stride + head * d;
+        let (k_off, v_off) = (gw, 2 * gw);
+        let (ctx, qkv) = self.r.wide.split_at_mut_checked(qkv_at).ok_or(Error::InvalidState)?;
+        let qkv = &*qkv;
+        let queries = qkv.get(q_of(start + q0) - qkv_at..).ok_or(Error::InvalidState)?;
         let mut units = 0u64;
         let mut k0 = 0;
         while k0 < len {
             let tk = tk_max.min(len - k0);
-            let keys_at = (start + k0) * wide + e + head * d;
-            let keys = self.r.wide.get(keys_at..).ok_or(Error::InvalidState)?;
+            let keys = qkv.get(q_of(start + k0) - qkv_at + k_off..).ok_or(Error::InvalidState)?;
             let block = scores.get_mut(..tq * tk).ok_or(Error::InvalidState)?;
             block.fill(0.0);
-            self.kernels
-                .gemm_f32_acc(keys, wide, tk, d, queries, wide, tq, block, tk)?;
+            self.kernels.gemm_f32_acc(keys, stride, tk, d, queries, stride, tq, block, tk)?;
             for (t, row) in block.chunks_exact_mut(tk).enumerate() {
                 let m = run_max.get_mut(t).ok_or(Error::InvalidState)?;
                 let l = run_sum.get_mut(t).ok_or(Error::InvalidState)?;
@@ -1043,8 +893,8 @@ impl<'a> Job<'a> {
                 for (j, s) in row.iter().enumerate() {
                     let p = libm::expf(*s * scale - m_new);
                     block_sum += p;
-                    let v_at = (start + k0 + j) * wide + 2 * e + head * d;
-                    let v = self.r.wide.get(v_at..v_at + d).ok_or(Error::InvalidState)?;
+                    let v_at = q_of(start + k0 + j) - qkv_at + v_off;
+                    let v = qkv.get(v_at..v_at + d).ok_or(Error::InvalidState)?;
                     self.kernels.axpy(p, v, a)?;
                 }
                 *l = *l * correction + block_sum;
@@ -1056,13 +906,25 @@ impl<'a> Job<'a> {
         for t in 0..tq {
             let l = *run_sum.get(t).ok_or(Error::InvalidState)?;
             let a = acc.get(t * d..(t + 1) * d).ok_or(Error::InvalidState)?;
-            let at = (start + q0 + t) * wide + head * d;
-            let q = self.r.wide.get_mut(at..at + d).ok_or(Error::InvalidState)?;
-            for (qv, &av) in q.iter_mut().zip(a) {
-                *qv = av / l;
+            let at = (start + q0 + t) * e + (h0 + head) * d;
+            let out = ctx.get_mut(at..at + d).ok_or(Error::InvalidState)?;
+            for (o, &av) in out.iter_mut().zip(a) {
+                *o = av / l;
             }
         }
         Ok(units)
+    }
+
+    /// The first head of group `group` and how many heads it has.
+    fn group_heads(&self, group: usize) -> (usize, usize) {
+        let n_head = self.model.hparams().n_head;
+        let h0 = (group * self.plan.group).min(n_head);
+        (h0, self.plan.group.min(n_head - h0))
+    }
+
+    /// Floats of q (or k, or v) per token in the group layout: a full group's worth.
+    fn group_width(&self) -> usize {
+        self.plan.group * self.model.hparams().head_dim()
     }
 
     /// The FFN activation on tokens `[token, token + count)` of the current slab (`width`
@@ -1073,24 +935,15 @@ impl<'a> Job<'a> {
         let gate_at = self.slab_region_offset(Target::Gate);
         for t in token..token + count {
             if gated {
-                let (up, gate) = self
-                    .r
-                    .wide
-                    .split_at_mut_checked(gate_at)
-                    .ok_or(Error::InvalidState)?;
-                let u = up
-                    .get_mut(up_at + t * s..up_at + t * s + width)
-                    .ok_or(Error::InvalidState)?;
+                let (up, gate) = self.r.wide.split_at_mut_checked(gate_at).ok_or(Error::InvalidState)?;
+                let u = up.get_mut(up_at + t * s..up_at + t * s + width).ok_or(Error::InvalidState)?;
                 let g = gate.get(t * s..t * s + width).ok_or(Error::InvalidState)?;
                 for (u, &g) in u.iter_mut().zip(g) {
                     *u *= ops::silu(g);
                 }
             } else {
-                let u = self
-                    .r
-                    .wide
-                    .get_mut(up_at + t * s..up_at + t * s + width)
-                    .ok_or(Error::InvalidState)?;
+                let u =
+                    self.r.wide.get_mut(up_at + t * s..up_at + t * s + width).ok_or(Error::InvalidState)?;
                 u.iter_mut().for_each(|v| *v = ops::gelu(*v));
             }
         }
@@ -1111,18 +964,9 @@ impl<'a> Job<'a> {
                 }
             }
             Pooling::Mean => {
-                let tokens = self
-                    .r
-                    .x
-                    .get(start * e..(start + len) * e)
-                    .unwrap_or_default();
+                let tokens = self.r.x.get(start * e..(start + len) * e).unwrap_or_default();
                 for (j, o) in out.iter_mut().enumerate() {
-                    let sum: f64 = tokens
-                        .iter()
-                        .skip(j)
-                        .step_by(e)
-                        .map(|&v| f64::from(v))
-                        .sum();
+                    let sum: f64 = tokens.iter().skip(j).step_by(e).map(|&v| f64::from(v)).sum();
                     *o = (sum / len.max(1) as f64) as f32;
                 }
             }
@@ -1132,12 +976,12 @@ impl<'a> Job<'a> {
         }
     }
 
-    /// Sets columns `[col, col + width)` of `rows` of `target` to `bias` (zero when there is
-    /// none).
+    /// Sets columns `[col, col + width)` of `rows` of `target` to elements `[first, first +
+    /// width)` of `bias = Some((tensor, first))`, or to zero.
     fn init_rows<S: Source + ?Sized>(
         &mut self,
         io: &mut S,
-        bias: Option<TensorRef>,
+        bias: Option<(TensorRef, usize)>,
         target: Target,
         rows: Tokens,
         col: usize,
@@ -1146,12 +990,10 @@ impl<'a> Job<'a> {
         let (buf, stride) = self.target(target)?;
         for t in rows.range() {
             let at = t * stride + col;
-            buf.get_mut(at..at + width)
-                .ok_or(Error::InvalidState)?
-                .fill(0.0);
+            buf.get_mut(at..at + width).ok_or(Error::InvalidState)?.fill(0.0);
         }
         match bias {
-            Some(b) => self.add_vector(io, &b, (0, width), target, rows, col),
+            Some((b, first)) => self.add_vector(io, &b, (first, first + width), target, rows, col),
             None => Ok(()),
         }
     }
@@ -1169,34 +1011,20 @@ impl<'a> Job<'a> {
     ) -> Result<()> {
         let be = v.ty.block_elems() as usize;
         let bb = v.ty.block_bytes() as usize;
-        let piece = (self.r.chunk.len() / bb)
-            .min(self.r.scratch.len() / be)
-            .max(1)
-            * be;
+        let piece = (self.r.chunk.len() / bb).min(self.r.scratch.len() / be).max(1) * be;
         let mut p = c0;
         while p < c1 {
             // Pieces start at block boundaries of the vector.
             let start = p / be * be;
-            let end = (start + piece)
-                .min(v.cols as usize)
-                .min(c1.div_ceil(be) * be);
+            let end = (start + piece).min(v.cols as usize).min(c1.div_ceil(be) * be);
             let (off, bytes) = v.col_span(start, end);
             let raw = self.r.chunk.get_mut(..bytes).ok_or(Error::InvalidState)?;
             read_exact_at(io, v.offset.saturating_add(off), raw)?;
-            let vals = self
-                .r
-                .scratch
-                .get_mut(..end - start)
-                .ok_or(Error::InvalidState)?;
+            let vals = self.r.scratch.get_mut(..end - start).ok_or(Error::InvalidState)?;
             self.kernels.dequantize(v.ty, raw, vals)?;
             let (lo, hi) = (p, end.min(c1));
-            let (buf, stride) =
-                target_buf(self.r.x, self.r.wide, &self.plan, self.n_tokens, target)?;
-            let src = self
-                .r
-                .scratch
-                .get(lo - start..hi - start)
-                .ok_or(Error::InvalidState)?;
+            let (buf, stride) = target_buf(self.r.x, self.r.wide, &self.plan, self.n_tokens, target)?;
+            let src = self.r.scratch.get(lo - start..hi - start).ok_or(Error::InvalidState)?;
             for t in rows.range() {
                 let at = t * stride + col + lo - c0;
                 let dst = buf.get_mut(at..at + (hi - lo)).ok_or(Error::InvalidState)?;
@@ -1216,11 +1044,7 @@ impl<'a> Job<'a> {
     fn estimate_total(&self) -> u64 {
         let hp = self.model.hparams();
         let (n, e, f) = (self.n_tokens as u64, hp.n_embd as u64, hp.n_ff as u64);
-        let gates = if self.model.meta().arch == Arch::NomicBert {
-            3
-        } else {
-            2
-        };
+        let gates = if self.model.meta().arch == Arch::NomicBert { 3 } else { 2 };
         let per_layer = n * e * (4 * e + gates * f) + 2 * n * n * e;
         per_layer * hp.n_layer as u64
     }
@@ -1263,8 +1087,8 @@ impl Tokens {
 enum Target {
     /// The hidden states.
     X,
-    /// The wide region as Q|K|V (stride `wide`).
-    Wide,
+    /// The group's Q|K|V after the attention output in the wide region.
+    Qkv,
     /// The FFN output y at the start of the wide region (stride n_embd).
     Y,
     /// The slab's up (or only) hidden columns.
@@ -1284,15 +1108,30 @@ fn target_buf<'r>(
     let y = n_tokens * plan.n_embd;
     Ok(match target {
         Target::X => (x, plan.n_embd),
-        Target::Wide => (wide, plan.wide),
+        Target::Qkv => {
+            let width = 3 * plan.group * plan.head_dim;
+            (wide.get_mut(y..).ok_or(Error::InvalidState)?, width)
+        }
         Target::Y => (wide, plan.n_embd),
         Target::Up => (wide.get_mut(y..).ok_or(Error::InvalidState)?, plan.slab),
-        Target::Gate => (
-            wide.get_mut(y + n_tokens * plan.slab..)
-                .ok_or(Error::InvalidState)?,
-            plan.slab,
-        ),
+        Target::Gate => (wide.get_mut(y + n_tokens * plan.slab..).ok_or(Error::InvalidState)?, plan.slab),
     })
+}
+
+/// The matrix holding part `part` (0 = q, 1 = k, 2 = v) of the Q|K|V projection, and the row
+/// where that part starts in it.
+fn qkv_rows(qkv: &Qkv, part: usize, n_embd: usize) -> (Linear, usize) {
+    match qkv {
+        Qkv::Fused(l) => (*l, part * n_embd),
+        Qkv::Separate([q, k, v]) => (
+            match part {
+                0 => *q,
+                1 => *k,
+                _ => *v,
+            },
+            0,
+        ),
+    }
 }
 
 /// Reads `rows` weight rows from `first` on (columns `[c0, c1)` of each) into `chunk`, and
@@ -1315,25 +1154,16 @@ fn matmul_rows<S: Source + ?Sized>(
 ) -> Result<u64> {
     let k = c1.saturating_sub(c0);
     let (col_off, span) = w.col_span(c0, c1);
-    let raw = chunk
-        .get_mut(..rows.saturating_mul(span))
-        .ok_or(Error::InvalidState)?;
+    let raw = chunk.get_mut(..rows.saturating_mul(span)).ok_or(Error::InvalidState)?;
     if span == w.row_bytes() {
         read_exact_at(io, w.row_offset(first), raw)?;
     } else {
         for (i, row) in raw.chunks_exact_mut(span.max(1)).enumerate() {
-            read_exact_at(
-                io,
-                w.row_offset(first.saturating_add(i))
-                    .saturating_add(col_off),
-                row,
-            )?;
+            read_exact_at(io, w.row_offset(first.saturating_add(i)).saturating_add(col_off), row)?;
         }
     }
     kernels.matmul_acc(w.ty, raw, rows, k, x, x_stride, n, out, out_stride, scratch)?;
-    Ok((rows as u64)
-        .saturating_mul(k as u64)
-        .saturating_mul(n as u64))
+    Ok((rows as u64).saturating_mul(k as u64).saturating_mul(n as u64))
 }
 
 /// Reads row `row` of `t` and dequantizes it into `dst` (`t.cols` floats).

@@ -5,11 +5,7 @@
 pub(crate) fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = x.len().max(1) as f64;
     let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let var = x
-        .iter()
-        .map(|&v| (f64::from(v) - mean) * (f64::from(v) - mean))
-        .sum::<f64>()
-        / n;
+    let var = x.iter().map(|&v| (f64::from(v) - mean) * (f64::from(v) - mean)).sum::<f64>() / n;
     let rstd = 1.0 / libm::sqrt(var + f64::from(eps));
     for ((v, &g), &b) in x.iter_mut().zip(gamma).zip(beta) {
         *v = ((f64::from(*v) - mean) * rstd) as f32 * g + b;
@@ -42,10 +38,7 @@ pub(crate) fn rope(head: &mut [f32], cos_sin: &[f32]) {
     let half = head.len() / 2;
     let (a, b) = head.split_at_mut(half);
     for ((x1, x2), cs) in a.iter_mut().zip(b.iter_mut()).zip(cos_sin.chunks_exact(2)) {
-        let [c, s] = [
-            cs.first().copied().unwrap_or(1.0),
-            cs.get(1).copied().unwrap_or(0.0),
-        ];
+        let [c, s] = [cs.first().copied().unwrap_or(1.0), cs.get(1).copied().unwrap_or(0.0)];
         let (u, v) = (*x1, *x2);
         *x1 = u * c - v * s;
         *x2 = u * s + v * c;

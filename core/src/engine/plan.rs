@@ -1,11 +1,13 @@
 //! [`Plan`]: how much memory a job needs, decided before anything is allocated.
 //!
-//! A job's arena holds (per token) the hidden state `x` (n_embd floats) and a "wide" region
-//! (at least 3·n_embd floats) that is Q|K|V during attention and `y` plus an FFN slab during the
-//! FFN; plus a weight chunk buffer, decoded-weight scratch, attention tiles, token ids and the
-//! outputs. The FFN's hidden layer is computed in slabs of columns that fit the wide region, so
-//! memory never grows with the FFN width. A plan fixes every size; [`Plan::arena_bytes`] is
-//! exact.
+//! A job's arena holds, per token, the hidden state `x` (n_embd floats) and a "wide" region.
+//! During attention the wide region holds the attention output (n_embd) and Q|K|V of one group
+//! of heads; during the FFN it holds the FFN output `y` (n_embd) and one slab of the FFN's hidden
+//! layer (its up and gate columns). Heads are processed a group at a time and the hidden layer a
+//! slab of columns at a time, so memory grows with neither the head count nor the FFN width;
+//! every weight row is still read once per forward pass. Besides: a weight chunk buffer, decoded-
+//! weight scratch, attention tiles, token ids, the tokenizer's memory and the outputs. A plan
+//! fixes every size; [`Plan::arena_bytes`] is exact.
 
 use crate::error::{Error, Result};
 use crate::model::{Model, Qkv, TensorRef};
@@ -30,10 +32,7 @@ pub struct Limits {
 impl Limits {
     /// One text of up to `max_tokens` tokens.
     pub const fn tokens(max_tokens: usize) -> Self {
-        Limits {
-            max_tokens,
-            max_texts: 1,
-        }
+        Limits { max_tokens, max_texts: 1 }
     }
 }
 
@@ -45,6 +44,8 @@ pub struct Plan {
     pub(crate) n_embd: usize,
     /// Floats per token of the wide region.
     pub(crate) wide: usize,
+    /// Heads per attention group.
+    pub(crate) group: usize,
     /// Columns of the FFN hidden layer per slab.
     pub(crate) slab: usize,
     /// Queries and keys per attention tile.
@@ -67,6 +68,7 @@ pub struct Plan {
 struct Choices {
     mode: Mode,
     window: usize,
+    group: usize,
     slab: usize,
     q_tile: usize,
     k_tile: usize,
@@ -77,14 +79,17 @@ struct Choices {
 impl Plan {
     /// The fast plan: the tokenizer looks pieces up in a vocab index (built once per model in
     /// separate memory, [`Plan::index_bytes`]), large weight chunks and decode tiles (a few
-    /// hundred KiB over the minimum), FFN slabs as wide as the wide region allows.
+    /// hundred KiB over the minimum), half the heads per attention group, FFN slabs as wide as
+    /// that group's room. About 3.5·n_embd floats per token.
     pub fn new(model: &Model<'_>, limits: Limits) -> Result<Self> {
         let shape = Shape::of(model)?;
-        let slab = shape.widest_slab();
+        let group = shape.n_head.div_ceil(2);
+        let slab = shape.slab_within(shape.qkv_width(group));
         let (_, preferred) = matmul_scratch_len(shape.n_embd.max(slab));
         let choices = Choices {
             mode: Mode::Index,
             window: MIN_WINDOW_CHARS,
+            group,
             slab,
             q_tile: 16,
             k_tile: 128,
@@ -95,14 +100,16 @@ impl Plan {
     }
 
     /// The smallest plan that works: no vocab index (the tokenizer streams the vocab from the
-    /// file), one weight row per read, one row of decode scratch, one query per attention tile.
-    /// Slower (more, smaller reads), same results.
+    /// file), one head per attention group, the narrowest FFN slab, one weight row per read, one
+    /// row of decode scratch, one query per attention tile. Slower (more, smaller reads), same
+    /// results.
     pub fn smallest(model: &Model<'_>, limits: Limits) -> Result<Self> {
         let shape = Shape::of(model)?;
-        let slab = shape.narrowest_slab();
+        let slab = shape.slab_within(shape.qkv_width(1));
         let choices = Choices {
             mode: Mode::Scan,
             window: MIN_WINDOW_CHARS,
+            group: 1,
             slab,
             q_tile: 1,
             k_tile: 16,
@@ -124,10 +131,7 @@ impl Plan {
         if small.arena_bytes <= arena_len {
             return Ok(small);
         }
-        Err(Error::ArenaTooSmall {
-            needed: small.arena_bytes,
-            given: arena_len,
-        })
+        Err(Error::ArenaTooSmall { needed: small.arena_bytes, given: arena_len })
     }
 
     /// Exact bytes of arena a job with this plan needs (alignment slack included: any arena of
@@ -155,34 +159,28 @@ impl Plan {
     }
 
     fn build(shape: &Shape, limits: Limits, c: Choices) -> Result<Self> {
-        let too_big = Error::ArenaTooSmall {
-            needed: usize::MAX,
-            given: 0,
-        };
+        let too_big = Error::ArenaTooSmall { needed: usize::MAX, given: 0 };
         if limits.max_tokens < 2 || limits.max_texts == 0 {
             return Err(Error::Input(crate::error::InputError::Empty));
         }
         if limits.max_tokens > MAX_TOKENS || limits.max_texts > limits.max_tokens {
             let max = MAX_TOKENS.min(limits.max_tokens);
             let tokens = limits.max_tokens.max(limits.max_texts);
-            return Err(Error::Input(crate::error::InputError::TooManyTokens {
-                tokens,
-                max,
-            }));
+            return Err(Error::Input(crate::error::InputError::TooManyTokens { tokens, max }));
         }
         let n = limits.max_tokens;
         let e = shape.n_embd;
         let gates = if shape.gated { 2 } else { 1 };
-        let wide = e
-            .checked_mul(3)
-            .and_then(|w3| Some(w3.max(e.checked_add(c.slab.checked_mul(gates)?)?)))
-            .ok_or(too_big)?;
+        let attention = shape.qkv_width(c.group);
+        let ffn = c.slab.checked_mul(gates).ok_or(too_big)?;
+        let wide = e.checked_add(attention.max(ffn)).ok_or(too_big)?;
         let q_tile = c.q_tile.min(n);
         let k_tile = c.k_tile.min(n);
         let mut plan = Plan {
             limits,
             n_embd: e,
             wide,
+            group: c.group.clamp(1, shape.n_head),
             slab: c.slab,
             q_tile,
             k_tile,
@@ -200,9 +198,7 @@ impl Plan {
         plan.arena_bytes = plan
             .regions()
             .iter()
-            .try_fold(REGION_ALIGN, |acc, &r| {
-                acc.checked_add(r.checked_next_multiple_of(REGION_ALIGN)?)
-            })
+            .try_fold(REGION_ALIGN, |acc, &r| acc.checked_add(r.checked_next_multiple_of(REGION_ALIGN)?))
             .ok_or(too_big)?;
         Ok(plan)
     }
@@ -230,9 +226,7 @@ impl Plan {
     pub(crate) fn attention_floats(&self) -> usize {
         let scores = self.q_tile.saturating_mul(self.k_tile);
         let acc = self.q_tile.saturating_mul(self.head_dim);
-        scores
-            .saturating_add(acc)
-            .saturating_add(self.q_tile.saturating_mul(2))
+        scores.saturating_add(acc).saturating_add(self.q_tile.saturating_mul(2))
     }
 }
 
@@ -240,6 +234,7 @@ impl Plan {
 struct Shape {
     n_embd: usize,
     n_ff: usize,
+    n_head: usize,
     head_dim: usize,
     gated: bool,
     /// Block size of the FFN down projection (slabs are whole blocks of its rows).
@@ -292,6 +287,7 @@ impl Shape {
         Ok(Shape {
             n_embd: hp.n_embd,
             n_ff: hp.n_ff,
+            n_head: hp.n_head,
             head_dim: hp.head_dim(),
             gated,
             down_block,
@@ -301,30 +297,17 @@ impl Shape {
         })
     }
 
-    /// The widest FFN slab that fits the 3·n_embd wide region (whole down-projection blocks).
-    fn widest_slab(&self) -> usize {
-        let gates = if self.gated { 2 } else { 1 };
-        let room = self
-            .n_embd
-            .saturating_mul(2)
-            .checked_div(gates)
-            .unwrap_or(0);
-        self.slab_within(room)
+    /// Floats per token of Q|K|V for a group of `group` heads.
+    fn qkv_width(&self, group: usize) -> usize {
+        group.clamp(1, self.n_head).saturating_mul(self.head_dim).saturating_mul(3)
     }
 
-    /// The narrowest useful slab: no wider than n_embd, so decode scratch stays at 2·n_embd.
-    fn narrowest_slab(&self) -> usize {
-        self.slab_within(self.n_embd.min(self.widest_slab()))
-    }
-
-    /// The largest multiple of the down block that is ≤ `room` and ≤ n_ff (at least one block).
+    /// The widest FFN slab whose up (and gate) columns fit `room` floats per token: whole
+    /// down-projection blocks, at least one, at most the FFN width.
     fn slab_within(&self, room: usize) -> usize {
+        let gates = if self.gated { 2 } else { 1 };
         let b = self.down_block.max(1);
-        let s = room
-            .min(self.n_ff)
-            .checked_div(b)
-            .unwrap_or(0)
-            .saturating_mul(b);
+        let s = (room / gates).min(self.n_ff).checked_div(b).unwrap_or(0).saturating_mul(b);
         s.max(b).min(self.n_ff.max(b))
     }
 
