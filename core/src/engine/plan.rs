@@ -305,9 +305,9 @@ impl Shape {
     /// The widest FFN slab whose up (and gate) columns fit `room` floats per token: whole
     /// down-projection blocks, at least one, at most the FFN width.
     fn slab_within(&self, room: usize) -> usize {
-        let gates = if self.gated { 2 } else { 1 };
+        let per_gate = if self.gated { room / 2 } else { room };
         let b = self.down_block.max(1);
-        let s = (room / gates).min(self.n_ff).checked_div(b).unwrap_or(0).saturating_mul(b);
+        let s = per_gate.min(self.n_ff).checked_div(b).unwrap_or(0).saturating_mul(b);
         s.max(b).min(self.n_ff.max(b))
     }
 
