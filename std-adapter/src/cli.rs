@@ -3,9 +3,14 @@
 //! Every failure is one line on stderr and exit code 1.
 
 use std::ffi::OsString;
-use std::io::Write as _;
+use std::io::Write;
 use std::path::PathBuf;
+use std::time::Instant;
 
+use serde_json::json;
+use stepembed_core::engine::{Input, Step};
+
+use crate::embedder::{Embedder, EmbedderOptions};
 use crate::inspect;
 
 /// What went wrong, as the one line the user sees.
@@ -20,6 +25,13 @@ impl<E: std::fmt::Display> From<E> for CliError {
 
 const USAGE: &str = "usage: stepembed <command> ...
 commands:
+  embed MODEL.gguf (TEXT... | --input FILE.jsonl) [--output FILE] [--max-tokens N]
+        [--arena-bytes N] [--no-truncate] [--stats]
+                                   one JSON line {\"text\",\"embedding\"} per text; --stats
+                                   adds one JSON line of measurements on stderr
+  tokenize MODEL.gguf (TEXT... | --input FILE.jsonl) [--max-tokens N | --no-truncate]
+                                   one JSON line {\"text\",\"ids\"} per text ([CLS]/[SEP]
+                                   included; truncated at the model's context by default)
   inspect MODEL.gguf [--json] [--dequant-stats]
                                    validated listing of metadata and tensors; with
                                    --dequant-stats, each tensor's sum, abs_sum and first
@@ -43,13 +55,13 @@ fn dispatch(args: Vec<OsString>) -> Result<(), CliError> {
     let mut args = Args::new(args);
     match args.command()?.as_str() {
         "inspect" => cmd_inspect(args),
+        "embed" => cmd_embed(args),
+        "tokenize" => cmd_tokenize(args),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
         }
-        other => Err(CliError(format!(
-            "unknown command {other:?} (try `stepembed help`)"
-        ))),
+        other => Err(CliError(format!("unknown command {other:?} (try `stepembed help`)"))),
     }
 }
 
@@ -61,10 +73,8 @@ fn cmd_inspect(mut args: Args) -> Result<(), CliError> {
     if stats && !json {
         return Err(CliError("--dequant-stats needs --json".into()));
     }
-    let mut file =
-        crate::io::open(&path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
-    let listing =
-        inspect::list(&mut file).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+    let mut file = crate::io::open(&path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+    let listing = inspect::list(&mut file).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
     let mut out = std::io::stdout().lock();
     if json {
         let mut doc = listing.to_json();
@@ -81,6 +91,143 @@ fn cmd_inspect(mut args: Args) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Texts from the positional arguments or from `--input FILE.jsonl` (one `{"text": …}` per line).
+fn texts(args: &mut Args) -> Result<Vec<String>, CliError> {
+    let input = args.value("--input")?;
+    let mut texts = Vec::new();
+    while let Some(t) = args.positional() {
+        texts.push(t);
+    }
+    match input {
+        Some(path) if texts.is_empty() => {
+            let data = std::fs::read_to_string(&path).map_err(|e| CliError(format!("{path}: {e}")))?;
+            for (i, line) in data.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).map_err(|e| CliError(format!("{path}:{}: {e}", i + 1)))?;
+                let t = v.get("text").and_then(serde_json::Value::as_str);
+                let t = t.ok_or_else(|| CliError(format!("{path}:{}: no \"text\" string", i + 1)))?;
+                texts.push(t.to_owned());
+            }
+            Ok(texts)
+        }
+        Some(_) => Err(CliError("give texts as arguments or with --input, not both".into())),
+        None if texts.is_empty() => Err(CliError("no text given (arguments or --input FILE.jsonl)".into())),
+        None => Ok(texts),
+    }
+}
+
+/// Opens the model named by the first positional, with the CLI's memory options.
+fn open_model(args: &mut Args) -> Result<(PathBuf, EmbedderOptions), CliError> {
+    let options = EmbedderOptions {
+        max_tokens: args.number("--max-tokens")?,
+        memory: args.number("--arena-bytes")?,
+        truncate: !args.flag("--no-truncate"),
+        ..EmbedderOptions::default()
+    };
+    let path = args.path("MODEL.gguf")?;
+    Ok((path, options))
+}
+
+fn cmd_embed(mut args: Args) -> Result<(), CliError> {
+    let started = Instant::now();
+    let stats = args.flag("--stats");
+    let output = args.value("--output")?;
+    let (path, options) = open_model(&mut args)?;
+    let texts = texts(&mut args)?;
+    args.finish()?;
+    let mut embedder =
+        Embedder::open_with(&path, options).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+    let mut out: Box<dyn Write> = match &output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| CliError(format!("{p}: {e}")))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut steps_us: Vec<u64> = Vec::new();
+    let mut tokens = 0usize;
+    for text in &texts {
+        let mut job = embedder.job(Input::Text(text)).map_err(|e| CliError(e.to_string()))?;
+        let embedding = loop {
+            let t0 = Instant::now();
+            let step = job.step().map_err(|e| CliError(format!("{}: {e}", short_text(text))))?;
+            steps_us.push(t0.elapsed().as_micros() as u64);
+            if let Step::Done(e) = step {
+                break e.to_vec();
+            }
+        };
+        tokens += job.n_tokens();
+        serde_json::to_writer(&mut out, &json!({ "text": text, "embedding": embedding }))?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    if stats {
+        let mut sorted = steps_us.clone();
+        sorted.sort_unstable();
+        let p99 = sorted.get((sorted.len() * 99).div_ceil(100).saturating_sub(1)).copied().unwrap_or(0);
+        let line = json!({
+            "texts": texts.len(),
+            "tokens": tokens,
+            "steps": steps_us.len(),
+            "max_step_us": sorted.last().copied().unwrap_or(0),
+            "p99_step_us": p99,
+            "arena_bytes": embedder.plan().arena_bytes(),
+            "index_bytes": embedder.plan().index_bytes(),
+            "peak_rss_kib": peak_rss_kib(),
+            "wall_ms": started.elapsed().as_millis() as u64,
+        });
+        eprintln!("{line}");
+    }
+    Ok(())
+}
+
+fn cmd_tokenize(mut args: Args) -> Result<(), CliError> {
+    let (path, mut options) = open_model(&mut args)?;
+    let texts = texts(&mut args)?;
+    args.finish()?;
+    if !options.truncate && options.max_tokens.is_some() {
+        return Err(CliError("--max-tokens and --no-truncate exclude each other".into()));
+    }
+    // Tokenizing needs no inference memory: plan the smallest arena.
+    options.max_texts = 1;
+    let mut embedder =
+        Embedder::open_with(&path, options).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+    let limit = options.max_tokens.unwrap_or(embedder.meta().hparams.n_ctx);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for text in &texts {
+        let ids = if options.truncate {
+            embedder.tokenize_with(text, limit, true)
+        } else {
+            // Every piece takes at least one char: this bound is never reached.
+            embedder.tokenize_with(text, text.chars().count() + 2, false)
+        }
+        .map_err(|e| CliError(format!("{}: {e}", short_text(text))))?;
+        serde_json::to_writer(&mut out, &json!({ "text": text, "ids": ids }))?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The start of a text, for error messages.
+fn short_text(text: &str) -> String {
+    let cut: String = text.chars().take(40).collect();
+    if cut.len() < text.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
+/// Peak resident set size of this process in KiB (VmHWM), 0 where /proc is unavailable.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// A tiny argument parser: flags may come anywhere; the rest are positionals, in order.
 struct Args {
     items: Vec<Option<String>>,
@@ -88,17 +235,13 @@ struct Args {
 
 impl Args {
     fn new(args: Vec<OsString>) -> Self {
-        let items = args
-            .into_iter()
-            .map(|a| Some(a.to_string_lossy().into_owned()))
-            .collect();
+        let items = args.into_iter().map(|a| Some(a.to_string_lossy().into_owned())).collect();
         Args { items }
     }
 
     /// Takes the first positional as the command name.
     fn command(&mut self) -> Result<String, CliError> {
-        self.positional()
-            .ok_or_else(|| CliError(format!("no command given\n{USAGE}")))
+        self.positional().ok_or_else(|| CliError(format!("no command given\n{USAGE}")))
     }
 
     fn positional(&mut self) -> Option<String> {
@@ -109,9 +252,7 @@ impl Args {
                     only_positionals = true;
                     *item = None;
                 }
-                Some(s) if only_positionals || !s.starts_with("--") || s == "-" => {
-                    return item.take()
-                }
+                Some(s) if only_positionals || !s.starts_with("--") || s == "-" => return item.take(),
                 _ => {}
             }
         }
@@ -130,11 +271,43 @@ impl Args {
         found
     }
 
+    /// The value of `--name VALUE` (or `--name=VALUE`), removed; an error when the value is
+    /// missing.
+    fn value(&mut self, name: &str) -> Result<Option<String>, CliError> {
+        let prefix = format!("{name}=");
+        let mut i = 0;
+        while i < self.items.len() {
+            match self.items[i].as_deref() {
+                Some(a) if a == name => {
+                    self.items[i] = None;
+                    let v = self.items.get_mut(i + 1).and_then(Option::take);
+                    return v.map(Some).ok_or_else(|| CliError(format!("{name} needs a value")));
+                }
+                Some(a) if a.starts_with(&prefix) => {
+                    let v = a[prefix.len()..].to_owned();
+                    self.items[i] = None;
+                    return Ok(Some(v));
+                }
+                _ => i += 1,
+            }
+        }
+        Ok(None)
+    }
+
+    /// The value of `--name N` as a positive integer.
+    fn number(&mut self, name: &str) -> Result<Option<usize>, CliError> {
+        match self.value(name)? {
+            None => Ok(None),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(CliError(format!("{name} needs a positive integer, not {v:?}"))),
+            },
+        }
+    }
+
     /// A required positional path.
     fn path(&mut self, what: &str) -> Result<PathBuf, CliError> {
-        self.positional()
-            .map(PathBuf::from)
-            .ok_or_else(|| CliError(format!("missing {what}")))
+        self.positional().map(PathBuf::from).ok_or_else(|| CliError(format!("missing {what}")))
     }
 
     /// Fails on anything not consumed (an unknown flag or an extra argument).

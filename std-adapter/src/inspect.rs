@@ -4,9 +4,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value as Json};
-use stepembed_core::gguf::{
-    self, ArrayReader, Event, Layout, Reader, TensorInfo, Value, ValueType,
-};
+use stepembed_core::gguf::{self, ArrayReader, Event, Layout, Reader, TensorInfo, Value, ValueType};
 use stepembed_core::io::{read_exact_at, Source};
 use stepembed_core::{Error, Malformed};
 
@@ -19,11 +17,7 @@ pub enum MetaValue {
     /// A scalar or string, already in JSON form, with its gguf-py type name.
     Scalar { ty: &'static str, value: Json },
     /// An array: element type name, length and its first [`ARRAY_HEAD`] elements.
-    Array {
-        of: &'static str,
-        len: u64,
-        first: Vec<Json>,
-    },
+    Array { of: &'static str, len: u64, first: Vec<Json> },
 }
 
 /// A whole file, read and validated.
@@ -56,20 +50,13 @@ pub fn list<S: Source>(io: &mut S) -> Result<Listing, Error> {
     let mut metadata = Vec::with_capacity(pending.len());
     for (key, value) in pending {
         if !seen.insert(key.clone()) {
-            return Err(Error::malformed(
-                Malformed::DuplicateKey,
-                layout.tensor_info_offset,
-            ));
+            return Err(Error::malformed(Malformed::DuplicateKey, layout.tensor_info_offset));
         }
         metadata.push((key, resolve(io, value)?));
     }
     let mut sorted = tensors.clone();
     gguf::check_table(&mut sorted)?;
-    Ok(Listing {
-        layout,
-        metadata,
-        tensors,
-    })
+    Ok(Listing { layout, metadata, tensors })
 }
 
 /// A KV value detached from the reader's buffer, to be completed from the file.
@@ -81,10 +68,7 @@ enum Pending {
 
 fn owned(value: Value<'_>) -> Pending {
     match value {
-        Value::String(s) => Pending::String {
-            offset: s.offset,
-            len: s.len,
-        },
+        Value::String(s) => Pending::String { offset: s.offset, len: s.len },
         Value::Array(a) => Pending::Array(a),
         Value::U8(v) => Pending::Scalar(Value::U8(v)),
         Value::I8(v) => Pending::Scalar(Value::I8(v)),
@@ -102,10 +86,7 @@ fn owned(value: Value<'_>) -> Pending {
 
 fn resolve<S: Source>(io: &mut S, value: Pending) -> Result<MetaValue, Error> {
     Ok(match value {
-        Pending::Scalar(v) => MetaValue::Scalar {
-            ty: v.value_type().name(),
-            value: scalar_json(&v),
-        },
+        Pending::Scalar(v) => MetaValue::Scalar { ty: v.value_type().name(), value: scalar_json(&v) },
         Pending::String { offset, len } => MetaValue::Scalar {
             ty: ValueType::String.name(),
             value: Json::String(read_string(io, offset, len)?),
@@ -117,10 +98,7 @@ fn resolve<S: Source>(io: &mut S, value: Pending) -> Result<MetaValue, Error> {
             while first.len() < ARRAY_HEAD {
                 let Some(v) = elems.next(io)? else { break };
                 let v = match v {
-                    Value::String(s) => Pending::String {
-                        offset: s.offset,
-                        len: s.len,
-                    },
+                    Value::String(s) => Pending::String { offset: s.offset, len: s.len },
                     other => owned(other),
                 };
                 first.push(match resolve(io, v)? {
@@ -128,23 +106,17 @@ fn resolve<S: Source>(io: &mut S, value: Pending) -> Result<MetaValue, Error> {
                     MetaValue::Array { len, .. } => json!({ "len": len }),
                 });
             }
-            MetaValue::Array {
-                of: a.elem.name(),
-                len: a.count,
-                first,
-            }
+            MetaValue::Array { of: a.elem.name(), len: a.count, first }
         }
     })
 }
 
 /// A string value read whole from the file (lossily decoded if it is not UTF-8).
 fn read_string<S: Source>(io: &mut S, offset: u64, len: u64) -> Result<String, Error> {
-    let n = usize::try_from(len)
-        .map_err(|_| Error::malformed(Malformed::LengthTooLarge(len), offset))?;
+    let n = usize::try_from(len).map_err(|_| Error::malformed(Malformed::LengthTooLarge(len), offset))?;
     let mut buf = vec![0u8; n];
     read_exact_at(io, offset, &mut buf)?;
-    Ok(String::from_utf8(buf)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    Ok(String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 fn scalar_json(v: &Value<'_>) -> Json {
@@ -185,10 +157,7 @@ impl Listing {
                 Some(s) => {
                     obj.insert("sum".into(), float_json(s.sum));
                     obj.insert("abs_sum".into(), float_json(s.abs_sum));
-                    obj.insert(
-                        "first".into(),
-                        s.first.iter().map(|&v| float_json(f64::from(v))).collect(),
-                    );
+                    obj.insert("first".into(), s.first.iter().map(|&v| float_json(f64::from(v))).collect());
                 }
                 None => {
                     for k in ["sum", "abs_sum", "first"] {
@@ -233,12 +202,7 @@ impl Listing {
             l.version, l.file_len, l.alignment, l.kv_count, l.tensor_count, l.data_offset
         );
         let _ = writeln!(out, "\nmetadata:");
-        let width = self
-            .metadata
-            .iter()
-            .map(|(k, _)| k.len())
-            .max()
-            .unwrap_or(0);
+        let width = self.metadata.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (key, value) in &self.metadata {
             let shown = match value {
                 MetaValue::Scalar { ty, value } => format!("{ty:<8} {}", short(value)),
@@ -247,24 +211,14 @@ impl Listing {
                     format!(
                         "[{of}; {len}] {}{}",
                         head.join(", "),
-                        if *len > first.len() as u64 {
-                            ", …"
-                        } else {
-                            ""
-                        }
+                        if *len > first.len() as u64 { ", …" } else { "" }
                     )
                 }
             };
             let _ = writeln!(out, "  {key:<width$}  {shown}");
         }
         let _ = writeln!(out, "\ntensors:");
-        let name_w = self
-            .tensors
-            .iter()
-            .map(|t| t.name.as_str().len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
+        let name_w = self.tensors.iter().map(|t| t.name.as_str().len()).max().unwrap_or(4).max(4);
         let _ = writeln!(
             out,
             "  {:<name_w$}  {:<7}  {:<22}  {:>12}  {:>11}",
@@ -309,13 +263,8 @@ pub fn dequant_stats<S: Source>(io: &mut S, t: &TensorInfo) -> Result<Option<Deq
         64 * 1024 * t.ty.block_bytes() as usize / t.ty.block_elems() as usize
             + t.ty.block_bytes() as usize
     ];
-    let mut vals =
-        vec![0f32; raw.len() / t.ty.block_bytes() as usize * t.ty.block_elems() as usize];
-    let mut stats = DequantStats {
-        sum: 0.0,
-        abs_sum: 0.0,
-        first: Vec::new(),
-    };
+    let mut vals = vec![0f32; raw.len() / t.ty.block_bytes() as usize * t.ty.block_elems() as usize];
+    let mut stats = DequantStats { sum: 0.0, abs_sum: 0.0, first: Vec::new() };
     gguf::stream_tensor(io, t, &mut raw, |_, chunk| {
         let n = kernels.dequantize(t.ty, chunk, &mut vals)?;
         for &v in &vals[..n] {

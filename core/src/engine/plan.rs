@@ -91,8 +91,8 @@ impl Plan {
             window: MIN_WINDOW_CHARS,
             group,
             slab,
-            q_tile: 16,
-            k_tile: 128,
+            q_tile: 64,
+            k_tile: 256,
             chunk_bytes: (256 * 1024).max(shape.max_span(slab)),
             scratch: preferred.max(2usize.saturating_mul(shape.n_embd)).max(slab),
         };
@@ -222,11 +222,13 @@ impl Plan {
         ]
     }
 
-    /// Scores (q_tile × k_tile), accumulators (q_tile × head_dim), running max and sum.
+    /// Scores (q_tile × k_tile), accumulators (q_tile × head_dim), a key block's values
+    /// transposed (head_dim × k_tile), running max and sum.
     pub(crate) fn attention_floats(&self) -> usize {
         let scores = self.q_tile.saturating_mul(self.k_tile);
         let acc = self.q_tile.saturating_mul(self.head_dim);
-        scores.saturating_add(acc).saturating_add(self.q_tile.saturating_mul(2))
+        let values = self.k_tile.saturating_mul(self.head_dim);
+        scores.saturating_add(acc).saturating_add(values).saturating_add(self.q_tile.saturating_mul(2))
     }
 }
 

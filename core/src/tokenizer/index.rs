@@ -83,6 +83,37 @@ impl<'m> VocabIndex<'m> {
         usize::try_from(total).map_err(|_| overflow)
     }
 
+    /// The index a finished [`IndexBuilder`] left in `mem` for `vocab`, viewed again (for a
+    /// caller that keeps the memory but not the borrow, e.g. an embedder owning both). O(count):
+    /// finds the longest key.
+    ///
+    /// `mem` must be the memory the builder of this vocab filled and finished; anything else
+    /// gives wrong lookups (never a panic). Too short a buffer is [`Error::BufferTooSmall`].
+    pub fn open(vocab: &Vocab, mem: &'m [u8]) -> Result<Self> {
+        let needed = VocabIndex::bytes_needed(vocab)?;
+        let too_small = Error::BufferTooSmall { needed, given: mem.len() };
+        if mem.len() < needed {
+            return Err(too_small);
+        }
+        let tokens = vocab.tokens();
+        let cap = capacity(vocab.count()) as usize;
+        let n_spans = (vocab.count() as usize).saturating_add(1);
+        let (_, words, _) = bytemuck::pod_align_to::<u8, u32>(mem);
+        let (table, rest) = words.split_at_checked(cap.saturating_add(n_spans)).ok_or(too_small)?;
+        let (slots, spans) = table.split_at_checked(cap).ok_or(too_small)?;
+        let bytes: &'m [u8] = bytemuck::cast_slice(rest);
+        let bytes = bytes.get(..key_bytes(&tokens) as usize).ok_or(too_small)?;
+        let longest = spans
+            .windows(2)
+            .map(|w| match w {
+                [a, b] => ((b & OFFSET_MASK).saturating_sub(a & OFFSET_MASK)) as usize,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        Ok(VocabIndex { slots, spans, bytes, tokens, longest })
+    }
+
     /// The id of the piece `piece` — word-initial (`initial`, stored as `▁piece`) or a
     /// continuation (`##piece`, stored as `piece`) — if the vocab has it. When an entry occurs
     /// twice, the lower id. O(1) expected; at most one probe per slot.
