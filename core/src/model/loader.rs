@@ -4,8 +4,8 @@ use crate::error::{Error, Malformed, Name, Result, Unsupported};
 use crate::gguf::{Event, Reader, TensorInfo, Value, MIN_SCRATCH};
 use crate::io::Source;
 use crate::model::{
-    layer_tensor_name, resolve_layer, Arch, HParams, Layer, LayerRefs, LayerSlot, Linear,
-    ModelMeta, Norm, Pooling, Qkv, TensorRef,
+    layer_tensor_name, resolve_layer, Arch, HParams, Layer, LayerRefs, LayerSlot, Linear, ModelMeta, Norm,
+    Pooling, Qkv, TensorRef,
 };
 use crate::quant;
 use crate::tokenizer::{Step as TokStep, Vocab, VocabLoader, VocabMeta, MIN_VOCAB_SCRATCH};
@@ -97,10 +97,7 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
     /// `needed` is the layer count, as soon as it is known: retry with that much storage.
     pub fn new(scratch: &'s mut [u8], layers: &'m mut [LayerRefs]) -> Result<Self> {
         if scratch.len() < MIN_LOADER_SCRATCH {
-            return Err(Error::BufferTooSmall {
-                needed: MIN_LOADER_SCRATCH,
-                given: scratch.len(),
-            });
+            return Err(Error::BufferTooSmall { needed: MIN_LOADER_SCRATCH, given: scratch.len() });
         }
         let split = scratch.len().saturating_sub(MIN_VOCAB_SCRATCH);
         let (reader_scratch, vocab_scratch) = scratch.split_at_mut(split);
@@ -183,10 +180,7 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
 
     /// The architecture, once known.
     fn arch(&self) -> Result<Arch> {
-        self.found.arch.ok_or(Error::malformed(
-            Malformed::MissingKey("general.architecture"),
-            0,
-        ))
+        self.found.arch.ok_or(Error::malformed(Malformed::MissingKey("general.architecture"), 0))
     }
 
     fn raw(&self) -> Result<&RawHParams> {
@@ -199,16 +193,10 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
         if let Some(n) = self.n_layer {
             return Ok(n);
         }
-        let layers = self
-            .raw()?
-            .layers
-            .ok_or(missing_key(self.arch()?, KeySuffix::Layers))?;
+        let layers = self.raw()?.layers.ok_or(missing_key(self.arch()?, KeySuffix::Layers))?;
         let n = bounded(layers, 1, MAX_LAYERS, "block_count")?;
         if n > self.layers.len() {
-            return Err(Error::BufferTooSmall {
-                needed: n,
-                given: self.layers.len(),
-            });
+            return Err(Error::BufferTooSmall { needed: n, given: self.layers.len() });
         }
         for slot in self.layers.iter_mut().take(n) {
             *slot = LayerRefs::default();
@@ -240,10 +228,7 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
             return Ok(());
         }
         let refs = self.layers.get_mut(index).ok_or(Error::InvalidState)?;
-        let slot = refs
-            .slots
-            .get_mut(slot as usize)
-            .ok_or(Error::InvalidState)?;
+        let slot = refs.slots.get_mut(slot as usize).ok_or(Error::InvalidState)?;
         store(slot, t)
     }
 
@@ -252,24 +237,9 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
         let raw = *self.raw()?;
         let n_layer = self.n_layer()?;
         let req = |v: Option<u64>, k: KeySuffix| v.ok_or(missing_key(arch, k));
-        let n_embd = bounded(
-            req(raw.embd, KeySuffix::Embd)?,
-            1,
-            MAX_EMBD,
-            "embedding_length",
-        )?;
-        let n_ff = bounded(
-            req(raw.ff, KeySuffix::Ff)?,
-            1,
-            MAX_FF,
-            "feed_forward_length",
-        )?;
-        let n_head = bounded(
-            req(raw.heads, KeySuffix::Heads)?,
-            1,
-            MAX_HEADS,
-            "attention.head_count",
-        )?;
+        let n_embd = bounded(req(raw.embd, KeySuffix::Embd)?, 1, MAX_EMBD, "embedding_length")?;
+        let n_ff = bounded(req(raw.ff, KeySuffix::Ff)?, 1, MAX_FF, "feed_forward_length")?;
+        let n_head = bounded(req(raw.heads, KeySuffix::Heads)?, 1, MAX_HEADS, "attention.head_count")?;
         let ctx = bounded(req(raw.ctx, KeySuffix::Ctx)?, 1, MAX_CTX, "context_length")?;
         let eps = raw.eps.ok_or(missing_key(arch, KeySuffix::Eps))?;
         if !(0.0..1.0).contains(&eps) {
@@ -292,11 +262,7 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
         let pooling = match raw.pooling.unwrap_or(1) {
             1 => Pooling::Mean,
             2 => Pooling::Cls,
-            p => {
-                return Err(Error::Unsupported(Unsupported::PoolingType(
-                    p.try_into().unwrap_or(u32::MAX),
-                )))
-            }
+            p => return Err(Error::Unsupported(Unsupported::PoolingType(p.try_into().unwrap_or(u32::MAX)))),
         };
 
         let n_vocab = vocab.count() as usize;
@@ -319,27 +285,16 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
             expect_cols(&t, n_embd, "token_types.weight")?;
         }
         let [w, b] = self.found.embd_norm;
-        let embd_norm = Norm {
-            weight: global(w, "token_embd_norm.weight")?,
-            bias: global(b, "token_embd_norm.bias")?,
-        };
+        let embd_norm =
+            Norm { weight: global(w, "token_embd_norm.weight")?, bias: global(b, "token_embd_norm.bias")? };
         expect_vector(&embd_norm.weight, n_embd, "token_embd_norm.weight")?;
         expect_vector(&embd_norm.bias, n_embd, "token_embd_norm.bias")?;
         if n_ctx < 2 {
             return Err(bad_hparam("context_length"));
         }
 
-        let hparams = HParams {
-            n_embd,
-            n_ff,
-            n_head,
-            n_layer,
-            n_ctx,
-            n_vocab,
-            eps: eps as f32,
-            rope_base,
-            pooling,
-        };
+        let hparams =
+            HParams { n_embd, n_ff, n_head, n_layer, n_ctx, n_vocab, eps: eps as f32, rope_base, pooling };
         for (i, refs) in self.layers.iter().take(n_layer).enumerate() {
             check_layer(i, &hparams, &resolve_layer(arch, i, refs)?)?;
         }
@@ -361,38 +316,21 @@ fn note_kv(l: &mut Found, key: &str, value: Value<'_>) -> Result<()> {
     l.vocab.observe(key, &value)?;
     match key {
         "general.architecture" => {
-            let name = value
-                .as_str()
-                .ok_or(Error::malformed(Malformed::WrongValueType, 0))?;
+            let name = value.as_str().ok_or(Error::malformed(Malformed::WrongValueType, 0))?;
             l.arch = Some(match name {
                 "bert" => Arch::Bert,
                 "nomic-bert" => Arch::NomicBert,
-                other => {
-                    return Err(Error::Unsupported(Unsupported::Architecture(Name::new(
-                        other,
-                    ))))
-                }
+                other => return Err(Error::Unsupported(Unsupported::Architecture(Name::new(other)))),
             });
         }
         _ => {
             for (i, arch) in [Arch::Bert, Arch::NomicBert].into_iter().enumerate() {
-                let Some(suffix) = key
-                    .strip_prefix(arch.name())
-                    .and_then(|k| k.strip_prefix('.'))
-                else {
+                let Some(suffix) = key.strip_prefix(arch.name()).and_then(|k| k.strip_prefix('.')) else {
                     continue;
                 };
                 let raw = l.raw.get_mut(i).ok_or(Error::InvalidState)?;
-                let int = || {
-                    value
-                        .as_u64()
-                        .ok_or(Error::malformed(Malformed::WrongValueType, 0))
-                };
-                let float = || {
-                    value
-                        .as_f64()
-                        .ok_or(Error::malformed(Malformed::WrongValueType, 0))
-                };
+                let int = || value.as_u64().ok_or(Error::malformed(Malformed::WrongValueType, 0));
+                let float = || value.as_f64().ok_or(Error::malformed(Malformed::WrongValueType, 0));
                 match suffix {
                     "embedding_length" => raw.embd = Some(int()?),
                     "feed_forward_length" => raw.ff = Some(int()?),
@@ -436,17 +374,9 @@ fn store(slot: &mut Option<TensorRef>, t: &TensorInfo) -> Result<()> {
         return Err(Error::malformed(Malformed::BadShape(t.name), t.offset));
     };
     if !quant::is_computable(t.ty) {
-        return Err(Error::Unsupported(Unsupported::TensorType {
-            tensor: t.name,
-            ty: t.ty,
-        }));
+        return Err(Error::Unsupported(Unsupported::TensorType { tensor: t.name, ty: t.ty }));
     }
-    *slot = Some(TensorRef {
-        offset: t.offset,
-        ty: t.ty,
-        cols,
-        rows,
-    });
+    *slot = Some(TensorRef { offset: t.offset, ty: t.ty, cols, rows });
     Ok(())
 }
 
@@ -547,10 +477,7 @@ fn check_layer(index: usize, hp: &HParams, layer: &Layer) -> Result<()> {
         lin(g, e, f, "ffn_gate")?;
     }
     lin(&layer.ffn_down, f, e, "ffn_down")?;
-    for (n, name) in [
-        (&layer.attn_norm, "attn_output_norm"),
-        (&layer.out_norm, "layer_output_norm"),
-    ] {
+    for (n, name) in [(&layer.attn_norm, "attn_output_norm"), (&layer.out_norm, "layer_output_norm")] {
         check(&n.weight, e, 1, name)?;
         check(&n.bias, e, 1, name)?;
     }

@@ -89,16 +89,12 @@ pub struct TensorRef {
 impl TensorRef {
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
-        self.ty
-            .row_bytes(u64::from(self.cols))
-            .and_then(|b| usize::try_from(b).ok())
-            .unwrap_or(0)
+        self.ty.row_bytes(u64::from(self.cols)).and_then(|b| usize::try_from(b).ok()).unwrap_or(0)
     }
 
     /// Absolute offset of row `r`.
     pub fn row_offset(&self, r: usize) -> u64 {
-        self.offset
-            .saturating_add((self.row_bytes() as u64).saturating_mul(r as u64))
+        self.offset.saturating_add((self.row_bytes() as u64).saturating_mul(r as u64))
     }
 
     /// Bytes of the columns `[c0, c1)` of a row (both multiples of the type's block), and the
@@ -107,11 +103,7 @@ impl TensorRef {
         let elems = self.ty.block_elems() as usize;
         let bytes = self.ty.block_bytes() as usize;
         let start = c0.checked_div(elems).unwrap_or(0).saturating_mul(bytes);
-        let len = c1
-            .saturating_sub(c0)
-            .checked_div(elems)
-            .unwrap_or(0)
-            .saturating_mul(bytes);
+        let len = c1.saturating_sub(c0).checked_div(elems).unwrap_or(0).saturating_mul(bytes);
         (start as u64, len)
     }
 }
@@ -261,10 +253,7 @@ impl<'m> Model<'m> {
     /// the filled part of the loader's storage (`meta.hparams.n_layer` entries).
     pub fn new(meta: ModelMeta, layers: &'m [LayerRefs]) -> Result<Self> {
         if layers.len() != meta.hparams.n_layer {
-            return Err(Error::BufferTooSmall {
-                needed: meta.hparams.n_layer,
-                given: layers.len(),
-            });
+            return Err(Error::BufferTooSmall { needed: meta.hparams.n_layer, given: layers.len() });
         }
         let model = Model { meta, layers };
         for i in 0..layers.len() {
@@ -302,24 +291,14 @@ pub(crate) fn layer_tensor_name(index: usize, suffix: &str) -> Name {
 /// naming it.
 pub(crate) fn resolve_layer(arch: Arch, index: usize, refs: &LayerRefs) -> Result<Layer> {
     use LayerSlot::*;
-    let missing = |suffix: &str| {
-        Error::malformed(
-            Malformed::MissingTensor(layer_tensor_name(index, suffix)),
-            0,
-        )
-    };
+    let missing =
+        |suffix: &str| Error::malformed(Malformed::MissingTensor(layer_tensor_name(index, suffix)), 0);
     let req = |slot: LayerSlot, name: &'static str| slot.get(refs).ok_or_else(|| missing(name));
     let lin = |w: LayerSlot, b: LayerSlot, name: &'static str| -> Result<Linear> {
-        Ok(Linear {
-            weight: req(w, name)?,
-            bias: b.get(refs),
-        })
+        Ok(Linear { weight: req(w, name)?, bias: b.get(refs) })
     };
     let qkv = match Qkv.get(refs) {
-        Some(weight) => self::Qkv::Fused(Linear {
-            weight,
-            bias: QkvBias.get(refs),
-        }),
+        Some(weight) => self::Qkv::Fused(Linear { weight, bias: QkvBias.get(refs) }),
         None => self::Qkv::Separate([
             lin(Q, QBias, "attn_q.weight")?,
             lin(K, KBias, "attn_k.weight")?,
