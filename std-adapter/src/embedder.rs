@@ -49,7 +49,6 @@ impl Default for EmbedderOptions {
 }
 
 /// A model ready to embed text. See the module documentation.
-#[derive(Debug)]
 pub struct Embedder<S: Source = FileSource> {
     source: S,
     meta: ModelMeta,
@@ -59,6 +58,17 @@ pub struct Embedder<S: Source = FileSource> {
     /// The vocab index, built once (empty when the plan streams the vocab instead).
     index: Vec<u8>,
     options: EmbedderOptions,
+}
+
+impl<S: Source> std::fmt::Debug for Embedder<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedder")
+            .field("meta", &self.meta)
+            .field("plan", &self.plan)
+            .field("memory_bytes", &self.memory_bytes())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Embedder<FileSource> {
@@ -203,10 +213,15 @@ impl<S: Source> Embedder<S> {
 }
 
 /// A job in progress over an [`Embedder`]'s source. See [`Embedder::job`].
-#[derive(Debug)]
 pub struct Running<'e, S: Source> {
     job: Job<'e>,
     source: &'e mut S,
+}
+
+impl<S: Source> std::fmt::Debug for Running<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("job", &self.job).finish_non_exhaustive()
+    }
 }
 
 impl<S: Source> Running<'_, S> {
