@@ -16,21 +16,25 @@ use crate::model::{Arch, Layer, Linear, Model, Norm, Pooling, Qkv, TensorRef};
 use crate::quant::Kernels;
 use crate::tokenizer::{self, Lookup, Tokenize};
 
-/// Work units (≈ multiply-adds) one [`Job::step`] may do by default: about a millisecond on a
-/// desktop core with the SIMD kernels.
-pub const DEFAULT_BUDGET: u64 = 16_000_000;
+/// Work units one [`Job::step`] may do by default: about a quarter of a millisecond on one core
+/// of the machine the README's numbers come from (AVX-512 kernels), a few milliseconds with the
+/// portable scalar kernels.
+///
+/// A work unit is the time of one multiply-add in the weight kernels (≈ 0.03 ns there); the other
+/// passes are converted with the per-element costs below, measured on the same machine.
+pub const DEFAULT_BUDGET: u64 = 8_000_000;
 
-/// Estimated work units per element of the element-wise passes.
-const NORM_COST: u64 = 6;
-const ACT_COST: u64 = 24;
-const ROPE_COST: u64 = 12;
-const EMBED_COST: u64 = 8;
-const BIAS_COST: u64 = 1;
-/// Estimated work units per (query, key) pair of attention besides its multiply-adds: the
-/// exponential and the softmax bookkeeping.
-const ATTENTION_PAIR_COST: u64 = 64;
-/// Estimated work units per tokenizer unit (a char normalized, a vocab entry compared, …).
-const TOKENIZER_COST: u64 = 256;
+/// Work units per element of the element-wise passes.
+const NORM_COST: u64 = 80;
+const ACT_COST: u64 = 100;
+const ROPE_COST: u64 = 32;
+const EMBED_COST: u64 = 100;
+const BIAS_COST: u64 = 10;
+/// Work units per (query, key) pair of one head besides its 2·head_dim multiply-adds: the
+/// exponential, the softmax bookkeeping and the value transposition.
+const ATTENTION_PAIR_COST: u64 = 750;
+/// Work units per tokenizer unit (a char normalized, a vocab entry compared, …).
+const TOKENIZER_COST: u64 = 1000;
 
 /// What a job embeds.
 #[derive(Debug, Clone, Copy)]
