@@ -19,9 +19,8 @@ pub(crate) const QK_K: usize = 256;
 
 /// The 16 signed levels a 4-bit index selects in IQ4_NL and IQ4_XS (a non-uniform grid, denser
 /// near zero).
-pub(crate) const IQ4_LEVELS: [i8; 16] = [
-    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-];
+pub(crate) const IQ4_LEVELS: [i8; 16] =
+    [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
 /// Byte offsets and sizes of one block of each type.
 ///
@@ -178,58 +177,77 @@ const _: () = assert!(check(GgmlType::Q6_K, QK_K, layout::q6_k::BYTES));
 const _: () = assert!(check(GgmlType::IQ4_NL, QK, layout::iq4_nl::BYTES));
 const _: () = assert!(check(GgmlType::IQ4_XS, QK_K, layout::iq4_xs::BYTES));
 
+/// Byte offsets, inside one block, of the f16 scale fields (scales and mins) of a quantized type;
+/// empty for the plain float types. With all of them finite, every decoded value is finite (the
+/// largest magnitude, Q6_K's 65504 · 128 · 32, is far inside f32's range).
+pub(crate) const fn scale_fields(ty: GgmlType) -> &'static [usize] {
+    use layout::*;
+    match ty {
+        GgmlType::Q4_0 => &[q4_0::D],
+        GgmlType::Q4_1 => &[q4_1::D, q4_1::M],
+        GgmlType::Q5_0 => &[q5_0::D],
+        GgmlType::Q5_1 => &[q5_1::D, q5_1::M],
+        GgmlType::Q8_0 => &[q8_0::D],
+        GgmlType::Q2_K => &[q2_k::D, q2_k::DMIN],
+        GgmlType::Q3_K => &[q3_k::D],
+        GgmlType::Q4_K => &[q4_k::D, q4_k::DMIN],
+        GgmlType::Q5_K => &[q5_k::D, q5_k::DMIN],
+        GgmlType::Q6_K => &[q6_k::D],
+        GgmlType::IQ4_NL => &[iq4_nl::D],
+        GgmlType::IQ4_XS => &[iq4_xs::D],
+        _ => &[],
+    }
+}
+
 /// An IEEE half float from its two little-endian bytes, widened exactly.
 #[inline(always)]
 pub(crate) fn f16_at(lo: u8, hi: u8) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([lo, hi])).to_f32()
 }
 
-/// The 6-bit scale and min of sub-block `j` (0..8) of a Q4_K / Q5_K super-block, from its 12
-/// packed bytes: sub-blocks 0..4 keep their six bits in bytes `j` (scale) and `j + 4` (min);
-/// sub-blocks 4..8 keep their low four bits in the nibbles of byte `j + 4` and their top two
-/// bits in the top bits of bytes `j - 4` and `j`.
+/// The eight 6-bit scales (bytes 0..8) and eight 6-bit mins (bytes 8..16) of a Q4_K / Q5_K
+/// super-block's sub-blocks, from its 12 packed bytes `a`, `b`, `c` (four each): sub-blocks 0..4
+/// keep their six bits in the low bits of `a` (scale) and `b` (min); sub-blocks 4..8 keep their
+/// low four bits in the nibbles of `c` (scale low, min high) and their top two bits in the top
+/// bits of `a` (scale) and `b` (min). Unpacked four bytes at a time in 32-bit words.
 #[inline(always)]
-pub(crate) fn k_scale_min(packed: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+pub(crate) fn k_scales_mins(packed: &[u8; 12]) -> [u8; 16] {
     let [a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3] = *packed;
-    let lo_s = [a0, a1, a2, a3];
-    let lo_m = [b0, b1, b2, b3];
-    let hi = [c0, c1, c2, c3];
-    let mut sc = [0u8; 8];
-    let mut mn = [0u8; 8];
-    let (sc_lo, sc_hi) = sc.split_at_mut(4);
-    let (mn_lo, mn_hi) = mn.split_at_mut(4);
-    for ((((s0, s1), m0), m1), ((&a, &b), &c)) in sc_lo
-        .iter_mut()
-        .zip(sc_hi.iter_mut())
-        .zip(mn_lo.iter_mut())
-        .zip(mn_hi.iter_mut())
-        .zip(lo_s.iter().zip(lo_m.iter()).zip(hi.iter()))
-    {
-        *s0 = a & 0x3f;
-        *m0 = b & 0x3f;
-        *s1 = (c & 0x0f) | ((a >> 2) & 0x30);
-        *m1 = (c >> 4) | ((b >> 2) & 0x30);
-    }
-    (sc, mn)
+    let a = u32::from_le_bytes([a0, a1, a2, a3]);
+    let b = u32::from_le_bytes([b0, b1, b2, b3]);
+    let c = u32::from_le_bytes([c0, c1, c2, c3]);
+    // Within each byte: `>> 2` then `& 0x30` moves bits 6..8 to 4..6 (bits shifted in from the
+    // next byte land in 6..8 and are masked off).
+    let sc_lo = a & 0x3f3f_3f3f;
+    let mn_lo = b & 0x3f3f_3f3f;
+    let sc_hi = (c & 0x0f0f_0f0f) | ((a >> 2) & 0x3030_3030);
+    let mn_hi = ((c >> 4) & 0x0f0f_0f0f) | ((b >> 2) & 0x3030_3030);
+    let words = [sc_lo, sc_hi, mn_lo, mn_hi].map(u32::to_le_bytes);
+    let [[s0, s1, s2, s3], [s4, s5, s6, s7], [m0, m1, m2, m3], [m4, m5, m6, m7]] = words;
+    [s0, s1, s2, s3, s4, s5, s6, s7, m0, m1, m2, m3, m4, m5, m6, m7]
 }
 
 /// The sixteen 6-bit scales of a Q3_K super-block (still offset by 32), from its 12 packed
-/// bytes: low nibbles of scales 0..8 and high nibbles (scales 8..16) in bytes 0..8, two top bits
-/// of scale `i` at bit `2 (i / 4)` of byte `8 + i % 4`.
+/// bytes: the low nibbles of scales 0..8 and the high nibbles (scales 8..16) of bytes 0..8; the
+/// two top bits of scale `i` at bit `2 (i / 4)` of byte `8 + i % 4`. Four at a time in 32-bit
+/// words.
 #[inline(always)]
 pub(crate) fn q3_k_scales(packed: &[u8; 12]) -> [u8; 16] {
-    let (low, high) = packed.split_at(8);
-    let mut out = [0u8; 16];
-    for (i, o) in out.iter_mut().enumerate() {
-        // i < 16: i % 8 and i % 4 index within bounds (the `get`s cannot fail) and the shift
-        // 2 (i / 4) is at most 6.
-        let lo_byte = low.get(i % 8).copied().unwrap_or(0);
-        let lo = if i < 8 { lo_byte & 0x0f } else { lo_byte >> 4 };
-        let hi_byte = high.get(i % 4).copied().unwrap_or(0);
-        let hi = (hi_byte >> (i / 4).wrapping_mul(2)) & 3;
-        *o = lo | (hi << 4);
-    }
-    out
+    let [l0, l1, l2, l3, l4, l5, l6, l7, h0, h1, h2, h3] = *packed;
+    let lo = u32::from_le_bytes([l0, l1, l2, l3]);
+    let hi = u32::from_le_bytes([l4, l5, l6, l7]);
+    let top = u32::from_le_bytes([h0, h1, h2, h3]);
+    let nib = 0x0f0f_0f0f;
+    let two = 0x0303_0303;
+    let words = [
+        (lo & nib) | ((top & two) << 4),
+        (hi & nib) | (((top >> 2) & two) << 4),
+        ((lo >> 4) & nib) | (((top >> 4) & two) << 4),
+        ((hi >> 4) & nib) | (((top >> 6) & two) << 4),
+    ]
+    .map(u32::to_le_bytes);
+    let [[a0, a1, a2, a3], [b0, b1, b2, b3], [c0, c1, c2, c3], [d0, d1, d2, d3]] = words;
+    [a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3]
 }
 
 /// The eight 6-bit scales of an IQ4_XS super-block (still offset by 32).
@@ -258,7 +276,7 @@ fn head<const N: usize>(b: &[u8]) -> Option<(&[u8; N], &[u8])> {
 /// sizes within the array and always succeed.
 pub(crate) mod scalar {
     use super::layout::*;
-    use super::{f16_at, head, iq4_xs_scales, k_scale_min, q3_k_scales, IQ4_LEVELS, QK, QK_K};
+    use super::{f16_at, head, iq4_xs_scales, k_scales_mins, q3_k_scales, IQ4_LEVELS, QK, QK_K};
 
     pub fn q4_0(b: &[u8; q4_0::BYTES], out: &mut [f32; QK]) {
         let Some((&[d0, d1], qs)) = head::<2>(b) else {
@@ -377,10 +395,8 @@ pub(crate) mod scalar {
         let mut bit = 0u32;
         for (out_h, qs_h) in out.chunks_exact_mut(128).zip(qs.chunks_exact(32)) {
             for (out_s, shift) in out_h.chunks_exact_mut(32).zip([0u32, 2, 4, 6]) {
-                for ((out16, qs16), hm16) in out_s
-                    .chunks_exact_mut(16)
-                    .zip(qs_h.chunks_exact(16))
-                    .zip(hmask.chunks_exact(16))
+                for ((out16, qs16), hm16) in
+                    out_s.chunks_exact_mut(16).zip(qs_h.chunks_exact(16)).zip(hmask.chunks_exact(16))
                 {
                     let s = sc.next().copied().unwrap_or(0);
                     let dl = d * (f32::from(s) - 32.0);
@@ -403,7 +419,8 @@ pub(crate) mod scalar {
             return;
         };
         let (d, dmin) = (f16_at(d0, d1), f16_at(m0, m1));
-        let (sc, mn) = k_scale_min(packed);
+        let sm = k_scales_mins(packed);
+        let (sc, mn) = sm.split_at(8);
         let mut subs = sc.iter().zip(mn.iter());
         for (out64, qs32) in out.chunks_exact_mut(64).zip(qs.chunks_exact(32)) {
             let (lo, hi) = out64.split_at_mut(32);
@@ -429,7 +446,8 @@ pub(crate) mod scalar {
             return;
         };
         let (d, dmin) = (f16_at(d0, d1), f16_at(m0, m1));
-        let (sc, mn) = k_scale_min(packed);
+        let sm = k_scales_mins(packed);
+        let (sc, mn) = sm.split_at(8);
         let mut subs = sc.iter().zip(mn.iter());
         let mut bit = 0u32;
         for (out64, qs32) in out.chunks_exact_mut(64).zip(qs.chunks_exact(32)) {
@@ -462,10 +480,8 @@ pub(crate) mod scalar {
         };
         let d = f16_at(d0, d1);
         let mut sc = scales.iter();
-        for ((out_h, ql_h), qh_h) in out
-            .chunks_exact_mut(128)
-            .zip(ql.chunks_exact(64))
-            .zip(qh.chunks_exact(32))
+        for ((out_h, ql_h), qh_h) in
+            out.chunks_exact_mut(128).zip(ql.chunks_exact(64)).zip(qh.chunks_exact(32))
         {
             // Quarter s (32 elements) of the half: low nibbles at shift 4 (s / 2) of the first
             // (s even) or second (s odd) 32 bytes of the half's 64, high bits at shift 2 s.
@@ -474,10 +490,8 @@ pub(crate) mod scalar {
             };
             let quarters = [(ql_a, 0u32, 0u32), (ql_b, 0, 2), (ql_a, 4, 4), (ql_b, 4, 6)];
             for (out_s, (ql_s, lshift, hshift)) in out_h.chunks_exact_mut(32).zip(quarters) {
-                for ((out16, ql16), qh16) in out_s
-                    .chunks_exact_mut(16)
-                    .zip(ql_s.chunks_exact(16))
-                    .zip(qh_h.chunks_exact(16))
+                for ((out16, ql16), qh16) in
+                    out_s.chunks_exact_mut(16).zip(ql_s.chunks_exact(16)).zip(qh_h.chunks_exact(16))
                 {
                     let dl = d * f32::from(sc.next().copied().unwrap_or(0) as i8);
                     for ((o, &l), &h) in out16.iter_mut().zip(ql16).zip(qh16) {
@@ -510,11 +524,7 @@ pub(crate) mod scalar {
         };
         let d = f16_at(d0, d1);
         let scales = iq4_xs_scales(u16::from_le_bytes([h0, h1]), scales_l);
-        for ((out32, qs16), &s) in out
-            .chunks_exact_mut(32)
-            .zip(qs.chunks_exact(16))
-            .zip(&scales)
-        {
+        for ((out32, qs16), &s) in out.chunks_exact_mut(32).zip(qs.chunks_exact(16)).zip(&scales) {
             let dl = d * (f32::from(s) - 32.0);
             let (lo, hi) = out32.split_at_mut(16);
             for ((&q, l), h) in qs16.iter().zip(lo).zip(hi) {

@@ -11,11 +11,7 @@ use crate::gguf::GgmlType;
 /// Applies a whole-block decoder to every block of `src`, writing consecutive `E`-element runs
 /// of `dst`.
 #[inline(always)]
-fn each<const B: usize, const E: usize>(
-    src: &[u8],
-    dst: &mut [f32],
-    f: fn(&[u8; B], &mut [f32; E]),
-) {
+fn each<const B: usize, const E: usize>(src: &[u8], dst: &mut [f32], f: fn(&[u8; B], &mut [f32; E])) {
     let (blocks, _) = src.as_chunks::<B>();
     let (outs, _) = dst.as_chunks_mut::<E>();
     for (b, o) in blocks.iter().zip(outs.iter_mut()) {

@@ -2,17 +2,18 @@
 //! f32 micro-kernel (12 of the 16 ymm registers hold accumulators).
 
 use core::arch::x86_64::{
-    __m128i, __m256, __m256i, _mm256_add_ps, _mm256_castps256_ps128, _mm256_castsi256_ps,
-    _mm256_cmpgt_epi32, _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm256_cvtepu16_epi32,
-    _mm256_cvtepu8_epi32, _mm256_cvtph_ps, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
-    _mm256_maskload_ps, _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32,
-    _mm256_setzero_ps, _mm256_slli_epi32, _mm256_storeu_ps, _mm256_sub_ps, _mm_add_ps, _mm_add_ss,
-    _mm_cvtss_f32, _mm_loadu_si128, _mm_movehl_ps, _mm_shuffle_ps, _mm_unpackhi_epi64,
+    __m128i, __m256, __m256i, _mm256_add_ps, _mm256_castps256_ps128, _mm256_castsi256_ps, _mm256_cmpgt_epi32,
+    _mm256_cvtepi32_ps, _mm256_cvtepi8_epi32, _mm256_cvtepu16_epi32, _mm256_cvtepu8_epi32, _mm256_cvtph_ps,
+    _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_maskload_ps, _mm256_mul_ps,
+    _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_slli_epi32,
+    _mm256_storeu_ps, _mm256_sub_ps, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128, _mm_movehl_ps,
+    _mm_set1_epi16, _mm_shuffle_ps, _mm_unpackhi_epi64,
 };
 
-use super::{byte_decoders, gemm_in_bounds, k_blocks};
+use super::{byte_decoders, gemm_in_bounds, k_blocks, row_blocks};
 use crate::gguf::GgmlType;
 use crate::quant::scalar;
+use core::arch::x86_64::_mm256_permutevar8x32_ps;
 
 /// Proof that this CPU runs AVX2, FMA and F16C: only [`Avx2::new`] makes one, after detecting
 /// them.
@@ -46,11 +47,7 @@ impl Avx2 {
         out_stride: usize,
     ) {
         // SAFETY: as in `decode`.
-        unsafe {
-            gemm(
-                w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride,
-            )
-        }
+        unsafe { gemm(w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride) }
     }
 
     /// `Σ a[i]·b[i]` over the common length.
@@ -70,6 +67,46 @@ impl Avx2 {
 #[inline]
 fn splat(v: f32) -> __m256 {
     _mm256_set1_ps(v)
+}
+
+/// The f16 block scale in two little-endian bytes, widened exactly into every lane.
+///
+/// Every lane is used, so LLVM keeps the broadcast: a scalar conversion of one lane is shrunk to
+/// a `vpinsrw` that merges into the previous block's result register, a false dependency chain
+/// that cost 16 cycles per Q8_0 block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn f16_splat(lo: u8, hi: u8) -> __m256 {
+    let bits = u16::from_le_bytes([lo, hi]) as i16;
+    _mm256_cvtph_ps(_mm_set1_epi16(bits))
+}
+
+/// The 16 unsigned byte `codes` as f32, entries 0..8 times `lo` and 8..16 times `hi` (each the
+/// same f32 product as the scalar decoder's `scale · code`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn table_u8(codes: __m128i, lo: __m256, hi: __m256) -> [__m256; 2] {
+    let q_lo = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(codes));
+    let q_hi = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(codes, codes)));
+    [_mm256_mul_ps(lo, q_lo), _mm256_mul_ps(hi, q_hi)]
+}
+
+/// The 16 signed byte `codes` as f32, times `d`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn table_i8(codes: __m128i, d: __m256) -> [__m256; 2] {
+    let q_lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes));
+    let q_hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(codes, codes)));
+    [_mm256_mul_ps(d, q_lo), _mm256_mul_ps(d, q_hi)]
+}
+
+/// Entry `j` (< 16) of a table, in every lane.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn pick(t: [__m256; 2], j: i32) -> __m256 {
+    let [lo, hi] = t;
+    let half = if j < 8 { lo } else { hi };
+    _mm256_permutevar8x32_ps(half, _mm256_set1_epi32(j & 7))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -112,13 +149,7 @@ fn emit_i8(o: &mut [f32; 16], codes: __m128i, d: __m256) {
     let (halves, _) = o.as_chunks_mut::<8>();
     let [lo, hi] = halves else { return };
     store(lo, _mm256_mul_ps(d, _mm256_cvtepi32_ps(widen_i8(codes))));
-    store(
-        hi,
-        _mm256_mul_ps(
-            d,
-            _mm256_cvtepi32_ps(widen_i8(_mm_unpackhi_epi64(codes, codes))),
-        ),
-    );
+    store(hi, _mm256_mul_ps(d, _mm256_cvtepi32_ps(widen_i8(_mm_unpackhi_epi64(codes, codes)))));
 }
 
 /// `o = d · codes − m` for 16 unsigned byte codes (product rounded, then the difference).
@@ -169,11 +200,7 @@ fn bf16_row(src: &[u8], dst: &mut [f32]) {
         store(o, _mm256_castsi256_ps(bits));
     }
     let done = blocks.len().saturating_mul(8);
-    scalar::decode(
-        GgmlType::BF16,
-        tail,
-        dst.get_mut(done..).unwrap_or_default(),
-    );
+    scalar::decode(GgmlType::BF16, tail, dst.get_mut(done..).unwrap_or_default());
 }
 
 byte_decoders!("avx2,fma,f16c");
@@ -227,10 +254,7 @@ unsafe fn tile<const R: usize, const T: usize>(
     if i < k {
         // 1..=7 elements left: masked loads read only those (masked-off lanes never fault).
         let left = k.wrapping_sub(i) as i32;
-        let mask = _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(left),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        );
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         let mut wv = [_mm256_setzero_ps(); R];
         for (v, &p) in wv.iter_mut().zip(&w) {
             // SAFETY: the unmasked lanes are elements i..k of a row valid for k floats.
@@ -270,13 +294,11 @@ unsafe fn rows<const T: usize>(
     base_o: *mut f32,
     o_stride: usize,
 ) {
-    let x: [*const f32; T] =
-        core::array::from_fn(|t| base_x.wrapping_add(t.wrapping_mul(x_stride)));
+    let x: [*const f32; T] = core::array::from_fn(|t| base_x.wrapping_add(t.wrapping_mul(x_stride)));
     let o: [*mut f32; T] = core::array::from_fn(|t| base_o.wrapping_add(t.wrapping_mul(o_stride)));
     macro_rules! run {
         ($r:literal) => {{
-            let w: [*const f32; $r] =
-                core::array::from_fn(|j| base_w.wrapping_add(j.wrapping_mul(w_stride)));
+            let w: [*const f32; $r] = core::array::from_fn(|j| base_w.wrapping_add(j.wrapping_mul(w_stride)));
             // SAFETY: forwarded from this function's contract.
             unsafe { tile::<$r, T>(w, x, k, o) }
         }};
@@ -302,43 +324,39 @@ fn gemm(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    if !gemm_in_bounds(
-        w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride,
-    ) {
+    if !gemm_in_bounds(w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride) {
         return;
     }
     // All index arithmetic below stays within the spans just checked (r0 < n_rows, t0 <
     // n_tokens, k0 + kc <= k), so the wrapping operations never wrap.
     for (k0, kc) in k_blocks(k) {
-        let mut t0 = 0usize;
-        while t0 < n_tokens {
-            let tn = n_tokens.wrapping_sub(t0).min(NT);
-            let xb = x
-                .as_ptr()
-                .wrapping_add(t0.wrapping_mul(x_stride).wrapping_add(k0));
-            let mut r0 = 0usize;
-            while r0 < n_rows {
-                let rn = n_rows.wrapping_sub(r0).min(MR);
-                let wb = w
-                    .as_ptr()
-                    .wrapping_add(r0.wrapping_mul(w_stride).wrapping_add(k0));
-                let ob = out
-                    .as_mut_ptr()
-                    .wrapping_add(t0.wrapping_mul(out_stride).wrapping_add(r0));
-                // SAFETY: rows r0..r0+rn, tokens t0..t0+tn and elements k0..k0+kc lie within `w`,
-                // `x` and `out` (gemm_in_bounds above); the CPU supports the features (caller).
-                unsafe {
-                    match tn {
-                        4 => rows::<4>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                        3 => rows::<3>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                        2 => rows::<2>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                        1 => rows::<1>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                        _ => {}
+        for (rb0, rbn) in row_blocks(n_rows, kc, MR) {
+            let r_end = rb0.wrapping_add(rbn);
+            let mut t0 = 0usize;
+            while t0 < n_tokens {
+                let tn = n_tokens.wrapping_sub(t0).min(NT);
+                let xb = x.as_ptr().wrapping_add(t0.wrapping_mul(x_stride).wrapping_add(k0));
+                let mut r0 = rb0;
+                while r0 < r_end {
+                    let rn = r_end.wrapping_sub(r0).min(MR);
+                    let wb = w.as_ptr().wrapping_add(r0.wrapping_mul(w_stride).wrapping_add(k0));
+                    let ob = out.as_mut_ptr().wrapping_add(t0.wrapping_mul(out_stride).wrapping_add(r0));
+                    // SAFETY: rows r0..r0+rn, tokens t0..t0+tn and elements k0..k0+kc lie within
+                    // `w`, `x` and `out` (gemm_in_bounds above); the CPU supports the features
+                    // (caller).
+                    unsafe {
+                        match tn {
+                            4 => rows::<4>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                            3 => rows::<3>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                            2 => rows::<2>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                            1 => rows::<1>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                            _ => {}
+                        }
                     }
+                    r0 = r0.wrapping_add(rn);
                 }
-                r0 = r0.wrapping_add(rn);
+                t0 = t0.wrapping_add(tn);
             }
-            t0 = t0.wrapping_add(tn);
         }
     }
 }
@@ -346,10 +364,7 @@ fn gemm(
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let (a, b) = (
-        a.get(..n).unwrap_or_default(),
-        b.get(..n).unwrap_or_default(),
-    );
+    let (a, b) = (a.get(..n).unwrap_or_default(), b.get(..n).unwrap_or_default());
     let (ac, a_tail) = a.as_chunks::<8>();
     let (bc, b_tail) = b.as_chunks::<8>();
     let mut s = [_mm256_setzero_ps(); 4];
@@ -370,10 +385,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     let n = x.len().min(y.len());
-    let (x, y) = (
-        x.get(..n).unwrap_or_default(),
-        y.get_mut(..n).unwrap_or_default(),
-    );
+    let (x, y) = (x.get(..n).unwrap_or_default(), y.get_mut(..n).unwrap_or_default());
     let a = splat(alpha);
     let (xc, x_tail) = x.as_chunks::<8>();
     let (yc, y_tail) = y.as_chunks_mut::<8>();

@@ -6,16 +6,20 @@
 //! allocator keeps the accumulators in zmm0–15, and the 24 of them spill to the stack.
 
 use core::arch::x86_64::{
-    __m128i, __m256i, __m512, __mmask16, _mm256_loadu_si256, _mm512_add_ps, _mm512_castsi512_ps,
-    _mm512_cvtepi32_ps, _mm512_cvtepi8_epi32, _mm512_cvtepu16_epi32, _mm512_cvtepu8_epi32,
-    _mm512_cvtph_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps, _mm512_mul_ps,
-    _mm512_reduce_add_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_slli_epi32, _mm512_storeu_ps,
-    _mm512_sub_ps,
+    __m128, __m128i, __m256i, __m512, __mmask16, _mm256_loadu_si256, _mm256_set1_epi16, _mm512_add_ps,
+    _mm512_castps512_ps128, _mm512_castsi512_ps, _mm512_cvtepi32_ps, _mm512_cvtepi8_epi32,
+    _mm512_cvtepu16_epi32, _mm512_cvtepu8_epi32, _mm512_cvtph_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
+    _mm512_maskz_loadu_ps, _mm512_mul_ps, _mm512_permute_ps, _mm512_permutexvar_ps, _mm512_reduce_add_ps,
+    _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_slli_epi32,
+    _mm512_storeu_ps, _mm512_sub_ps, _mm_add_ps, _mm_loadu_ps, _mm_storeu_ps,
 };
 
-use super::{byte_decoders, gemm_in_bounds, k_blocks};
+use super::{byte_decoders, gemm_in_bounds, k_blocks, row_blocks};
 use crate::gguf::GgmlType;
+use crate::quant::blocks::{k_scales_mins, layout, QK_K};
 use crate::quant::scalar;
+use core::arch::x86_64::{__m512i, _mm512_setr_ps, _mm512_srli_epi32};
+use core::arch::x86_64::{_mm512_mask_blend_ps, _mm512_set1_epi32};
 
 /// Proof that this CPU runs AVX-512F, AVX-512VL, AVX2, FMA and F16C: only [`Avx512::new`] makes one, after
 /// detecting them.
@@ -30,8 +34,8 @@ impl Avx512 {
 
     /// Decodes whole blocks; `false` for a type this module leaves to the scalar path.
     pub(crate) fn decode(self, ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
-        // SAFETY: the token exists only if the CPU supports every feature `decode_blocks` enables.
-        unsafe { decode_blocks(ty, src, dst) }
+        // SAFETY: the token exists only if the CPU supports every feature `decode_lut` enables.
+        unsafe { decode_lut(ty, src, dst) }
     }
 
     /// See [`scalar::gemm`]; out-of-bounds shapes do nothing (callers validate first).
@@ -49,11 +53,7 @@ impl Avx512 {
         out_stride: usize,
     ) {
         // SAFETY: as in `decode`.
-        unsafe {
-            gemm(
-                w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride,
-            )
-        }
+        unsafe { gemm(w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride) }
     }
 
     /// `Σ a[i]·b[i]` over the common length.
@@ -73,6 +73,41 @@ impl Avx512 {
 #[inline]
 fn splat(v: f32) -> __m512 {
     _mm512_set1_ps(v)
+}
+
+/// The f16 block scale in two little-endian bytes, widened exactly into every lane.
+///
+/// Every lane is used, so LLVM keeps the broadcast: a scalar conversion of one lane is shrunk to
+/// a `vpinsrw` that merges into the previous block's result register, a false dependency chain
+/// that cost 16 cycles per Q8_0 block.
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+#[inline]
+fn f16_splat(lo: u8, hi: u8) -> __m512 {
+    let bits = u16::from_le_bytes([lo, hi]) as i16;
+    _mm512_cvtph_ps(_mm256_set1_epi16(bits))
+}
+
+/// The 16 unsigned byte `codes` as f32, entries 0..8 times `lo` and 8..16 times `hi` (each the
+/// same f32 product as the scalar decoder's `scale · code`).
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+#[inline]
+fn table_u8(codes: __m128i, lo: __m512, hi: __m512) -> __m512 {
+    let q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(codes));
+    _mm512_mul_ps(_mm512_mask_blend_ps(0xff00, lo, hi), q)
+}
+
+/// The 16 signed byte `codes` as f32, times `d`.
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+#[inline]
+fn table_i8(codes: __m128i, d: __m512) -> __m512 {
+    _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes)))
+}
+
+/// Entry `j` (< 16) of a table, in every lane.
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+#[inline]
+fn pick(t: __m512, j: i32) -> __m512 {
+    _mm512_permutexvar_ps(_mm512_set1_epi32(j), t)
 }
 
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
@@ -100,10 +135,7 @@ fn load32b(b: &[u8; 32]) -> __m256i {
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 #[inline]
 fn emit_i8(o: &mut [f32; 16], codes: __m128i, d: __m512) {
-    store(
-        o,
-        _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes))),
-    );
+    store(o, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes))));
 }
 
 /// `o = d · codes − m` for 16 unsigned byte codes (product rounded, then the difference).
@@ -146,14 +178,72 @@ fn bf16_row(src: &[u8], dst: &mut [f32]) {
         store(o, _mm512_castsi512_ps(bits));
     }
     let done = blocks.len().saturating_mul(16);
-    scalar::decode(
-        GgmlType::BF16,
-        tail,
-        dst.get_mut(done..).unwrap_or_default(),
-    );
+    scalar::decode(GgmlType::BF16, tail, dst.get_mut(done..).unwrap_or_default());
 }
 
 byte_decoders!("avx512f,avx512vl,avx2,fma,f16c");
+
+/// The values `dl · q − ml` of the 16 codes `q` of a 4-bit sub-block, computed with the scalar
+/// decoder's f32 operations (so looking a code up gives exactly its decoded value).
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+#[inline]
+fn lut16_sub(dl: __m512, ml: __m512) -> __m512 {
+    let iota =
+        _mm512_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0);
+    _mm512_sub_ps(_mm512_mul_ps(dl, iota), ml)
+}
+
+/// Looks up 16 codes (bytes whose low four bits select the entry; higher bits are ignored by
+/// `vpermps`) in a 16-entry table and stores the values.
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+#[inline]
+fn emit_lut(o: &mut [f32; 16], idx: __m512i, lut: __m512) {
+    store(o, _mm512_permutexvar_ps(idx, lut));
+}
+
+/// Q4_K through lookup tables: per sub-block, the 16 possible values are computed once (two
+/// vector operations), then each 16 weights take one widening and one permute instead of a
+/// conversion, a multiplication and a subtraction — half the work of the arithmetic decoder,
+/// which is what bounds `matmul_acc` at a few tokens. Bit-exact like every decoder.
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+#[inline]
+fn q4_k_lut(b: &[u8; layout::q4_k::BYTES], out: &mut [f32; QK_K]) {
+    let Some((&[d0, d1, m0, m1], rest)) = b.split_first_chunk::<4>() else {
+        return;
+    };
+    let Some((packed, qs)) = rest.split_first_chunk::<12>() else {
+        return;
+    };
+    let (Some(q), Some(o)) = (super::bytes16::<8>(qs), super::floats16::<16>(out)) else {
+        return;
+    };
+    let t = table_u8(super::load16(&k_scales_mins(packed)), f16_splat(d0, d1), f16_splat(m0, m1));
+    for ((qc, oc), j) in q.chunks_exact(2).zip(o.chunks_exact_mut(4)).zip([0, 2, 4, 6]) {
+        let ([q0, q1], [o0, o1, o2, o3]) = (qc, oc) else {
+            return;
+        };
+        let lut_lo = lut16_sub(pick(t, j), pick(t, j | 8));
+        let lut_hi = lut16_sub(pick(t, j | 1), pick(t, j | 9));
+        // Bytes widened to 32-bit lanes: the low nibble selects directly, `>> 4` gives the high.
+        let a = _mm512_cvtepu8_epi32(super::load16(q0));
+        let b = _mm512_cvtepu8_epi32(super::load16(q1));
+        emit_lut(o0, a, lut_lo);
+        emit_lut(o1, b, lut_lo);
+        emit_lut(o2, _mm512_srli_epi32::<4>(a), lut_hi);
+        emit_lut(o3, _mm512_srli_epi32::<4>(b), lut_hi);
+    }
+}
+
+/// Decodes whole blocks: the lookup-table decoders where this module has one, else the shared
+/// byte decoders.
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+fn decode_lut(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
+    match ty {
+        GgmlType::Q4_K => super::each_block!(src, dst, layout::q4_k::BYTES, QK_K, q4_k_lut),
+        _ => return decode_blocks(ty, src, dst),
+    }
+    true
+}
 
 /// Rows per micro-kernel.
 const MR: usize = 4;
@@ -210,11 +300,43 @@ unsafe fn tile<const R: usize, const T: usize>(
         }
     }
     for (acc_t, &o) in acc.iter().zip(&out) {
-        for (j, a) in acc_t.iter().enumerate() {
-            // SAFETY: j < R and `o` is valid for R floats.
-            unsafe { *o.add(j) += _mm512_reduce_add_ps(*a) };
+        if let [a0, a1, a2, a3] = acc_t.as_slice() {
+            let sums = reduce4(*a0, *a1, *a2, *a3);
+            // SAFETY: R == 4 here and `o` is valid for reading and writing R floats.
+            unsafe { _mm_storeu_ps(o, _mm_add_ps(_mm_loadu_ps(o), sums)) };
+        } else {
+            for (j, a) in acc_t.iter().enumerate() {
+                // SAFETY: j < R and `o` is valid for R floats.
+                unsafe { *o.add(j) += _mm512_reduce_add_ps(*a) };
+            }
         }
     }
+}
+
+/// The lane sums of four vectors, `[Σa0, Σa1, Σa2, Σa3]`, in 14 shuffles and adds (four
+/// separate horizontal sums take about 32).
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+#[inline]
+fn reduce4(a0: __m512, a1: __m512, a2: __m512, a3: __m512) -> __m128 {
+    // 128-bit lanes L0..L3. s01 = [a0 L0+L2, a0 L1+L3, a1 L0+L2, a1 L1+L3], s23 likewise.
+    let s01 = _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0b01_00_01_00>(a0, a1),
+        _mm512_shuffle_f32x4::<0b11_10_11_10>(a0, a1),
+    );
+    let s23 = _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0b01_00_01_00>(a2, a3),
+        _mm512_shuffle_f32x4::<0b11_10_11_10>(a2, a3),
+    );
+    // Lane j now holds four partial sums of a_j.
+    let t = _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0b10_00_10_00>(s01, s23),
+        _mm512_shuffle_f32x4::<0b11_01_11_01>(s01, s23),
+    );
+    // Every element of lane j becomes Σa_j.
+    let u = _mm512_add_ps(t, _mm512_permute_ps::<0b01_00_11_10>(t));
+    let v = _mm512_add_ps(u, _mm512_permute_ps::<0b10_11_00_01>(u));
+    let first_of_each_lane = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm512_castps512_ps128(_mm512_permutexvar_ps(first_of_each_lane, v))
 }
 
 /// Runs the `rn` × `T` micro-kernel (`rn` in 1..=MR) at the given row, token and output bases.
@@ -235,13 +357,11 @@ unsafe fn rows<const T: usize>(
     base_o: *mut f32,
     o_stride: usize,
 ) {
-    let x: [*const f32; T] =
-        core::array::from_fn(|t| base_x.wrapping_add(t.wrapping_mul(x_stride)));
+    let x: [*const f32; T] = core::array::from_fn(|t| base_x.wrapping_add(t.wrapping_mul(x_stride)));
     let o: [*mut f32; T] = core::array::from_fn(|t| base_o.wrapping_add(t.wrapping_mul(o_stride)));
     macro_rules! run {
         ($r:literal) => {{
-            let w: [*const f32; $r] =
-                core::array::from_fn(|j| base_w.wrapping_add(j.wrapping_mul(w_stride)));
+            let w: [*const f32; $r] = core::array::from_fn(|j| base_w.wrapping_add(j.wrapping_mul(w_stride)));
             // SAFETY: forwarded from this function's contract.
             unsafe { tile::<$r, T>(w, x, k, o) }
         }};
@@ -268,45 +388,41 @@ fn gemm(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    if !gemm_in_bounds(
-        w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride,
-    ) {
+    if !gemm_in_bounds(w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride) {
         return;
     }
     // All index arithmetic below stays within the spans just checked (r0 < n_rows, t0 <
     // n_tokens, k0 + kc <= k), so the wrapping operations never wrap.
     for (k0, kc) in k_blocks(k) {
-        let mut t0 = 0usize;
-        while t0 < n_tokens {
-            let tn = n_tokens.wrapping_sub(t0).min(NT);
-            let xb = x
-                .as_ptr()
-                .wrapping_add(t0.wrapping_mul(x_stride).wrapping_add(k0));
-            let mut r0 = 0usize;
-            while r0 < n_rows {
-                let rn = n_rows.wrapping_sub(r0).min(MR);
-                let wb = w
-                    .as_ptr()
-                    .wrapping_add(r0.wrapping_mul(w_stride).wrapping_add(k0));
-                let ob = out
-                    .as_mut_ptr()
-                    .wrapping_add(t0.wrapping_mul(out_stride).wrapping_add(r0));
-                // SAFETY: rows r0..r0+rn, tokens t0..t0+tn and elements k0..k0+kc lie within `w`,
-                // `x` and `out` (gemm_in_bounds above); the CPU supports the features (caller).
-                unsafe {
-                    match tn {
-                        6 => rows::<6>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                        5 => rows::<5>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                        4 => rows::<4>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                        3 => rows::<3>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                        2 => rows::<2>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                        1 => rows::<1>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                        _ => {}
+        for (rb0, rbn) in row_blocks(n_rows, kc, MR) {
+            let r_end = rb0.wrapping_add(rbn);
+            let mut t0 = 0usize;
+            while t0 < n_tokens {
+                let tn = n_tokens.wrapping_sub(t0).min(NT);
+                let xb = x.as_ptr().wrapping_add(t0.wrapping_mul(x_stride).wrapping_add(k0));
+                let mut r0 = rb0;
+                while r0 < r_end {
+                    let rn = r_end.wrapping_sub(r0).min(MR);
+                    let wb = w.as_ptr().wrapping_add(r0.wrapping_mul(w_stride).wrapping_add(k0));
+                    let ob = out.as_mut_ptr().wrapping_add(t0.wrapping_mul(out_stride).wrapping_add(r0));
+                    // SAFETY: rows r0..r0+rn, tokens t0..t0+tn and elements k0..k0+kc lie within
+                    // `w`, `x` and `out` (gemm_in_bounds above); the CPU supports the features
+                    // (caller).
+                    unsafe {
+                        match tn {
+                            6 => rows::<6>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                            5 => rows::<5>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                            4 => rows::<4>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                            3 => rows::<3>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                            2 => rows::<2>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                            1 => rows::<1>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
+                            _ => {}
+                        }
                     }
+                    r0 = r0.wrapping_add(rn);
                 }
-                r0 = r0.wrapping_add(rn);
+                t0 = t0.wrapping_add(tn);
             }
-            t0 = t0.wrapping_add(tn);
         }
     }
 }
@@ -314,10 +430,7 @@ fn gemm(
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let (a, b) = (
-        a.get(..n).unwrap_or_default(),
-        b.get(..n).unwrap_or_default(),
-    );
+    let (a, b) = (a.get(..n).unwrap_or_default(), b.get(..n).unwrap_or_default());
     let (ac, a_tail) = a.as_chunks::<16>();
     let (bc, b_tail) = b.as_chunks::<16>();
     let mut s = [_mm512_setzero_ps(); 4];
@@ -338,10 +451,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     let n = x.len().min(y.len());
-    let (x, y) = (
-        x.get(..n).unwrap_or_default(),
-        y.get_mut(..n).unwrap_or_default(),
-    );
+    let (x, y) = (x.get(..n).unwrap_or_default(), y.get_mut(..n).unwrap_or_default());
     let a = splat(alpha);
     let (xc, x_tail) = x.as_chunks::<16>();
     let (yc, y_tail) = y.as_chunks_mut::<16>();
