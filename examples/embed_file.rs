@@ -56,7 +56,8 @@ fn run<S: Source>(mut source: S, text: &str) -> Result<(), Box<dyn Error>> {
 
     // 3. The host loop: each step does a bounded amount of work and returns.
     let started = Instant::now();
-    let mut job = Job::new(model, &plan, &mut arena, Input::Text(text), Lookup::Index(index), JobOptions::default())?;
+    let mut job =
+        Job::new(model, &plan, &mut arena, Input::Text(text), Lookup::Index(index), JobOptions::default())?;
     let (mut steps, mut longest) = (0u32, Duration::ZERO);
     let embedding = loop {
         let t0 = Instant::now();

@@ -1,10 +1,12 @@
 //! The whole GGUF loader on arbitrary bytes: header, every KV (arrays walked and read back),
-//! the tensor table, and the table checks. Must never panic, hang or allocate from a length.
+//! the tensor table, the table checks, and the model loader on top. Must never panic, hang or
+//! allocate from a length.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use stepembed_core::gguf::{self, ArrayReader, Event, Reader, TensorInfo, Value};
 use stepembed_core::io::SliceSource;
+use stepembed_core::model::{LayerRefs, Model, ModelLoader};
 
 fuzz_target!(|data: &[u8]| {
     let mut io = SliceSource::new(data);
@@ -53,6 +55,16 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Some(_)) => {}
                 other => panic!("validated array failed to read back: {other:?}"),
             }
+        }
+    }
+    // The model loader, which checks what the engine needs on top of the format.
+    let mut io = SliceSource::new(data);
+    let mut scratch = [0u8; 2048];
+    let mut layers = [LayerRefs::default(); 8];
+    if let Ok(mut loader) = ModelLoader::new(&mut scratch, &mut layers) {
+        if let Ok(meta) = loader.load(&mut io) {
+            let n = meta.hparams.n_layer;
+            assert!(Model::new(meta, loader.layers()).is_ok() && n <= 8);
         }
     }
 });
