@@ -2,7 +2,7 @@
 //! thread, reporting time per embedding and step times. One JSON line per text length.
 //!
 //! ```sh
-//! cargo run --release --example bench -- MODEL.gguf [--texts tests/fixtures/bench-texts.json] [--reps 10]
+//! cargo run --release --example bench -- MODEL.gguf [--texts FILE] [--reps 10] [--plan fast|lean|smallest]
 //! ```
 //!
 //! `bench/compare.py` runs it beside llama.cpp and prints the README's table.
@@ -11,17 +11,26 @@ use std::error::Error;
 use std::time::Instant;
 
 use serde_json::json;
-use stepembed::core::engine::{Input, Step};
+use stepembed::core::engine::{Input, PlanKind, Step};
 use stepembed::{Embedder, EmbedderOptions};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
     let model = args.next().ok_or("usage: bench MODEL.gguf [--texts FILE] [--reps N]")?;
     let (mut texts_path, mut reps) = ("tests/fixtures/bench-texts.json".to_owned(), 10usize);
+    let mut plan = PlanKind::Fast;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--texts" => texts_path = args.next().ok_or("--texts needs a file")?,
             "--reps" => reps = args.next().ok_or("--reps needs a number")?.parse()?,
+            "--plan" => {
+                plan = match args.next().as_deref() {
+                    Some("fast") => PlanKind::Fast,
+                    Some("lean") => PlanKind::Lean,
+                    Some("smallest") => PlanKind::Smallest,
+                    _ => return Err("--plan needs fast, lean or smallest".into()),
+                }
+            }
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -29,7 +38,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     for key in ["16", "128", "512"] {
         let text = texts[key].as_str().ok_or("bench texts need keys 16, 128, 512")?;
         // Plan for the text's length, as a server embedding texts of that size would.
-        let options = EmbedderOptions { max_tokens: Some(key.parse()?), ..Default::default() };
+        let options = EmbedderOptions { max_tokens: Some(key.parse()?), plan, ..Default::default() };
         let mut embedder = Embedder::open_with(&model, options)?;
         let mut times = Vec::new();
         let mut steps_us = Vec::new();

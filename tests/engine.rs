@@ -54,19 +54,24 @@ fn every_fixture_model_matches_the_reference() {
 }
 
 #[test]
-fn the_smallest_plan_gives_the_same_embeddings() {
+fn lean_and_smallest_plans_give_the_same_embeddings() {
     for model in ["minilm-l6-Q4_K_M", "nomic-small-2L-Q4_K_M", "bert-tiny-F16"] {
         let bytes = common::read(&format!("models/{model}.gguf"));
         let (meta, layers) = load(&bytes);
         let m = Model::new(meta, &layers).unwrap();
         let limits = Limits::tokens(meta.hparams.n_ctx);
-        let (fast, small) = (Plan::new(&m, limits).unwrap(), Plan::smallest(&m, limits).unwrap());
-        assert!(small.arena_bytes() < fast.arena_bytes());
+        let fast = Plan::new(&m, limits).unwrap();
+        let lean = Plan::lean(&m, limits).unwrap();
+        let small = Plan::smallest(&m, limits).unwrap();
+        assert!(small.memory_bytes() < lean.memory_bytes() && lean.memory_bytes() < fast.memory_bytes());
+        assert_eq!(Plan::fit(&m, limits, lean.memory_bytes()).unwrap(), lean);
         for case in cases(&common::fixture(&format!("reference/{model}.jsonl"))).iter().step_by(3) {
             let a = embed(m, &fast, &bytes, &case.ids);
-            let b = embed(m, &small, &bytes, &case.ids);
-            let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-            assert!(max <= 1e-5, "{model} {:?}: {max}", case.text);
+            for plan in [&lean, &small] {
+                let b = embed_input(m, plan, &bytes, Input::Text(&case.text), Lookup::Scan);
+                let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                assert!(max <= 1e-5, "{model} {:?}: {max}", case.text);
+            }
         }
     }
 }

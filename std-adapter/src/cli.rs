@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::json;
-use stepembed_core::engine::{Input, Step};
+use stepembed_core::engine::{Input, PlanKind, Step};
 
 use crate::embedder::{Embedder, EmbedderOptions};
 use crate::inspect;
@@ -26,9 +26,10 @@ impl<E: std::fmt::Display> From<E> for CliError {
 const USAGE: &str = "usage: stepembed <command> ...
 commands:
   embed MODEL.gguf (TEXT... | --input FILE.jsonl) [--output FILE] [--max-tokens N]
-        [--arena-bytes N] [--no-truncate] [--stats]
+        [--plan fast|lean|smallest] [--arena-bytes N] [--no-truncate] [--stats]
                                    one JSON line {\"text\",\"embedding\"} per text; --stats
-                                   adds one JSON line of measurements on stderr
+                                   adds one JSON line of measurements on stderr;
+                                   --arena-bytes picks the fastest plan that fits
   tokenize MODEL.gguf (TEXT... | --input FILE.jsonl) [--max-tokens N | --no-truncate]
                                    one JSON line {\"text\",\"ids\"} per text ([CLS]/[SEP]
                                    included; truncated at the model's context by default)
@@ -118,8 +119,15 @@ fn texts(args: &mut Args) -> Result<Vec<String>, CliError> {
 
 /// Opens the model named by the first positional, with the CLI's memory options.
 fn open_model(args: &mut Args) -> Result<(PathBuf, EmbedderOptions), CliError> {
+    let plan = match args.value("--plan")?.as_deref() {
+        None | Some("fast") => PlanKind::Fast,
+        Some("lean") => PlanKind::Lean,
+        Some("smallest") => PlanKind::Smallest,
+        Some(other) => return Err(CliError(format!("--plan must be fast, lean or smallest, not {other:?}"))),
+    };
     let options = EmbedderOptions {
         max_tokens: args.number("--max-tokens")?,
+        plan,
         memory: args.number("--arena-bytes")?,
         truncate: !args.flag("--no-truncate"),
         ..EmbedderOptions::default()

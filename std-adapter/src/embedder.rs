@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use stepembed_core::engine::{Input, Job, JobOptions, Limits, Plan, Step, DEFAULT_BUDGET};
+use stepembed_core::engine::{Input, Job, JobOptions, Limits, Plan, PlanKind, Step, DEFAULT_BUDGET};
 use stepembed_core::io::Source;
 use stepembed_core::model::{LayerRefs, Model, ModelLoader, ModelMeta};
 use stepembed_core::tokenizer::{self, IndexBuilder, Lookup, Tokenize, VocabIndex};
@@ -23,8 +23,11 @@ pub struct EmbedderOptions {
     /// Most texts [`Embedder::embed_batch`] puts in one job (default 16); their tokens share
     /// each weight chunk read.
     pub max_texts: usize,
-    /// Memory for the arena and the vocab index together, in bytes (default: whatever the fast
-    /// plan needs). Less memory picks the smallest plan; too little is
+    /// Which plan to use (default [`PlanKind::Fast`]; see [`Plan::new`], [`Plan::lean`],
+    /// [`Plan::smallest`]).
+    pub plan: PlanKind,
+    /// At most this much memory for the arena and the vocab index together, in bytes: the
+    /// fastest plan that fits is used instead of `plan` ([`Plan::fit`]); too little is
     /// [`stepembed_core::Error::ArenaTooSmall`].
     pub memory: Option<usize>,
     /// Work units per step (default [`DEFAULT_BUDGET`]).
@@ -40,6 +43,7 @@ impl Default for EmbedderOptions {
         EmbedderOptions {
             max_tokens: None,
             max_texts: 16,
+            plan: PlanKind::Fast,
             memory: None,
             budget: DEFAULT_BUDGET,
             normalize: true,
@@ -95,7 +99,7 @@ impl<S: Source> Embedder<S> {
         let limits = Limits { max_tokens, max_texts: options.max_texts.clamp(1, max_tokens) };
         let plan = match options.memory {
             Some(memory) => Plan::fit(&model, limits, memory)?,
-            None => Plan::new(&model, limits)?,
+            None => Plan::of_kind(&model, limits, options.plan)?,
         };
         let mut index = vec![0u8; plan.index_bytes()];
         if !index.is_empty() {

@@ -9,7 +9,7 @@
 
 use crate::engine::arena::{carve, Regions};
 use crate::engine::ops;
-use crate::engine::plan::Plan;
+use crate::engine::plan::{Layout, Plan};
 use crate::error::{Error, InputError, Result};
 use crate::io::{read_exact_at, Source};
 use crate::model::{Arch, Layer, Linear, Model, Norm, Pooling, Qkv, TensorRef};
@@ -194,6 +194,8 @@ pub struct Job<'a> {
     phase: Phase,
     /// The current layer's tensors (resolved when the layer starts).
     layer: Option<Layer>,
+    /// How the wide region is used, chosen from the token count once it is known.
+    layout: Layout,
     done_units: u64,
     total_units: u64,
     failed: Option<Error>,
@@ -249,6 +251,7 @@ impl<'a> Job<'a> {
             options,
             phase: Phase::Tokenize { text: 0 },
             layer: None,
+            layout: plan.layout_for(plan.limits.max_tokens),
             done_units: 0,
             total_units: 0,
             failed: None,
@@ -305,6 +308,7 @@ impl<'a> Job<'a> {
 
     /// Moves on to the forward pass once every text's ids are in place.
     fn start_embedding(&mut self) {
+        self.layout = self.plan.layout_for(self.n_tokens);
         self.phase = Phase::Embed { token: 0 };
         self.total_units = self.done_units.saturating_add(self.estimate_total());
     }
@@ -589,7 +593,7 @@ impl<'a> Job<'a> {
                     Stage::Attention { group, text, head: head + 1, q0: 0 }
                 } else if text + 1 < self.n_texts {
                     Stage::Attention { group, text: text + 1, head: 0, q0: 0 }
-                } else if (group + 1) * self.plan.group < hp.n_head {
+                } else if (group + 1) * self.layout.group < hp.n_head {
                     Stage::QkvInit { group: group + 1, token: 0 }
                 } else {
                     Stage::OutInit { token: 0 }
@@ -685,7 +689,7 @@ impl<'a> Job<'a> {
                 };
                 let end = if row < width { width } else { total };
                 let rows = self.rows_for(&lin.weight, e, end - row, budget);
-                let (y_h, slab_stride) = (self.slab_region_offset(target), self.plan.slab);
+                let (y_h, slab_stride) = (self.slab_region_offset(target), self.layout.slab);
                 let (src, dst) = (&*self.r.x, &mut *self.r.wide);
                 let dst = dst.get_mut(y_h + local..).ok_or(Error::InvalidState)?;
                 let units = matmul_rows(
@@ -734,7 +738,7 @@ impl<'a> Job<'a> {
                     rows,
                     (s0, s1),
                     h,
-                    self.plan.slab,
+                    self.layout.slab,
                     n,
                     y.get_mut(row..).ok_or(Error::InvalidState)?,
                     e,
@@ -775,8 +779,8 @@ impl<'a> Job<'a> {
     /// Columns `[s0, s1)` of the FFN hidden layer in slab `slab`.
     fn slab_cols(&self, slab: usize) -> (usize, usize) {
         let ff = self.model.hparams().n_ff;
-        let s0 = slab.saturating_mul(self.plan.slab).min(ff);
-        (s0, s0.saturating_add(self.plan.slab).min(ff))
+        let s0 = slab.saturating_mul(self.layout.slab).min(ff);
+        (s0, s0.saturating_add(self.layout.slab).min(ff))
     }
 
     /// Where a FFN buffer starts in the wide region: y (n × e), then up (n × slab), then gate.
@@ -785,7 +789,7 @@ impl<'a> Job<'a> {
         let y = n * self.plan.n_embd;
         match target {
             Target::Up => y,
-            Target::Gate => y + n * self.plan.slab,
+            Target::Gate => y + n * self.layout.slab,
             _ => 0,
         }
     }
@@ -968,19 +972,19 @@ impl<'a> Job<'a> {
     /// The first head of group `group` and how many heads it has.
     fn group_heads(&self, group: usize) -> (usize, usize) {
         let n_head = self.model.hparams().n_head;
-        let h0 = (group * self.plan.group).min(n_head);
-        (h0, self.plan.group.min(n_head - h0))
+        let h0 = (group * self.layout.group).min(n_head);
+        (h0, self.layout.group.min(n_head - h0))
     }
 
     /// Floats of q (or k, or v) per token in the group layout: a full group's worth.
     fn group_width(&self) -> usize {
-        self.plan.group * self.model.hparams().head_dim()
+        self.layout.group * self.model.hparams().head_dim()
     }
 
     /// The FFN activation on tokens `[token, token + count)` of the current slab (`width`
     /// columns): up ← GELU(up), or up ← SiLU(gate) ⊙ up.
     fn activate(&mut self, token: usize, count: usize, width: usize, gated: bool) -> Result<()> {
-        let s = self.plan.slab;
+        let s = self.layout.slab;
         let up_at = self.slab_region_offset(Target::Up);
         let gate_at = self.slab_region_offset(Target::Gate);
         for t in token..token + count {
@@ -1073,7 +1077,8 @@ impl<'a> Job<'a> {
             let vals = self.r.scratch.get_mut(..end - start).ok_or(Error::InvalidState)?;
             self.kernels.dequantize(v.ty, raw, vals)?;
             let (lo, hi) = (p, end.min(c1));
-            let (buf, stride) = target_buf(self.r.x, self.r.wide, &self.plan, self.n_tokens, target)?;
+            let (buf, stride) =
+                target_buf(self.r.x, self.r.wide, &self.plan, self.layout, self.n_tokens, target)?;
             let src = self.r.scratch.get(lo - start..hi - start).ok_or(Error::InvalidState)?;
             for t in rows.range() {
                 let at = t * stride + col + lo - c0;
@@ -1087,7 +1092,7 @@ impl<'a> Job<'a> {
 
     /// A target buffer and its row stride.
     fn target(&mut self, target: Target) -> Result<(&mut [f32], usize)> {
-        target_buf(self.r.x, self.r.wide, &self.plan, self.n_tokens, target)
+        target_buf(self.r.x, self.r.wide, &self.plan, self.layout, self.n_tokens, target)
     }
 
     /// A rough count of the job's work units, for progress reports.
@@ -1152,6 +1157,7 @@ fn target_buf<'r>(
     x: &'r mut [f32],
     wide: &'r mut [f32],
     plan: &Plan,
+    layout: Layout,
     n_tokens: usize,
     target: Target,
 ) -> Result<(&'r mut [f32], usize)> {
@@ -1159,12 +1165,12 @@ fn target_buf<'r>(
     Ok(match target {
         Target::X => (x, plan.n_embd),
         Target::Qkv => {
-            let width = 3 * plan.group * plan.head_dim;
+            let width = 3 * layout.group * plan.head_dim;
             (wide.get_mut(y..).ok_or(Error::InvalidState)?, width)
         }
         Target::Y => (wide, plan.n_embd),
-        Target::Up => (wide.get_mut(y..).ok_or(Error::InvalidState)?, plan.slab),
-        Target::Gate => (wide.get_mut(y + n_tokens * plan.slab..).ok_or(Error::InvalidState)?, plan.slab),
+        Target::Up => (wide.get_mut(y..).ok_or(Error::InvalidState)?, layout.slab),
+        Target::Gate => (wide.get_mut(y + n_tokens * layout.slab..).ok_or(Error::InvalidState)?, layout.slab),
     })
 }
 

@@ -7,4 +7,4 @@ mod ops;
 mod plan;
 
 pub use job::{Input, Job, JobOptions, Progress, Step, DEFAULT_BUDGET};
-pub use plan::{Limits, Plan, MAX_TOKENS};
+pub use plan::{Limits, Plan, PlanKind, MAX_TOKENS};

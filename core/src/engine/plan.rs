@@ -36,17 +36,30 @@ impl Limits {
     }
 }
 
+/// The three plans, from fastest to smallest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PlanKind {
+    /// [`Plan::new`].
+    #[default]
+    Fast,
+    /// [`Plan::lean`].
+    Lean,
+    /// [`Plan::smallest`].
+    Smallest,
+}
+
 /// Every size of a job's arena. Build with [`Plan::new`] (fast), [`Plan::smallest`] or
 /// [`Plan::fit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
     pub(crate) limits: Limits,
     pub(crate) n_embd: usize,
-    /// Floats per token of the wide region.
+    /// Floats per token of the wide region (at `limits.max_tokens`).
     pub(crate) wide: usize,
-    /// Heads per attention group.
+    /// Heads per attention group at `limits.max_tokens` (a job of fewer tokens may use more: see
+    /// [`Plan::layout_for`]).
     pub(crate) group: usize,
-    /// Columns of the FFN hidden layer per slab.
+    /// Columns of the FFN hidden layer per slab at `limits.max_tokens` (likewise).
     pub(crate) slab: usize,
     /// Queries and keys per attention tile.
     pub(crate) q_tile: usize,
@@ -59,8 +72,18 @@ pub struct Plan {
     /// How the tokenizer looks pieces up, and its window of text in chars.
     pub(crate) mode: Mode,
     pub(crate) window: usize,
+    shape: Shape,
     index_bytes: usize,
     arena_bytes: usize,
+}
+
+/// How one job uses the wide region, chosen when its token count is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// Heads per attention group.
+    pub group: usize,
+    /// Columns of the FFN hidden layer per slab.
+    pub slab: usize,
 }
 
 /// The choices that distinguish a fast plan from a small one.
@@ -68,6 +91,8 @@ pub struct Plan {
 struct Choices {
     mode: Mode,
     window: usize,
+    /// Bytes the wide region may take beyond the minimum for `group` and `slab`.
+    wide_allowance: usize,
     group: usize,
     slab: usize,
     q_tile: usize,
@@ -79,36 +104,66 @@ struct Choices {
 impl Plan {
     /// The fast plan: the tokenizer looks pieces up in a vocab index (built once per model in
     /// separate memory, [`Plan::index_bytes`]), large weight chunks and decode tiles (a few
-    /// hundred KiB over the minimum), half the heads per attention group, FFN slabs as wide as
-    /// that group's room. About 3.5·n_embd floats per token.
+    /// hundred KiB over the minimum), and per token about 3·n_embd floats — a third of the heads
+    /// per attention group and FFN slabs as wide as that group's room — or, while the whole
+    /// region stays under 2 MiB, room for all heads and the whole FFN at once. A job of fewer
+    /// than `max_tokens` tokens uses the room it leaves for more heads and wider slabs (fewer,
+    /// larger reads).
     pub fn new(model: &Model<'_>, limits: Limits) -> Result<Self> {
         let shape = Shape::of(model)?;
-        let group = shape.n_head.div_ceil(2);
+        let group = shape.n_head.div_ceil(3);
         let slab = shape.slab_within(shape.qkv_width(group));
         let (_, preferred) = matmul_scratch_len(shape.n_embd.max(slab));
         let choices = Choices {
             mode: Mode::Index,
             window: MIN_WINDOW_CHARS,
+            wide_allowance: 2 << 20,
             group,
             slab,
             q_tile: 64,
             k_tile: 256,
-            chunk_bytes: (256 * 1024).max(shape.max_span(slab)),
+            chunk_bytes: (128 * 1024).max(shape.max_span(slab)),
+            scratch: preferred.max(2usize.saturating_mul(shape.n_embd)).max(slab),
+        };
+        Plan::build(&shape, limits, choices)
+    }
+
+    /// The lean plan: the fast plan's layout without the vocab index (the tokenizer streams the
+    /// vocab once per window of up to 4096 chars, a few milliseconds per text), with smaller
+    /// weight chunks and attention tiles and a 1 MiB allowance for the wide region: several
+    /// hundred KiB less, nearly the same speed on long texts.
+    pub fn lean(model: &Model<'_>, limits: Limits) -> Result<Self> {
+        let shape = Shape::of(model)?;
+        let group = shape.n_head.div_ceil(3);
+        let slab = shape.slab_within(shape.qkv_width(group));
+        let (_, preferred) = matmul_scratch_len(shape.n_embd.max(slab));
+        // About 8 chars per token covers most text in one window, hence one pass over the vocab.
+        let window = limits.max_tokens.saturating_mul(8).clamp(MIN_WINDOW_CHARS, 4096);
+        let choices = Choices {
+            mode: Mode::Scan,
+            window,
+            wide_allowance: 1 << 20,
+            group,
+            slab,
+            q_tile: 32,
+            k_tile: 128,
+            chunk_bytes: (64 * 1024).max(shape.max_span(slab)),
             scratch: preferred.max(2usize.saturating_mul(shape.n_embd)).max(slab),
         };
         Plan::build(&shape, limits, choices)
     }
 
     /// The smallest plan that works: no vocab index (the tokenizer streams the vocab from the
-    /// file), one head per attention group, the narrowest FFN slab, one weight row per read, one
-    /// row of decode scratch, one query per attention tile. Slower (more, smaller reads), same
-    /// results.
+    /// file), room for one head per attention group and the narrowest FFN slab, one weight row
+    /// per read, one row of decode scratch, one query per attention tile. Slower (more, smaller
+    /// reads), same results.
     pub fn smallest(model: &Model<'_>, limits: Limits) -> Result<Self> {
         let shape = Shape::of(model)?;
         let slab = shape.slab_within(shape.qkv_width(1));
         let choices = Choices {
             mode: Mode::Scan,
             window: MIN_WINDOW_CHARS,
+            wide_allowance: 0,
             group: 1,
             slab,
             q_tile: 1,
@@ -119,19 +174,33 @@ impl Plan {
         Plan::build(&shape, limits, choices)
     }
 
-    /// The fast plan if `memory` holds its arena and its vocab index, else the smallest; memory
-    /// too small for either is [`Error::ArenaTooSmall`] with the smallest plan's size.
+    /// The plan of the given kind.
+    pub fn of_kind(model: &Model<'_>, limits: Limits, kind: PlanKind) -> Result<Self> {
+        match kind {
+            PlanKind::Fast => Plan::new(model, limits),
+            PlanKind::Lean => Plan::lean(model, limits),
+            PlanKind::Smallest => Plan::smallest(model, limits),
+        }
+    }
+
+    /// The fastest of [`Plan::new`], [`Plan::lean`] and [`Plan::smallest`] whose arena and
+    /// vocab index together fit `memory` bytes; memory too small for all three is
+    /// [`Error::ArenaTooSmall`] with the smallest plan's size.
     pub fn fit(model: &Model<'_>, limits: Limits, memory: usize) -> Result<Self> {
-        let fast = Plan::new(model, limits)?;
-        if fast.arena_bytes.saturating_add(fast.index_bytes) <= memory {
-            return Ok(fast);
+        let mut needed = 0;
+        for kind in [PlanKind::Fast, PlanKind::Lean, PlanKind::Smallest] {
+            let plan = Plan::of_kind(model, limits, kind)?;
+            needed = plan.memory_bytes();
+            if needed <= memory {
+                return Ok(plan);
+            }
         }
-        let arena_len = memory;
-        let small = Plan::smallest(model, limits)?;
-        if small.arena_bytes <= arena_len {
-            return Ok(small);
-        }
-        Err(Error::ArenaTooSmall { needed: small.arena_bytes, given: arena_len })
+        Err(Error::ArenaTooSmall { needed, given: memory })
+    }
+
+    /// Bytes of the arena and the vocab index together.
+    pub fn memory_bytes(&self) -> usize {
+        self.arena_bytes.saturating_add(self.index_bytes)
     }
 
     /// Exact bytes of arena a job with this plan needs (alignment slack included: any arena of
@@ -174,6 +243,11 @@ impl Plan {
         let attention = shape.qkv_width(c.group);
         let ffn = c.slab.checked_mul(gates).ok_or(too_big)?;
         let wide = e.checked_add(attention.max(ffn)).ok_or(too_big)?;
+        // While the whole wide region stays within the allowance, give every token room for
+        // all heads at once and the whole FFN width: fewer, larger weight reads.
+        let widest = shape.qkv_width(shape.n_head).max(shape.n_ff.saturating_mul(gates)).saturating_add(e);
+        let allowed = c.wide_allowance.checked_div(n.saturating_mul(core::mem::size_of::<f32>())).unwrap_or(0);
+        let wide = wide.max(widest.min(allowed));
         let q_tile = c.q_tile.min(n);
         let k_tile = c.k_tile.min(n);
         let mut plan = Plan {
@@ -189,6 +263,7 @@ impl Plan {
             scratch: c.scratch,
             mode: c.mode,
             window: c.window,
+            shape: *shape,
             index_bytes: match c.mode {
                 Mode::Index => shape.index_bytes,
                 Mode::Scan => 0,
@@ -201,6 +276,23 @@ impl Plan {
             .try_fold(REGION_ALIGN, |acc, &r| acc.checked_add(r.checked_next_multiple_of(REGION_ALIGN)?))
             .ok_or(too_big)?;
         Ok(plan)
+    }
+
+    /// The layout of a job of `n_tokens` tokens: as many heads per attention group and as wide
+    /// an FFN slab as the wide region holds for that many tokens (never less than the plan's),
+    /// within what the decode scratch and the weight chunk buffer take.
+    pub(crate) fn layout_for(&self, n_tokens: usize) -> Layout {
+        let sh = &self.shape;
+        let total = self.limits.max_tokens.saturating_mul(self.wide);
+        let room = total.checked_div(n_tokens.max(1)).unwrap_or(0).saturating_sub(self.n_embd);
+        let per_group = sh.head_dim.saturating_mul(3).max(1);
+        let group = room.checked_div(per_group).unwrap_or(0).clamp(self.group, sh.n_head.max(self.group));
+        let (bb, be) = sh.down_density;
+        let by_chunk = self.chunk_bytes.checked_div(bb.max(1)).unwrap_or(0).saturating_mul(be);
+        let slab = sh.slab_within(room).min(self.scratch).min(by_chunk);
+        let block = sh.down_block.max(1);
+        let slab = slab.checked_div(block).unwrap_or(0).saturating_mul(block).max(self.slab);
+        Layout { group, slab }
     }
 
     /// Byte sizes of the arena's regions, in carving order (see `engine::arena`).
@@ -233,6 +325,7 @@ impl Plan {
 }
 
 /// What of a model's shape the plan depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Shape {
     n_embd: usize,
     n_ff: usize,
