@@ -63,10 +63,9 @@ fn async_embedding_yields_between_steps() {
     let ticks = Cell::new(0u32);
     let done = Cell::new(false);
     let embedding = async {
-        e.embed_async("The quick brown fox jumps over the lazy dog.").await.map(|v| {
-            done.set(true);
-            v
-        })
+        let v = e.embed_async("The quick brown fox jumps over the lazy dog.").await;
+        done.set(true);
+        v
     };
     // Another task on the same single-threaded executor keeps running while the embedding does.
     let other = async {

@@ -242,7 +242,7 @@ fn values_round_trip() {
         let enc: Vec<u8> = match ty {
             0 | 1 | 7 => vec![raw as u8],
             2 | 3 => (raw as u16).to_le_bytes().to_vec(),
-            4 | 5 | 6 => (raw as u32).to_le_bytes().to_vec(),
+            4..=6 => (raw as u32).to_le_bytes().to_vec(),
             8 => gstr(s.as_bytes()),
             9 => string_array(&[s.as_str(), "x"]),
             _ => raw.to_le_bytes().to_vec(),

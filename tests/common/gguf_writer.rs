@@ -70,7 +70,7 @@ pub fn file(version: u32, kvs: &[Vec<u8>], infos: &[Vec<u8>], alignment: usize, 
     for t in infos {
         b.extend_from_slice(t);
     }
-    while b.len() % alignment != 0 {
+    while !b.len().is_multiple_of(alignment) {
         b.push(0);
     }
     b.extend_from_slice(data);
