@@ -187,10 +187,7 @@ impl Name {
             *dst = *src;
         }
         // `end` <= 63, so it fits a u8.
-        Name {
-            bytes,
-            len: end as u8,
-        }
+        Name { bytes, len: end as u8 }
     }
 
     /// The name as a string slice.
@@ -282,11 +279,7 @@ impl fmt::Display for Unsupported {
                 write!(f, "architecture {a:?} (bert and nomic-bert are supported)")
             }
             Unsupported::TensorType { tensor, ty } => {
-                write!(
-                    f,
-                    "tensor {tensor} has type {}, which the engine cannot compute with",
-                    ty.name()
-                )
+                write!(f, "tensor {tensor} has type {}, which the engine cannot compute with", ty.name())
             }
             Unsupported::TokenizerModel(m) => {
                 write!(f, "tokenizer model {m:?} (only bert WordPiece)")
@@ -302,10 +295,7 @@ impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InputError::TooManyTokens { tokens, max } => {
-                write!(
-                    f,
-                    "input has at least {tokens} tokens, more than the limit of {max}"
-                )
+                write!(f, "input has at least {tokens} tokens, more than the limit of {max}")
             }
             InputError::TokenIdOutOfRange(id) => write!(f, "token id {id} is outside the vocab"),
             InputError::Empty => f.write_str("empty input"),

@@ -15,10 +15,7 @@ impl<T: Read + Seek + ?Sized> Source for T {}
 
 /// Turns a source error at `offset` into a core [`Error`].
 pub(crate) fn io_error<E: embedded_io::Error>(e: E, offset: u64) -> Error {
-    Error::Io {
-        kind: e.kind(),
-        offset,
-    }
+    Error::Io { kind: e.kind(), offset }
 }
 
 /// The total length of the source, in bytes. Leaves the cursor at the end.
@@ -30,14 +27,9 @@ pub fn source_len<S: Source + ?Sized>(io: &mut S) -> Result<u64> {
 ///
 /// A source that ends first yields [`Malformed::Truncated`] at the offset where data ran out.
 pub fn read_exact_at<S: Source + ?Sized>(io: &mut S, offset: u64, buf: &mut [u8]) -> Result<()> {
-    let pos = io
-        .seek(SeekFrom::Start(offset))
-        .map_err(|e| io_error(e, offset))?;
+    let pos = io.seek(SeekFrom::Start(offset)).map_err(|e| io_error(e, offset))?;
     if pos != offset {
-        return Err(Error::Io {
-            kind: ErrorKind::Other,
-            offset,
-        });
+        return Err(Error::Io { kind: ErrorKind::Other, offset });
     }
     io.read_exact(buf).map_err(|e| match e {
         ReadExactError::UnexpectedEof => Error::malformed(Malformed::Truncated, offset),
@@ -49,8 +41,7 @@ pub fn read_exact_at<S: Source + ?Sized>(io: &mut S, offset: u64, buf: &mut [u8]
 ///
 /// Stops early only at the end of the source.
 pub fn read_at_most<S: Source + ?Sized>(io: &mut S, offset: u64, buf: &mut [u8]) -> Result<usize> {
-    io.seek(SeekFrom::Start(offset))
-        .map_err(|e| io_error(e, offset))?;
+    io.seek(SeekFrom::Start(offset)).map_err(|e| io_error(e, offset))?;
     let mut filled = 0usize;
     while let Some(rest) = buf.get_mut(filled..) {
         if rest.is_empty() {
@@ -146,10 +137,7 @@ mod tests {
         read_exact_at(&mut s, 6, &mut buf).unwrap();
         assert_eq!(&buf, b"world");
         assert_eq!(source_len(&mut s).unwrap(), 11);
-        assert_eq!(
-            read_exact_at(&mut s, 8, &mut buf),
-            Err(Error::malformed(Malformed::Truncated, 8))
-        );
+        assert_eq!(read_exact_at(&mut s, 8, &mut buf), Err(Error::malformed(Malformed::Truncated, 8)));
         assert_eq!(read_at_most(&mut s, 8, &mut buf).unwrap(), 3);
         assert_eq!(&buf[..3], b"rld");
         assert_eq!(read_at_most(&mut s, 100, &mut buf).unwrap(), 0);

@@ -31,8 +31,8 @@
 )]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod error;
 pub mod engine;
+pub mod error;
 pub mod gguf;
 pub mod io;
 pub mod model;

@@ -246,7 +246,8 @@ impl Plan {
         // While the whole wide region stays within the allowance, give every token room for
         // all heads at once and the whole FFN width: fewer, larger weight reads.
         let widest = shape.qkv_width(shape.n_head).max(shape.n_ff.saturating_mul(gates)).saturating_add(e);
-        let allowed = c.wide_allowance.checked_div(n.saturating_mul(core::mem::size_of::<f32>())).unwrap_or(0);
+        let allowed =
+            c.wide_allowance.checked_div(n.saturating_mul(core::mem::size_of::<f32>())).unwrap_or(0);
         let wide = wide.max(widest.min(allowed));
         let q_tile = c.q_tile.min(n);
         let k_tile = c.k_tile.min(n);

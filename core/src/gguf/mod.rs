@@ -12,8 +12,8 @@ mod window;
 
 pub use ggml_type::GgmlType;
 pub use reader::{
-    Event, Header, Layout, Reader, TensorInfo, DEFAULT_ALIGNMENT, DEFAULT_SCRATCH, MAX_KEY_LEN,
-    MAX_NAME_LEN, MIN_SCRATCH,
+    Event, Header, Layout, Reader, TensorInfo, DEFAULT_ALIGNMENT, DEFAULT_SCRATCH, MAX_KEY_LEN, MAX_NAME_LEN,
+    MIN_SCRATCH,
 };
 pub use value::{ArrayRef, Str, Value, ValueType};
 
@@ -39,12 +39,7 @@ pub struct ArrayReader<'s> {
 impl<'s> ArrayReader<'s> {
     /// A reader of `array`'s elements, starting at the first.
     pub fn new(array: ArrayRef, scratch: &'s mut [u8]) -> Self {
-        ArrayReader {
-            window: Window::new(scratch),
-            array,
-            index: 0,
-            pos: array.offset,
-        }
+        ArrayReader { window: Window::new(scratch), array, index: 0, pos: array.offset }
     }
 
     /// Index of the element the next call returns.
@@ -78,9 +73,7 @@ impl<'s> ArrayReader<'s> {
                 }
                 self.pos = offset.saturating_add(len);
                 self.index = self.index.saturating_add(1);
-                let n = usize::try_from(len)
-                    .unwrap_or(usize::MAX)
-                    .min(self.window.capacity());
+                let n = usize::try_from(len).unwrap_or(usize::MAX).min(self.window.capacity());
                 let head = self.window.bytes(io, offset, n)?;
                 return Ok(Some(Value::String(Str { offset, len, head })));
             }
@@ -90,12 +83,7 @@ impl<'s> ArrayReader<'s> {
                 let offset = at.saturating_add(12);
                 let byte_len = self.inner_len(io, ty, count, offset)?;
                 self.pos = offset.saturating_add(byte_len);
-                Value::Array(ArrayRef {
-                    elem: ty,
-                    count,
-                    offset,
-                    byte_len,
-                })
+                Value::Array(ArrayRef { elem: ty, count, offset, byte_len })
             }
             ty => {
                 let size = ty.fixed_size().unwrap_or(0);
@@ -103,8 +91,7 @@ impl<'s> ArrayReader<'s> {
                     return Err(Error::malformed(Malformed::Truncated, at));
                 }
                 let bytes = self.window.bytes(io, at, size as usize)?;
-                let v =
-                    decode_scalar(ty, bytes).ok_or(Error::malformed(Malformed::Truncated, at))?;
+                let v = decode_scalar(ty, bytes).ok_or(Error::malformed(Malformed::Truncated, at))?;
                 self.pos = at.saturating_add(size);
                 v
             }
@@ -125,11 +112,7 @@ impl<'s> ArrayReader<'s> {
         let too_long = Error::malformed(Malformed::LengthTooLarge(count), offset);
         if let Some(size) = ty.fixed_size() {
             let len = count.checked_mul(size).ok_or(too_long)?;
-            return if len > end.saturating_sub(offset) {
-                Err(too_long)
-            } else {
-                Ok(len)
-            };
+            return if len > end.saturating_sub(offset) { Err(too_long) } else { Ok(len) };
         }
         if ty != ValueType::String {
             return Err(Error::malformed(Malformed::NestingTooDeep, offset));
@@ -137,11 +120,7 @@ impl<'s> ArrayReader<'s> {
         let mut p = offset;
         for _ in 0..count {
             let len = self.window.u64(io, p)?;
-            p = p
-                .checked_add(8)
-                .and_then(|q| q.checked_add(len))
-                .filter(|&q| q <= end)
-                .ok_or(too_long)?;
+            p = p.checked_add(8).and_then(|q| q.checked_add(len)).filter(|&q| q <= end).ok_or(too_long)?;
         }
         Ok(p.saturating_sub(offset))
     }
@@ -182,15 +161,9 @@ impl TensorStream {
             return Ok(None);
         }
         let block = u64::from(self.info.ty.block_bytes());
-        let fit = (buf.len() as u64)
-            .checked_div(block)
-            .unwrap_or(0)
-            .saturating_mul(block);
+        let fit = (buf.len() as u64).checked_div(block).unwrap_or(0).saturating_mul(block);
         if fit == 0 {
-            return Err(Error::BufferTooSmall {
-                needed: block as usize,
-                given: buf.len(),
-            });
+            return Err(Error::BufferTooSmall { needed: block as usize, given: buf.len() });
         }
         let n = fit.min(left);
         let chunk = buf.get_mut(..n as usize).ok_or(Error::InvalidState)?;
@@ -202,12 +175,7 @@ impl TensorStream {
 
 /// Streams all of `info`'s bytes through `buf`, calling `handle(offset_in_tensor, chunk)` per
 /// chunk of whole blocks. Not bounded: use [`TensorStream`] to interleave other work.
-pub fn stream_tensor<S, F>(
-    io: &mut S,
-    info: &TensorInfo,
-    buf: &mut [u8],
-    mut handle: F,
-) -> Result<()>
+pub fn stream_tensor<S, F>(io: &mut S, info: &TensorInfo, buf: &mut [u8], mut handle: F) -> Result<()>
 where
     S: Source + ?Sized,
     F: FnMut(u64, &[u8]) -> Result<()>,
@@ -240,10 +208,7 @@ pub fn validate<S: Source + ?Sized>(
             Event::Header(h) => {
                 if h.tensor_count > table.len() as u64 {
                     let needed = usize::try_from(h.tensor_count).unwrap_or(usize::MAX);
-                    return Err(Error::BufferTooSmall {
-                        needed,
-                        given: table.len(),
-                    });
+                    return Err(Error::BufferTooSmall { needed, given: table.len() });
                 }
             }
             Event::Tensor(t) => {
@@ -305,40 +270,25 @@ pub fn find_tensor<S: Source + ?Sized>(
 /// Streams a float tensor (F32, F16, BF16, F64) through `buf` and fails with
 /// [`Malformed::NonFinite`] at the first NaN or infinity. Other types pass unchecked (their
 /// scales are checked where they are decoded). Not bounded in time.
-pub fn scan_non_finite<S: Source + ?Sized>(
-    io: &mut S,
-    info: &TensorInfo,
-    buf: &mut [u8],
-) -> Result<()> {
+pub fn scan_non_finite<S: Source + ?Sized>(io: &mut S, info: &TensorInfo, buf: &mut [u8]) -> Result<()> {
     fn bits<const N: usize>(b: &[u8]) -> [u8; N] {
         b.try_into().unwrap_or([0; N])
     }
     let non_finite: fn(&[u8]) -> bool = match info.ty {
-        GgmlType::F32 => |c| {
-            c.chunks_exact(4)
-                .any(|b| u32::from_le_bytes(bits(b)) & 0x7f80_0000 == 0x7f80_0000)
-        },
-        GgmlType::F16 => |c| {
-            c.chunks_exact(2)
-                .any(|b| u16::from_le_bytes(bits(b)) & 0x7c00 == 0x7c00)
-        },
-        GgmlType::BF16 => |c| {
-            c.chunks_exact(2)
-                .any(|b| u16::from_le_bytes(bits(b)) & 0x7f80 == 0x7f80)
-        },
+        GgmlType::F32 => {
+            |c| c.chunks_exact(4).any(|b| u32::from_le_bytes(bits(b)) & 0x7f80_0000 == 0x7f80_0000)
+        }
+        GgmlType::F16 => |c| c.chunks_exact(2).any(|b| u16::from_le_bytes(bits(b)) & 0x7c00 == 0x7c00),
+        GgmlType::BF16 => |c| c.chunks_exact(2).any(|b| u16::from_le_bytes(bits(b)) & 0x7f80 == 0x7f80),
         GgmlType::F64 => |c| {
             let exp = 0x7ff0_0000_0000_0000;
-            c.chunks_exact(8)
-                .any(|b| u64::from_le_bytes(bits(b)) & exp == exp)
+            c.chunks_exact(8).any(|b| u64::from_le_bytes(bits(b)) & exp == exp)
         },
         _ => return Ok(()),
     };
     stream_tensor(io, info, buf, |at, chunk| {
         if non_finite(chunk) {
-            Err(Error::malformed(
-                Malformed::NonFinite(info.name),
-                info.offset.saturating_add(at),
-            ))
+            Err(Error::malformed(Malformed::NonFinite(info.name), info.offset.saturating_add(at)))
         } else {
             Ok(())
         }

@@ -93,9 +93,7 @@ impl TensorInfo {
 
     /// Number of rows: the product of `ne[1..]` (validated not to overflow when read).
     pub fn n_rows(&self) -> u64 {
-        self.ne[1]
-            .saturating_mul(self.ne[2])
-            .saturating_mul(self.ne[3])
+        self.ne[1].saturating_mul(self.ne[2]).saturating_mul(self.ne[3])
     }
 
     /// Number of elements (validated not to overflow when read).
@@ -200,10 +198,7 @@ impl<'s> Reader<'s> {
     /// `scratch` must hold at least [`MIN_SCRATCH`] bytes; [`DEFAULT_SCRATCH`] is a good size.
     pub fn new(scratch: &'s mut [u8]) -> Result<Self> {
         if scratch.len() < MIN_SCRATCH {
-            return Err(Error::BufferTooSmall {
-                needed: MIN_SCRATCH,
-                given: scratch.len(),
-            });
+            return Err(Error::BufferTooSmall { needed: MIN_SCRATCH, given: scratch.len() });
         }
         let (key, window) = scratch.split_at_mut(MAX_KEY_LEN);
         Ok(Reader {
@@ -214,11 +209,7 @@ impl<'s> Reader<'s> {
             pos: 0,
             index: 0,
             file_len: None,
-            header: Header {
-                version: 0,
-                tensor_count: 0,
-                kv_count: 0,
-            },
+            header: Header { version: 0, tensor_count: 0, kv_count: 0 },
             alignment: DEFAULT_ALIGNMENT,
             tensor_info_offset: 0,
             data_offset: 0,
@@ -233,11 +224,8 @@ impl<'s> Reader<'s> {
         r.phase = Phase::Tensors;
         r.pos = layout.tensor_info_offset;
         r.file_len = Some(layout.file_len);
-        r.header = Header {
-            version: layout.version,
-            tensor_count: layout.tensor_count,
-            kv_count: layout.kv_count,
-        };
+        r.header =
+            Header { version: layout.version, tensor_count: layout.tensor_count, kv_count: layout.kv_count };
         r.alignment = layout.alignment;
         r.tensor_info_offset = layout.tensor_info_offset;
         r.data_offset = layout.data_offset;
@@ -360,11 +348,7 @@ impl<'s> Reader<'s> {
         if least > room {
             return Err(Error::malformed(Malformed::CountTooLarge(tensor_count), 8));
         }
-        self.header = Header {
-            version,
-            tensor_count,
-            kv_count,
-        };
+        self.header = Header { version, tensor_count, kv_count };
         self.pos = HEADER_LEN;
         self.index = 0;
         self.phase = Phase::Kvs;
@@ -419,11 +403,7 @@ impl<'s> Reader<'s> {
                     self.pos = add(array.offset, byte_len, value_at)?;
                     Value::Array(ArrayRef { byte_len, ..array })
                 } else {
-                    let walk = Walk {
-                        array,
-                        remaining: array.count,
-                        inner: None,
-                    };
+                    let walk = Walk { array, remaining: array.count, inner: None };
                     self.phase = Phase::Walk(walk);
                     return Ok(Emit::Progress);
                 }
@@ -431,8 +411,8 @@ impl<'s> Reader<'s> {
             _ => {
                 let size = ty.fixed_size().unwrap_or(0);
                 let bytes = self.window.bytes(io, value_at, size as usize)?;
-                let value = decode_scalar(ty, bytes)
-                    .ok_or(Error::malformed(Malformed::Truncated, value_at))?;
+                let value =
+                    decode_scalar(ty, bytes).ok_or(Error::malformed(Malformed::Truncated, value_at))?;
                 self.pos = add(value_at, size, at)?;
                 value
             }
@@ -458,29 +438,16 @@ impl<'s> Reader<'s> {
 
     /// Reads the string whose u64 length is at `at`, checking it lies within the file. Returns it
     /// (with an empty head) and how many of its first bytes are now in the window.
-    fn string_at<S: Source + ?Sized>(
-        &mut self,
-        io: &mut S,
-        at: u64,
-    ) -> Result<(Str<'static>, usize)> {
+    fn string_at<S: Source + ?Sized>(&mut self, io: &mut S, at: u64) -> Result<(Str<'static>, usize)> {
         let len = self.window.u64(io, at)?;
         let offset = add(at, 8, at)?;
         if len > self.remaining_from(offset) {
             return Err(Error::malformed(Malformed::LengthTooLarge(len), at));
         }
-        let head = usize::try_from(len)
-            .unwrap_or(usize::MAX)
-            .min(self.window.capacity());
+        let head = usize::try_from(len).unwrap_or(usize::MAX).min(self.window.capacity());
         self.window.bytes(io, offset, head)?;
         // The head is borrowed from the window when the event is built.
-        Ok((
-            Str {
-                offset,
-                len,
-                head: &[],
-            },
-            head,
-        ))
+        Ok((Str { offset, len, head: &[] }, head))
     }
 
     /// Reads an array header (element type, count) at `at` and checks the count against the
@@ -490,20 +457,10 @@ impl<'s> Reader<'s> {
         let count_at = add(at, 4, at)?;
         let count = self.window.u64(io, count_at)?;
         let offset = add(at, 12, at)?;
-        if count
-            > self
-                .remaining_from(offset)
-                .checked_div(elem.min_size())
-                .unwrap_or(0)
-        {
+        if count > self.remaining_from(offset).checked_div(elem.min_size()).unwrap_or(0) {
             return Err(Error::malformed(Malformed::CountTooLarge(count), count_at));
         }
-        Ok(ArrayRef {
-            elem,
-            count,
-            offset,
-            byte_len: 0,
-        })
+        Ok(ArrayRef { elem, count, offset, byte_len: 0 })
     }
 
     fn walk<S: Source + ?Sized>(&mut self, io: &mut S, mut walk: Walk) -> Result<Emit> {
@@ -528,15 +485,9 @@ impl<'s> Reader<'s> {
                 walk.inner = None;
             }
             if walk.remaining == 0 {
-                let array = ArrayRef {
-                    byte_len: self.pos.saturating_sub(walk.array.offset),
-                    ..walk.array
-                };
+                let array = ArrayRef { byte_len: self.pos.saturating_sub(walk.array.offset), ..walk.array };
                 self.after_kv();
-                return Ok(Emit::Kv {
-                    value: Value::Array(array),
-                    head_len: 0,
-                });
+                return Ok(Emit::Kv { value: Value::Array(array), head_len: 0 });
             }
             walk.remaining = walk.remaining.saturating_sub(1);
             if walk.array.elem == ValueType::String {
@@ -570,8 +521,8 @@ impl<'s> Reader<'s> {
         for _ in 0..TENSORS_PER_SCAN_STEP {
             if self.index >= self.header.tensor_count {
                 let end = self.pos;
-                self.data_offset = align_up(end, self.alignment)
-                    .ok_or(Error::malformed(Malformed::Overflow, end))?;
+                self.data_offset =
+                    align_up(end, self.alignment).ok_or(Error::malformed(Malformed::Overflow, end))?;
                 self.phase = Phase::Tensors;
                 self.pos = self.tensor_info_offset;
                 self.index = 0;
@@ -626,10 +577,7 @@ impl<'s> Reader<'s> {
         let dims_at = add(name_at, name_len as u64, at)?;
         let n_dims = self.window.u32(io, dims_at)?;
         if !(1..=4).contains(&n_dims) {
-            return Err(Error::malformed(
-                Malformed::BadDimensionCount(n_dims),
-                dims_at,
-            ));
+            return Err(Error::malformed(Malformed::BadDimensionCount(n_dims), dims_at));
         }
         let mut ne = [1u64; 4];
         let mut p = add(dims_at, 4, at)?;
@@ -647,17 +595,15 @@ impl<'s> Reader<'s> {
             p = add(p, 8, at)?;
         }
         let type_id = self.window.u32(io, p)?;
-        let ty = GgmlType::from_id(type_id)
-            .ok_or(Error::malformed(Malformed::UnknownGgmlType(type_id), p))?;
+        let ty =
+            GgmlType::from_id(type_id).ok_or(Error::malformed(Malformed::UnknownGgmlType(type_id), p))?;
         let offset_at = add(p, 4, at)?;
         let offset = self.window.u64(io, offset_at)?;
         let next = add(offset_at, 8, at)?;
 
         let [ne0, ne1, ne2, ne3] = ne;
-        let row_bytes = ty.row_bytes(ne0).ok_or(Error::malformed(
-            Malformed::RowNotBlockMultiple { ty, ne0 },
-            dims_at,
-        ))?;
+        let row_bytes =
+            ty.row_bytes(ne0).ok_or(Error::malformed(Malformed::RowNotBlockMultiple { ty, ne0 }, dims_at))?;
         let n_bytes = [ne1, ne2, ne3]
             .iter()
             .try_fold(row_bytes, |acc, &d| acc.checked_mul(d))
@@ -665,28 +611,19 @@ impl<'s> Reader<'s> {
         if !offset.is_multiple_of(self.alignment) {
             return Err(Error::malformed(Malformed::Misaligned(offset), offset_at));
         }
-        let info = TensorInfo {
-            name,
-            ty,
-            n_dims: n_dims as u8,
-            ne,
-            offset,
-            n_bytes,
-        };
+        let info = TensorInfo { name, ty, n_dims: n_dims as u8, ne, offset, n_bytes };
         Ok((info, next))
     }
 }
 
 /// `a + b`, or [`Malformed::Overflow`] at `at`.
 fn add(a: u64, b: u64, at: u64) -> Result<u64> {
-    a.checked_add(b)
-        .ok_or(Error::malformed(Malformed::Overflow, at))
+    a.checked_add(b).ok_or(Error::malformed(Malformed::Overflow, at))
 }
 
 /// `a * b`, or [`Malformed::Overflow`] at `at`.
 fn mul(a: u64, b: u64, at: u64) -> Result<u64> {
-    a.checked_mul(b)
-        .ok_or(Error::malformed(Malformed::Overflow, at))
+    a.checked_mul(b).ok_or(Error::malformed(Malformed::Overflow, at))
 }
 
 /// `pos` rounded up to a multiple of `align` (a power of two).

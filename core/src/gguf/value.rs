@@ -259,8 +259,7 @@ impl ArrayRef {
         if index >= self.count {
             return None;
         }
-        self.offset
-            .checked_add(index.checked_mul(self.elem.fixed_size()?)?)
+        self.offset.checked_add(index.checked_mul(self.elem.fixed_size()?)?)
     }
 }
 
@@ -270,19 +269,10 @@ mod tests {
 
     #[test]
     fn scalars_decode_little_endian() {
-        assert_eq!(
-            decode_scalar(ValueType::U32, &[1, 2, 0, 0]),
-            Some(Value::U32(0x201))
-        );
+        assert_eq!(decode_scalar(ValueType::U32, &[1, 2, 0, 0]), Some(Value::U32(0x201)));
         assert_eq!(decode_scalar(ValueType::I8, &[0xff]), Some(Value::I8(-1)));
-        assert_eq!(
-            decode_scalar(ValueType::Bool, &[2]),
-            Some(Value::Bool(true))
-        );
-        assert_eq!(
-            decode_scalar(ValueType::F32, &1.5f32.to_le_bytes()),
-            Some(Value::F32(1.5))
-        );
+        assert_eq!(decode_scalar(ValueType::Bool, &[2]), Some(Value::Bool(true)));
+        assert_eq!(decode_scalar(ValueType::F32, &1.5f32.to_le_bytes()), Some(Value::F32(1.5)));
         assert_eq!(decode_scalar(ValueType::U64, &[0; 7]), None);
         assert_eq!(decode_scalar(ValueType::String, &[0; 16]), None);
     }

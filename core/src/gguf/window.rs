@@ -15,11 +15,7 @@ pub(crate) struct Window<'s> {
 impl<'s> Window<'s> {
     /// An empty window over `buf`.
     pub(crate) fn new(buf: &'s mut [u8]) -> Self {
-        Window {
-            buf,
-            start: 0,
-            len: 0,
-        }
+        Window { buf, start: 0, len: 0 }
     }
 
     /// The most bytes one [`Window::bytes`] call can return.
@@ -40,17 +36,9 @@ impl<'s> Window<'s> {
     ///
     /// Reads at most one buffer's worth from the source. `n` larger than the buffer is
     /// [`Error::BufferTooSmall`]; a file ending before `pos + n` is [`Malformed::Truncated`] at `pos`.
-    pub(crate) fn bytes<S: Source + ?Sized>(
-        &mut self,
-        io: &mut S,
-        pos: u64,
-        n: usize,
-    ) -> Result<&[u8]> {
+    pub(crate) fn bytes<S: Source + ?Sized>(&mut self, io: &mut S, pos: u64, n: usize) -> Result<&[u8]> {
         if n > self.buf.len() {
-            return Err(Error::BufferTooSmall {
-                needed: n,
-                given: self.buf.len(),
-            });
+            return Err(Error::BufferTooSmall { needed: n, given: self.buf.len() });
         }
         if !self.holds(pos, n) {
             self.len = read_at_most(io, pos, self.buf)?;
@@ -62,9 +50,7 @@ impl<'s> Window<'s> {
         let from = usize::try_from(pos.saturating_sub(self.start)).unwrap_or(usize::MAX);
         let to = from.saturating_add(n);
         // `holds` (or the refill) guarantees the range is inside the buffered bytes.
-        self.buf
-            .get(from..to)
-            .ok_or(Error::malformed(Malformed::Truncated, pos))
+        self.buf.get(from..to).ok_or(Error::malformed(Malformed::Truncated, pos))
     }
 
     /// Whether `[pos, pos + n)` is already buffered.
