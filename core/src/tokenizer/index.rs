@@ -141,7 +141,13 @@ impl<'m> VocabIndex<'m> {
     }
 }
 
-fn find(slots: &[u32], spans: &[u32], bytes: &[u8], initial: bool, piece: &[u8]) -> core::result::Result<u32, usize> {
+fn find(
+    slots: &[u32],
+    spans: &[u32],
+    bytes: &[u8],
+    initial: bool,
+    piece: &[u8],
+) -> core::result::Result<u32, usize> {
     let cap = slots.len();
     if cap == 0 {
         return Err(usize::MAX);

@@ -11,7 +11,8 @@
 //!   lowest id among equal entries). Greedy longest-match-first only ever asks "the longest piece
 //!   at position p", so resolving the window from that table gives HF's result with one vocab
 //!   pass per window instead of one file read per lookup. Candidate positions are bucketed by
-//!   (word-initial?, first UTF-8 byte), so each entry is compared only where it could start.
+//!   (word-initial?, first two UTF-8 bytes), so each entry is compared only where it could start;
+//!   one-byte entries go to a 256-slot table applied after the pass.
 //!
 //! Both modes resolve a word the same way: all its pieces when every greedy step found one, else
 //! a single `[UNK]`; a word of more than 100 chars is `[UNK]` without a lookup.
@@ -55,10 +56,10 @@ impl Lookup<'_> {
 /// The length limit of a tokenization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
-    /// Most ids written, [CLS] and [SEP] included (a model's context length, e.g. 512). At
+    /// Most ids written, `[CLS]` and `[SEP]` included (a model's context length, e.g. 512). At
     /// least 2.
     pub max_tokens: usize,
-    /// `true`: keep [CLS] + the first `max_tokens − 2` pieces + [SEP], as HF's truncation does.
+    /// `true`: keep `[CLS]` + the first `max_tokens − 2` pieces + `[SEP]`, as HF's truncation does.
     /// `false`: a text needing more is [`InputError::TooManyTokens`].
     pub truncate: bool,
 }
@@ -69,8 +70,10 @@ pub const MIN_WINDOW_CHARS: usize = MAX_WORD_CHARS;
 pub const MAX_WINDOW_CHARS: usize = 1 << 20;
 /// Bytes of file scratch a [`Mode::Scan`] window reads the vocab through.
 pub const SCAN_SCRATCH: usize = 4096;
-/// Buckets of candidate positions: (word-initial?, first UTF-8 byte).
-const BUCKETS: usize = 512;
+/// Buckets of candidate positions, by a hash of (word-initial?, first two UTF-8 bytes).
+const BUCKETS: usize = 1024;
+/// Scan's table of one-byte pieces: (word-initial?, ASCII byte) → lowest id.
+const SINGLES: usize = 256;
 const NONE: u32 = u32::MAX;
 
 /// u32 words per window char: the char, its best id, two item words, and for Scan a bucket link.
@@ -85,7 +88,7 @@ const fn words_per_char(mode: Mode) -> usize {
 const fn fixed_words(mode: Mode) -> usize {
     let buckets = match mode {
         Mode::Index => 0,
-        Mode::Scan => BUCKETS,
+        Mode::Scan => BUCKETS + SINGLES,
     };
     RUN_CAPACITY.saturating_add(QUEUE_CAPACITY).saturating_add(buckets)
 }
@@ -112,8 +115,8 @@ const fn fixed_total(mode: Mode) -> usize {
 }
 
 /// Bytes of work memory [`Tokenize`] needs for a window of `window_chars` chars in `mode`,
-/// alignment slack included: `22 × window + 7 879` for Scan (≈ 30 KB for a 1 000-char window),
-/// `18 × window + 1 737` for Index (≈ 3.5 KB at [`MIN_WINDOW_CHARS`]).
+/// alignment slack included: `22 × window + 10 953` for Scan (≈ 33 KB for a 1 000-char window,
+/// 13 KB at [`MIN_WINDOW_CHARS`]), `18 × window + 1 737` for Index (≈ 3.5 KB at the minimum).
 ///
 /// The window bounds how much text is normalized ahead: Index mode needs no more than the
 /// minimum; in Scan mode each window costs one pass over the vocab file, so a window holding the
@@ -141,6 +144,7 @@ struct Parts<'b> {
     items: &'b mut [u32],
     next: &'b mut [u32],
     heads: &'b mut [u32],
+    singles: &'b mut [u32],
     best_len: &'b mut [u8],
     rem: &'b mut [u8],
     scratch: &'b mut [u8],
@@ -166,11 +170,12 @@ fn carve(mem: &mut [u8], mode: Mode, w: usize) -> Result<Parts<'_>> {
     let items = take(&mut words, w.saturating_mul(2))?;
     let next = take(&mut words, if scan { w } else { 0 })?;
     let heads = take(&mut words, if scan { BUCKETS } else { 0 })?;
+    let singles = take(&mut words, if scan { SINGLES } else { 0 })?;
     let mut bytes: &mut [u8] = bytemuck::cast_slice_mut(words);
     let best_len = take(&mut bytes, w)?;
     let rem = take(&mut bytes, w)?;
     let scratch = take(&mut bytes, fixed_bytes(mode))?;
-    Ok(Parts { run, queue, chars, best_id, items, next, heads, best_len, rem, scratch })
+    Ok(Parts { run, queue, chars, best_id, items, next, heads, singles, best_len, rem, scratch })
 }
 
 /// The window's fill state.
@@ -183,7 +188,7 @@ struct Window {
     /// First char of the word being built, and its stored length.
     word_start: usize,
     word_len: usize,
-    /// The word being built has passed [`MAX_WORD_CHARS`]: it will be [UNK], its chars are
+    /// The word being built has passed [`MAX_WORD_CHARS`]: it will be `[UNK]`, its chars are
     /// dropped.
     word_long: bool,
     /// The window holds the end of the text.
@@ -196,8 +201,13 @@ enum Phase {
     /// Scan mode: streaming the vocab over the window.
     Scan(Cursor),
     /// Index mode: greedy lookups; `pos` is the next word position (or `NONE` at an item start).
-    Index { item: usize, pos: usize },
-    Resolve { item: usize },
+    Index {
+        item: usize,
+        pos: usize,
+    },
+    Resolve {
+        item: usize,
+    },
     Done,
     Failed(Error),
 }
@@ -227,6 +237,8 @@ struct State<'i> {
     phase: Phase,
     /// Bytes of the longest word in a Scan window (longer entries are skipped).
     longest_word: usize,
+    /// The file bytes Scan's scratch holds (kept across steps: the scratch is in `mem`).
+    held: (u64, usize),
 }
 
 /// Tokenizes one text, a bounded amount of work per [`Tokenize::step`].
@@ -250,7 +262,7 @@ pub struct Tokenize<'a> {
 
 impl<'a> Tokenize<'a> {
     /// Prepares to tokenize `text` with `vocab`, looking pieces up through `lookup`, working in
-    /// `mem` and writing ids to `out`. O(1); writes [CLS].
+    /// `mem` and writing ids to `out`. O(1); writes `[CLS]`.
     ///
     /// The window is the largest that `mem` holds (see [`work_bytes`]).
     ///
@@ -285,7 +297,10 @@ impl<'a> Tokenize<'a> {
         };
         let w = window_for(mode, aligned);
         if w < MIN_WINDOW_CHARS {
-            return Err(Error::BufferTooSmall { needed: work_bytes(mode, MIN_WINDOW_CHARS), given: mem.len() });
+            return Err(Error::BufferTooSmall {
+                needed: work_bytes(mode, MIN_WINDOW_CHARS),
+                given: mem.len(),
+            });
         }
         // Validates the layout once, so that later carving cannot fail.
         carve(mem, mode, w)?;
@@ -306,6 +321,7 @@ impl<'a> Tokenize<'a> {
                 pending: None,
                 phase: Phase::Fill,
                 longest_word: 0,
+                held: (0, 0),
             },
             text,
             mem,
@@ -314,13 +330,15 @@ impl<'a> Tokenize<'a> {
     }
 
     /// Does at most about `budget` units of work (at least one; see below) and returns
-    /// [`Step::Pending`] (call again) or [`Step::Done`] (the ids are complete, [SEP] included).
+    /// [`Step::Pending`] (call again) or [`Step::Done`] (the ids are complete, `[SEP]` included).
     ///
     /// A unit is one raw char normalized, one normalized char placed, one vocab entry streamed
     /// (Scan; plus one per window position it is compared at), one index lookup, or one word
-    /// resolved. A step may overrun its budget by one position's lookups (≤ 100) or one entry's
-    /// comparisons (≤ one per window char). Scan mode reads the vocab from `io` through a
-    /// [`SCAN_SCRATCH`]-byte buffer, at most one read per entry; Index mode never touches `io`.
+    /// resolved. A step may overrun its budget by one position's lookups (≤ 100), one entry's
+    /// comparisons (≤ one per window char), or Scan's O(window) setup before and after a pass
+    /// (charged at one unit per 64 chars). Scan mode reads the vocab from `io` through a
+    /// [`SCAN_SCRATCH`]-byte buffer, at most one read per entry (the buffer is kept between
+    /// steps, so `io` must stay the same file); Index mode never touches `io`.
     ///
     /// Errors: [`InputError::TooManyTokens`] when truncation is off and the text needs more than
     /// `max_tokens`; I/O and [`crate::Malformed`] errors of the vocab stream (Scan).
@@ -348,8 +366,8 @@ impl<'a> Tokenize<'a> {
         Ok(self.ids())
     }
 
-    /// The ids written so far: [CLS] and the pieces; after [`Step::Done`] the whole sequence
-    /// ending in [SEP].
+    /// The ids written so far: `[CLS]` and the pieces; after [`Step::Done`] the whole sequence
+    /// ending in `[SEP]`.
     pub fn ids(&self) -> &[u32] {
         self.out.get(..self.st.n_out).unwrap_or_default()
     }
@@ -407,6 +425,8 @@ impl State<'_> {
                 }
                 Phase::Scan(cursor) => {
                     if self.scan(p, io, cursor, left)? {
+                        self.apply_singles(p);
+                        spend(left, (self.win.fill / 64) as u64);
                         self.phase = Phase::Resolve { item: 0 };
                     }
                 }
@@ -539,8 +559,12 @@ impl State<'_> {
 
     // ---- Scan mode ----
 
+    /// Chains every position of the window's words into its bucket: (word-initial?, the first
+    /// two UTF-8 bytes from it, within the word). A position with a single byte left in its word
+    /// is only reachable by one-byte pieces, which go through `singles` instead.
     fn build_buckets(&mut self, p: &mut Parts<'_>) {
         p.heads.fill(NONE);
+        p.singles.fill(NONE);
         self.longest_word = 0;
         for i in 0..self.win.items {
             let (start, len) = item_at(p.items, i);
@@ -553,11 +577,22 @@ impl State<'_> {
             for q in s..end {
                 let c = char_at(p.chars, q);
                 let mut b = [0u8; 4];
-                let first = c.encode_utf8(&mut b).as_bytes().first().copied().unwrap_or(0);
-                let key = usize::from(first) | if q == s { 256 } else { 0 };
-                if let (Some(h), Some(nx)) = (p.heads.get_mut(key), p.next.get_mut(q)) {
-                    *nx = *h;
-                    *h = q as u32;
+                let enc = c.encode_utf8(&mut b).as_bytes();
+                let b0 = enc.first().copied().unwrap_or(0);
+                let b1 = match enc.get(1) {
+                    Some(&b1) => Some(b1),
+                    None if q.saturating_add(1) < end => {
+                        let mut nb = [0u8; 4];
+                        char_at(p.chars, q.saturating_add(1)).encode_utf8(&mut nb).as_bytes().first().copied()
+                    }
+                    None => None,
+                };
+                if let Some(b1) = b1 {
+                    let key = bucket(q == s, b0, b1);
+                    if let (Some(h), Some(nx)) = (p.heads.get_mut(key), p.next.get_mut(q)) {
+                        *nx = *h;
+                        *h = q as u32;
+                    }
                 }
                 if let Some(r) = p.rem.get_mut(q) {
                     *r = end.saturating_sub(q) as u8;
@@ -571,20 +606,59 @@ impl State<'_> {
         }
     }
 
+    /// After a pass: a position no longer piece starts at takes the one-byte piece of its char.
+    fn apply_singles(&mut self, p: &mut Parts<'_>) {
+        for i in 0..self.win.items {
+            let (start, len) = item_at(p.items, i);
+            let (s, end) = (start as usize, (start as usize).saturating_add(len as usize));
+            for q in s..end {
+                let c = p.chars.get(q).copied().unwrap_or(NONE);
+                if c >= 0x80 || p.best_len.get(q).copied().unwrap_or(1) != 0 {
+                    continue;
+                }
+                let id = p.singles.get(single(q == s, c as u8)).copied().unwrap_or(NONE);
+                if id != NONE {
+                    set_best(p, q, 1, id);
+                }
+            }
+        }
+    }
+
     /// Streams vocab entries over the window. `Ok(true)` when the pass is complete.
-    fn scan<S: Source + ?Sized>(&mut self, p: &mut Parts<'_>, io: &mut S, mut cursor: Cursor, left: &mut u64) -> Result<bool> {
+    fn scan<S: Source + ?Sized>(
+        &mut self,
+        p: &mut Parts<'_>,
+        io: &mut S,
+        mut cursor: Cursor,
+        left: &mut u64,
+    ) -> Result<bool> {
         let tokens = self.vocab.tokens();
-        let mut win = FileWindow::new(&mut *p.scratch)?;
+        let mut win = FileWindow::resume(&mut *p.scratch, self.held)?;
         while *left > 0 {
-            let Some((id, entry)) = cursor.next(&tokens, io, &mut win)? else {
+            let next = cursor.next(&tokens, io, &mut win);
+            if next.is_err() {
+                self.held = (0, 0);
+            }
+            let Some((id, entry)) = next? else {
+                self.held = win.held();
                 return Ok(true);
             };
             let mut work = 1u64;
             if let Entry::Bytes(raw) = entry {
                 let (initial, piece) = classify(raw);
-                if let Some(&first) = piece.first().filter(|_| piece.len() <= self.longest_word) {
-                    let key = usize::from(first) | if initial { 256 } else { 0 };
-                    let mut q = p.heads.get(key).copied().unwrap_or(NONE);
+                if let [b] = piece {
+                    // One byte: ASCII, or invalid UTF-8 that never matches.
+                    if let Some(slot) = p.singles.get_mut(single(initial, *b)).filter(|_| *b < 0x80) {
+                        if *slot == NONE {
+                            *slot = id;
+                        }
+                    }
+                } else if let (Some(&b0), Some(&b1)) = (piece.first(), piece.get(1)) {
+                    if piece.len() > self.longest_word {
+                        spend(left, work);
+                        continue;
+                    }
+                    let mut q = p.heads.get(bucket(initial, b0, b1)).copied().unwrap_or(NONE);
                     while q != NONE {
                         let qi = q as usize;
                         work = work.saturating_add(1);
@@ -601,6 +675,7 @@ impl State<'_> {
             }
             spend(left, work);
         }
+        self.held = win.held();
         self.phase = Phase::Scan(cursor);
         Ok(false)
     }
@@ -608,7 +683,14 @@ impl State<'_> {
     // ---- Index mode ----
 
     /// Greedy lookups for the window's words. `true` when every word is done.
-    fn index_match(&mut self, p: &mut Parts<'_>, ix: &VocabIndex<'_>, mut item: usize, mut pos: usize, left: &mut u64) -> bool {
+    fn index_match(
+        &mut self,
+        p: &mut Parts<'_>,
+        ix: &VocabIndex<'_>,
+        mut item: usize,
+        mut pos: usize,
+        left: &mut u64,
+    ) -> bool {
         let mut buf = [0u8; MAX_PIECE_BYTES];
         let mut offs = [0u16; MAX_WORD_CHARS + 1];
         while item < self.win.items {
@@ -741,7 +823,7 @@ impl State<'_> {
         Ok(true)
     }
 
-    /// Writes [SEP] and stops.
+    /// Writes `[SEP]` and stops.
     fn finish(&mut self, out: &mut [u32]) -> Result<()> {
         let slot = out.get_mut(self.n_out).ok_or(Error::InvalidState)?;
         *slot = self.vocab.sep();
@@ -762,6 +844,18 @@ fn push_item(items: &mut [u32], win: &mut Window, (a, b): (u32, u32)) -> bool {
     }
     win.items = win.items.saturating_add(1);
     true
+}
+
+/// The bucket of positions whose word continues with bytes `b0 b1`.
+fn bucket(initial: bool, b0: u8, b1: u8) -> usize {
+    let k = u32::from(initial) << 16 | u32::from(b0) << 8 | u32::from(b1);
+    // The top 10 bits: an index below BUCKETS.
+    (k.wrapping_mul(0x9e37_79b1) >> 22) as usize
+}
+
+/// The `singles` slot of a one-byte ASCII piece.
+fn single(initial: bool, b: u8) -> usize {
+    usize::from(initial) << 7 | usize::from(b & 0x7f)
 }
 
 fn set_best(p: &mut Parts<'_>, pos: usize, len: u8, id: u32) {

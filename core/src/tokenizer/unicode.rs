@@ -1,5 +1,5 @@
 //! The character classes of Hugging Face's `BertNormalizer` and `BertPreTokenizer`, answered from
-//! the generated [`tables`](super::tables) (HF's own crates, Unicode 8.0 categories and Unicode
+//! the generated `tables` module (HF's own crates, Unicode 8.0 categories and Unicode
 //! 9.0.0 normalization data) and from `core`'s `char` methods where HF calls the same ones.
 //!
 //! Every function is a constant-time or binary-search lookup; none allocates or panics.

@@ -18,7 +18,7 @@ pub const MAX_SPECIAL_LEN: usize = 32;
 /// that can ever match fit in it. 4 KiB reads the file in fewer, larger pieces.
 pub const MIN_VOCAB_SCRATCH: usize = 512;
 
-/// Number of special tokens a vocab can name ([PAD] [UNK] [CLS] [SEP] [MASK]).
+/// Number of special tokens a vocab can name (`[PAD]` `[UNK]` `[CLS]` `[SEP]` `[MASK]`).
 const SPECIAL_KINDS: usize = 5;
 
 const KEY_TOKENS: &str = "tokenizer.ggml.tokens";
@@ -86,7 +86,7 @@ impl VocabMeta {
         Ok(())
     }
 
-    /// Checks that the token array and the [UNK], [CLS] and [SEP] ids are present and that every
+    /// Checks that the token array and the `[UNK]`, `[CLS]` and `[SEP]` ids are present and that every
     /// special id is inside the vocab, and returns the loader that reads the special tokens'
     /// strings.
     ///
@@ -113,13 +113,7 @@ impl VocabMeta {
             }
         }
         let last = ids.iter().flatten().copied().max().unwrap_or(0);
-        let vocab = Vocab {
-            tokens,
-            count,
-            ids,
-            specials: [Special::EMPTY; SPECIAL_KINDS],
-            n_specials: 0,
-        };
+        let vocab = Vocab { tokens, count, ids, specials: [Special::EMPTY; SPECIAL_KINDS], n_specials: 0 };
         Ok(VocabLoader { vocab, cursor: Cursor::new(&tokens), last, done: false, failed: None })
     }
 }
@@ -221,7 +215,7 @@ impl VocabLoader {
 }
 
 /// The vocab of a model: where its entries are in the file, the special token ids, and the
-/// special tokens' strings. Small (under 200 bytes) and `Copy`; built by [`VocabLoader`] or
+/// special tokens' strings. Small (about 280 bytes) and `Copy`; built by [`VocabLoader`] or
 /// [`read_vocab`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Vocab {
@@ -244,27 +238,27 @@ impl Vocab {
         self.tokens
     }
 
-    /// The [CLS] id, first token of every sequence.
+    /// The `[CLS]` id, first token of every sequence.
     pub fn cls(&self) -> u32 {
         self.ids.get(CLS).copied().flatten().unwrap_or(0)
     }
 
-    /// The [SEP] id, last token of every sequence.
+    /// The `[SEP]` id, last token of every sequence.
     pub fn sep(&self) -> u32 {
         self.ids.get(SEP).copied().flatten().unwrap_or(0)
     }
 
-    /// The [UNK] id, for words the vocab cannot cover.
+    /// The `[UNK]` id, for words the vocab cannot cover.
     pub fn unk(&self) -> u32 {
         self.ids.get(UNK).copied().flatten().unwrap_or(0)
     }
 
-    /// The [PAD] id, when the file names one.
+    /// The `[PAD]` id, when the file names one.
     pub fn pad(&self) -> Option<u32> {
         self.ids.get(PAD).copied().flatten()
     }
 
-    /// The [MASK] id, when the file names one.
+    /// The `[MASK]` id, when the file names one.
     pub fn mask(&self) -> Option<u32> {
         self.ids.get(MASK).copied().flatten()
     }
@@ -415,6 +409,22 @@ impl<'s> FileWindow<'s> {
         Ok(FileWindow { buf, start: 0, len: 0 })
     }
 
+    /// A window over `buf` that still holds the file bytes `[start, start + len)` from an earlier
+    /// step (the caller keeps `buf` and the file unchanged in between).
+    pub(crate) fn resume(buf: &'s mut [u8], (start, len): (u64, usize)) -> Result<Self> {
+        let mut w = FileWindow::new(buf)?;
+        if len <= w.buf.len() {
+            w.start = start;
+            w.len = len;
+        }
+        Ok(w)
+    }
+
+    /// What [`FileWindow::resume`] needs to pick up where this window is.
+    pub(crate) fn held(&self) -> (u64, usize) {
+        (self.start, self.len)
+    }
+
     /// File bytes `[pos, pos + n)`, reading (one `read_at_most` of the whole buffer) when they are
     /// not held already. `n` is at most [`MIN_VOCAB_SCRATCH`].
     fn bytes<S: Source + ?Sized>(&mut self, io: &mut S, pos: u64, n: usize) -> Result<&[u8]> {
@@ -428,8 +438,6 @@ impl<'s> FileWindow<'s> {
             }
         }
         let from = usize::try_from(pos.saturating_sub(self.start)).unwrap_or(usize::MAX);
-        self.buf
-            .get(from..from.saturating_add(n))
-            .ok_or(Error::malformed(Malformed::Truncated, pos))
+        self.buf.get(from..from.saturating_add(n)).ok_or(Error::malformed(Malformed::Truncated, pos))
     }
 }
