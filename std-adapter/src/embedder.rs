@@ -206,9 +206,13 @@ impl<S: Source> Embedder<S> {
     /// truncated when `truncate`, else an error when more are needed.
     pub fn tokenize_with(&mut self, text: &str, max_tokens: usize, truncate: bool) -> Result<Vec<u32>> {
         let lookup = lookup(&self.meta, &self.index)?;
-        let mode = lookup.mode();
-        let mut work =
-            vec![0u8; tokenizer::work_bytes(mode, tokenizer::MIN_WINDOW_CHARS.max(text.len().min(1 << 16)))];
+        // An index needs no more than the smallest window; a scan makes one pass over the vocab
+        // per window, so it gets one holding most texts whole.
+        let window = match lookup.mode() {
+            tokenizer::Mode::Index => tokenizer::MIN_WINDOW_CHARS,
+            tokenizer::Mode::Scan => text.len().clamp(tokenizer::MIN_WINDOW_CHARS, 4096),
+        };
+        let mut work = vec![0u8; tokenizer::work_bytes(lookup.mode(), window)];
         let mut out = vec![0u32; max_tokens.max(2)];
         let options = tokenizer::Options { max_tokens: max_tokens.max(2), truncate };
         let mut tok = Tokenize::new(&self.meta.vocab, lookup, text, &mut work, &mut out, options)?;

@@ -285,7 +285,7 @@ impl<'a> Job<'a> {
 
     /// Appends one text's ids to the token sequence and records its span.
     fn push_text(&mut self, ids: &[u32]) -> Result<()> {
-        let (n, text) = (self.n_tokens, self.spans_filled());
+        let (n, text) = (self.n_tokens, self.filled);
         let end = n.saturating_add(ids.len());
         if end > self.plan.limits.max_tokens {
             return Err(Error::Input(InputError::TooManyTokens {
@@ -301,11 +301,6 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// Texts whose ids are in place.
-    fn spans_filled(&self) -> usize {
-        self.filled
-    }
-
     /// Moves on to the forward pass once every text's ids are in place.
     fn start_embedding(&mut self) {
         self.layout = self.plan.layout_for(self.n_tokens);
@@ -317,21 +312,10 @@ impl<'a> Job<'a> {
     fn tokenize_step<S: Source + ?Sized>(&mut self, io: &mut S, text: usize, budget: u64) -> Result<u64> {
         if self.tokenizer.is_none() {
             let s = self.texts.get(text).ok_or(Error::InvalidState)?;
-            let n_ctx = self.model.hparams().n_ctx;
-            let room = self.plan.limits.max_tokens.saturating_sub(self.n_tokens);
-            // Truncate at the context; a batch that overflows the plan is an error, not a cut.
-            let options = if room >= n_ctx {
-                tokenizer::Options { max_tokens: n_ctx, truncate: self.options.truncate }
-            } else {
-                tokenizer::Options { max_tokens: room, truncate: false }
-            };
-            if options.max_tokens < 2 {
-                let tokens = self.n_tokens.saturating_add(2);
-                return Err(Error::Input(InputError::TooManyTokens {
-                    tokens,
-                    max: self.plan.limits.max_tokens,
-                }));
-            }
+            // Each text is cut (or refused) at the model's context or the plan's token limit,
+            // whichever is smaller; a batch whose texts together overflow the plan is an error.
+            let max_tokens = self.model.hparams().n_ctx.min(self.plan.limits.max_tokens);
+            let options = tokenizer::Options { max_tokens, truncate: self.options.truncate };
             let out = core::mem::take(&mut self.r.tok_out);
             let work = core::mem::take(&mut self.r.tok_work);
             let vocab = self.model.meta().vocab;
@@ -339,17 +323,8 @@ impl<'a> Job<'a> {
         }
         let tok = self.tokenizer.as_mut().ok_or(Error::InvalidState)?;
         let units = u32::try_from(budget / TOKENIZER_COST).unwrap_or(u32::MAX).max(1);
-        match tok.step(io, units) {
-            Ok(tokenizer::Step::Pending) => return Ok(budget),
-            Ok(tokenizer::Step::Done) => {}
-            Err(Error::Input(InputError::TooManyTokens { tokens, .. })) => {
-                let tokens = self.n_tokens.saturating_add(tokens);
-                return Err(Error::Input(InputError::TooManyTokens {
-                    tokens,
-                    max: self.plan.limits.max_tokens,
-                }));
-            }
-            Err(e) => return Err(e),
+        if tok.step(io, units)? == tokenizer::Step::Pending {
+            return Ok(budget);
         }
         let (out, n, work) = self.tokenizer.take().ok_or(Error::InvalidState)?.into_parts();
         let ids = out.get(..n).ok_or(Error::InvalidState)?;

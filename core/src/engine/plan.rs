@@ -103,8 +103,8 @@ struct Choices {
 
 impl Plan {
     /// The fast plan: the tokenizer looks pieces up in a vocab index (built once per model in
-    /// separate memory, [`Plan::index_bytes`]), large weight chunks and decode tiles (a few
-    /// hundred KiB over the minimum), and per token about 3·n_embd floats — a third of the heads
+    /// separate memory, [`Plan::index_bytes`]), 64 KiB weight chunks and decode tiles of about
+    /// 192 KiB (a few hundred KiB over the minimum), and per token about 3·n_embd floats — a third of the heads
     /// per attention group and FFN slabs as wide as that group's room — or, while the whole
     /// region stays under 2 MiB, room for all heads and the whole FFN at once. A job of fewer
     /// than `max_tokens` tokens uses the room it leaves for more heads and wider slabs (fewer,
@@ -120,9 +120,9 @@ impl Plan {
             wide_allowance: 2 << 20,
             group,
             slab,
-            q_tile: 64,
+            q_tile: 32,
             k_tile: 256,
-            chunk_bytes: (128 * 1024).max(shape.max_span(slab)),
+            chunk_bytes: (64 * 1024).max(shape.max_span(slab)),
             scratch: preferred.max(2usize.saturating_mul(shape.n_embd)).max(slab),
         };
         Plan::build(&shape, limits, choices)
@@ -130,8 +130,8 @@ impl Plan {
 
     /// The lean plan: the fast plan's layout without the vocab index (the tokenizer streams the
     /// vocab once per window of up to 4096 chars, a few milliseconds per text), with smaller
-    /// weight chunks and attention tiles and a 1 MiB allowance for the wide region: several
-    /// hundred KiB less, nearly the same speed on long texts.
+    /// attention tiles and a 1 MiB allowance for the wide region: about 600 KiB less, nearly
+    /// the same speed on long texts.
     pub fn lean(model: &Model<'_>, limits: Limits) -> Result<Self> {
         let shape = Shape::of(model)?;
         let group = shape.n_head.div_ceil(3);
