@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--texts" => texts_path = args.next().ok_or("--texts needs a file")?,
-            "--reps" => reps = args.next().ok_or("--reps needs a number")?.parse()?,
+            "--reps" => reps = args.next().ok_or("--reps needs a number")?.parse::<usize>()?.max(1),
             "--plan" => {
                 plan = match args.next().as_deref() {
                     Some("fast") => PlanKind::Fast,

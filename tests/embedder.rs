@@ -50,6 +50,12 @@ fn a_small_memory_budget_picks_the_small_plan() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("arena too small"), "{err}");
+    // Limits no plan can be made for are a typed error, never a panic.
+    for max_tokens in [0, 1] {
+        let options = EmbedderOptions { max_tokens: Some(max_tokens), ..Default::default() };
+        let err = Embedder::open_with(model("nomic-small-2L-Q4_K_M"), options).unwrap_err();
+        assert!(err.to_string().contains("at least 2 tokens"), "{err}");
+    }
 }
 
 #[test]
@@ -161,6 +167,8 @@ fn cli_embed_and_tokenize() {
         vec!["embed", m],
         vec!["embed", "/nonexistent.gguf", "x"],
         vec!["embed", m, "--no-truncate", &long],
+        // An error whose message happens to contain "Broken pipe" is still an error.
+        vec!["embed", m, "--no-truncate", &format!("Broken pipe {long}")],
         vec!["embed", m, "--max-tokens", "zero", "x"],
         vec!["tokenize", m, "--max-tokens", "5", "--no-truncate", "x"],
     ] {

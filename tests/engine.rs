@@ -180,3 +180,99 @@ fn bad_inputs_are_typed_errors() {
         Err(Error::ArenaTooSmall { needed, given: 1000 }) if needed == Plan::smallest(&m, Limits::tokens(8)).unwrap().arena_bytes()
     ));
 }
+
+#[test]
+fn a_batch_of_texts_in_a_roomy_plan_matches_the_references() {
+    // bert (learned positions restart in every text) and nomic (rotary positions).
+    for model in ["minilm-l6-Q4_K_M", "nomic-small-2L-Q4_K_M"] {
+        let bytes = common::read(&format!("models/{model}.gguf"));
+        let (meta, layers) = load(&bytes);
+        let m = Model::new(meta, &layers).unwrap();
+        let all = cases(&common::fixture(&format!("reference/{model}.jsonl")));
+        let texts: Vec<&str> = all.iter().take(9).map(|c| c.text.as_str()).collect();
+        // Room for more tokens than the batch has: the job widens its layout.
+        let plan = Plan::new(&m, Limits { max_tokens: 512, max_texts: 16 }).unwrap();
+        let mut mem = vec![0u8; plan.index_bytes()];
+        let index = build_index(&meta, &bytes, &mut mem);
+        let batch = embed_input(m, &plan, &bytes, Input::Texts(&texts), Lookup::Index(index));
+        let e = meta.hparams.n_embd;
+        assert_eq!(batch.len(), texts.len() * e);
+        for (i, case) in all.iter().take(9).enumerate() {
+            let (cos, max) = compare(&batch[i * e..(i + 1) * e], &case.embedding);
+            assert!(cos >= 0.99999 && max <= 1e-4, "{model} text {i}: cos {cos} max {max}");
+        }
+    }
+}
+
+#[test]
+fn steps_respect_the_budget() {
+    let bytes = common::read("models/minilm-l6-Q4_K_M.gguf");
+    let (meta, layers) = load(&bytes);
+    let m = Model::new(meta, &layers).unwrap();
+    let long = &cases(&common::fixture("reference/minilm-l6-Q4_K_M.jsonl"))
+        .into_iter()
+        .max_by_key(|c| c.ids.len())
+        .unwrap();
+    assert_eq!(long.ids.len(), 512);
+    let plan = Plan::new(&m, Limits::tokens(512)).unwrap();
+    let mut steps_at = Vec::new();
+    for budget in [0u64, 200_000, 2_000_000] {
+        let mut arena = vec![0u8; plan.arena_bytes()];
+        let options = JobOptions { budget, ..JobOptions::default() };
+        let mut job = Job::new(m, &plan, &mut arena, Input::Ids(&long.ids), Lookup::Scan, options).unwrap();
+        let mut io = SliceSource::new(&bytes);
+        let (mut last, mut worst, mut steps) = (0u64, 0u64, 0usize);
+        let v = loop {
+            steps += 1;
+            match job.step(&mut io).unwrap() {
+                Step::Pending(p) => {
+                    worst = worst.max(p.done - last);
+                    last = p.done;
+                }
+                Step::Done(v) => break v.to_vec(),
+            }
+        };
+        let (cos, _) = compare(&v, &long.embedding);
+        assert!(cos >= 0.99999, "budget {budget}: cos {cos}");
+        // A step overshoots its budget by at most one item; here the largest is an attention key
+        // block (32 queries × 256 keys, each pair 2·head_dim multiply-adds and 750 units more),
+        // larger than a weight row (512 tokens × at most 1536 columns).
+        let item: u64 = 32 * 256 * (2 * 32 + 750);
+        assert!(worst <= budget.max(1) + item, "budget {budget}: a step did {worst} units");
+        steps_at.push(steps);
+    }
+    assert!(steps_at[0] > steps_at[1] && steps_at[1] > steps_at[2], "{steps_at:?}");
+}
+
+#[test]
+fn plans_and_lookups_of_another_model_or_mode_are_refused() {
+    let (tiny, mini) =
+        (common::read("models/bert-tiny-Q8_0.gguf"), common::read("models/minilm-l6-Q4_K_M.gguf"));
+    let (tiny_meta, tiny_layers) = load(&tiny);
+    let (mini_meta, mini_layers) = load(&mini);
+    let tiny_model = Model::new(tiny_meta, &tiny_layers).unwrap();
+    let mini_model = Model::new(mini_meta, &mini_layers).unwrap();
+    let plan = Plan::new(&tiny_model, Limits::tokens(32)).unwrap();
+    let mut arena = vec![0u8; 1 << 24];
+    let opts = JobOptions::default();
+    assert_eq!(
+        Job::new(mini_model, &plan, &mut arena, Input::Ids(&[101, 102]), Lookup::Scan, opts).unwrap_err(),
+        Error::PlanMismatch
+    );
+    // The fast plan tokenizes with an index; a scan lookup does not fit its memory.
+    assert_eq!(
+        Job::new(tiny_model, &plan, &mut arena, Input::Text("hi"), Lookup::Scan, opts).unwrap_err(),
+        Error::PlanMismatch
+    );
+    // Bad limits and too many texts have their own errors.
+    assert_eq!(
+        Plan::new(&tiny_model, Limits::tokens(1)).unwrap_err(),
+        Error::Input(stepembed::core::InputError::BadLimits)
+    );
+    let texts = ["a"; 3];
+    let small = Plan::smallest(&tiny_model, Limits { max_tokens: 32, max_texts: 2 }).unwrap();
+    assert_eq!(
+        Job::new(tiny_model, &small, &mut arena, Input::Texts(&texts), Lookup::Scan, opts).unwrap_err(),
+        Error::Input(stepembed::core::InputError::TooManyTexts { texts: 3, max: 2 })
+    );
+}

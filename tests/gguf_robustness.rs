@@ -195,6 +195,9 @@ fn each_malformation_has_its_error() {
         )),
         Malformed::DuplicateTensor
     );
+    // An empty tensor between two overlapping ones hides nothing.
+    let infos = [tensor_info("a", &[16], 0, 0), tensor_info("e", &[0], 0, 32), tensor_info("b", &[4], 0, 32)];
+    assert_eq!(malformed(&file(3, &ok_kvs(), &infos, 32, &data)), Malformed::Overlap);
     // Every ggml type id the reader knows sizes correctly, so a one-block tensor of each fits.
     for &ty in gguf::GgmlType::ALL {
         let f = file(3, &ok_kvs(), &[tensor_info("t", &[ty.block_elems() as u64], ty.id(), 0)], 32, &data);

@@ -46,7 +46,12 @@ pub enum Error {
     },
     /// The input (text or token ids) is outside what the job was planned for.
     Input(InputError),
-    /// A method was called in a state where it is not allowed (e.g. stepping a finished loader).
+    /// A plan, index or lookup made for another model (or another tokenizer mode) was given to a
+    /// job.
+    PlanMismatch,
+    /// A result was asked for before it existed (e.g. a builder finished early), or an internal
+    /// invariant does not hold (a bug: please report it). A state machine that returns it is
+    /// poisoned.
     InvalidState,
 }
 
@@ -82,7 +87,7 @@ pub enum Malformed {
     DuplicateTensor,
     /// A tensor with a number of dimensions outside 1..=4.
     BadDimensionCount(u32),
-    /// A tensor with a zero-length dimension... or any dimension that ggml cannot represent.
+    /// A tensor dimension ggml cannot represent (above `i64::MAX`).
     BadDimension(u64),
     /// A ggml type id this reader does not know.
     UnknownGgmlType(u32),
@@ -149,10 +154,20 @@ pub enum InputError {
         /// The limit.
         max: usize,
     },
+    /// More texts than the plan's limit.
+    TooManyTexts {
+        /// Texts given.
+        texts: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A token id outside the vocab.
     TokenIdOutOfRange(u32),
-    /// A token sequence shorter than the two special tokens, or an empty batch.
+    /// An empty token sequence, or an empty batch.
     Empty,
+    /// Limits a plan cannot be made for: fewer than 2 tokens (room for [CLS] and [SEP]), no
+    /// texts, more texts than tokens, or more than [`crate::engine::MAX_TOKENS`] tokens.
+    BadLimits,
 }
 
 impl Error {
@@ -225,7 +240,10 @@ impl fmt::Display for Error {
                 write!(f, "arena too small: {needed} bytes needed, {given} given")
             }
             Error::Input(e) => write!(f, "{e}"),
-            Error::InvalidState => f.write_str("method called in a state that does not allow it"),
+            Error::PlanMismatch => {
+                f.write_str("the plan, index or lookup was made for another model or mode")
+            }
+            Error::InvalidState => f.write_str("called out of order, or an internal invariant broke"),
         }
     }
 }
@@ -297,8 +315,14 @@ impl fmt::Display for InputError {
             InputError::TooManyTokens { tokens, max } => {
                 write!(f, "input has at least {tokens} tokens, more than the limit of {max}")
             }
+            InputError::TooManyTexts { texts, max } => {
+                write!(f, "{texts} texts, more than the limit of {max}")
+            }
             InputError::TokenIdOutOfRange(id) => write!(f, "token id {id} is outside the vocab"),
             InputError::Empty => f.write_str("empty input"),
+            InputError::BadLimits => f.write_str(
+                "limits need at least 2 tokens and 1 text, no more texts than tokens, at most 2^24 tokens",
+            ),
         }
     }
 }

@@ -330,7 +330,7 @@ fn work_memory_is_exactly_sized_at_any_alignment() {
     let mut mem = vec![0u8; work_bytes(Mode::Index, MIN_WINDOW_CHARS)];
     assert_eq!(
         Tokenize::new(&vocab, Lookup::Index(other_ix), text, &mut mem, &mut out, opts).err(),
-        Some(Error::InvalidState)
+        Some(Error::PlanMismatch)
     );
 }
 

@@ -13,13 +13,38 @@ use stepembed_core::engine::{Input, PlanKind, Step};
 use crate::embedder::{Embedder, EmbedderOptions};
 use crate::inspect;
 
-/// What went wrong, as the one line the user sees.
+/// Why a command stopped.
 #[derive(Debug)]
-pub struct CliError(pub String);
+pub enum CliError {
+    /// A failure, as the one line the user sees.
+    Message(String),
+    /// Standard output was closed by its reader (`stepembed … | head`): not a failure.
+    ClosedOutput,
+}
 
-impl<E: std::fmt::Display> From<E> for CliError {
-    fn from(e: E) -> Self {
-        CliError(e.to_string())
+impl From<String> for CliError {
+    fn from(msg: String) -> Self {
+        CliError::Message(msg)
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            CliError::ClosedOutput
+        } else {
+            CliError::Message(e.to_string())
+        }
+    }
+}
+
+impl From<serde_json::Error> for CliError {
+    fn from(e: serde_json::Error) -> Self {
+        if e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe) {
+            CliError::ClosedOutput
+        } else {
+            CliError::Message(e.to_string())
+        }
     }
 }
 
@@ -42,10 +67,8 @@ commands:
 /// Runs the command line `args` (without the program name); returns the exit code.
 pub fn run(args: Vec<OsString>) -> i32 {
     match dispatch(args) {
-        Ok(()) => 0,
-        // A closed pipe (`stepembed inspect … | head`) is the reader's choice, not a failure.
-        Err(CliError(msg)) if msg.contains("Broken pipe") => 0,
-        Err(CliError(msg)) => {
+        Ok(()) | Err(CliError::ClosedOutput) => 0,
+        Err(CliError::Message(msg)) => {
             let _ = writeln!(std::io::stderr(), "stepembed: error: {msg}");
             1
         }
@@ -62,7 +85,7 @@ fn dispatch(args: Vec<OsString>) -> Result<(), CliError> {
             println!("{USAGE}");
             Ok(())
         }
-        other => Err(CliError(format!("unknown command {other:?} (try `stepembed help`)"))),
+        other => Err(CliError::Message(format!("unknown command {other:?} (try `stepembed help`)"))),
     }
 }
 
@@ -72,17 +95,19 @@ fn cmd_inspect(mut args: Args) -> Result<(), CliError> {
     let path = args.path("MODEL.gguf")?;
     args.finish()?;
     if stats && !json {
-        return Err(CliError("--dequant-stats needs --json".into()));
+        return Err(CliError::Message("--dequant-stats needs --json".into()));
     }
-    let mut file = crate::io::open(&path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
-    let listing = inspect::list(&mut file).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+    let mut file =
+        crate::io::open(&path).map_err(|e| CliError::Message(format!("{}: {e}", path.display())))?;
+    let listing =
+        inspect::list(&mut file).map_err(|e| CliError::Message(format!("{}: {e}", path.display())))?;
     let mut out = std::io::stdout().lock();
     if json {
         let mut doc = listing.to_json();
         if stats {
             listing
                 .add_dequant_stats(&mut file, &mut doc)
-                .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+                .map_err(|e| CliError::Message(format!("{}: {e}", path.display())))?;
         }
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
@@ -101,18 +126,22 @@ fn texts(args: &mut Args) -> Result<Vec<String>, CliError> {
     }
     match input {
         Some(path) if texts.is_empty() => {
-            let data = std::fs::read_to_string(&path).map_err(|e| CliError(format!("{path}: {e}")))?;
+            let data =
+                std::fs::read_to_string(&path).map_err(|e| CliError::Message(format!("{path}: {e}")))?;
             for (i, line) in data.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                let v: serde_json::Value =
-                    serde_json::from_str(line).map_err(|e| CliError(format!("{path}:{}: {e}", i + 1)))?;
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|e| CliError::Message(format!("{path}:{}: {e}", i + 1)))?;
                 let t = v.get("text").and_then(serde_json::Value::as_str);
-                let t = t.ok_or_else(|| CliError(format!("{path}:{}: no \"text\" string", i + 1)))?;
+                let t =
+                    t.ok_or_else(|| CliError::Message(format!("{path}:{}: no \"text\" string", i + 1)))?;
                 texts.push(t.to_owned());
             }
             Ok(texts)
         }
-        Some(_) => Err(CliError("give texts as arguments or with --input, not both".into())),
-        None if texts.is_empty() => Err(CliError("no text given (arguments or --input FILE.jsonl)".into())),
+        Some(_) => Err(CliError::Message("give texts as arguments or with --input, not both".into())),
+        None if texts.is_empty() => {
+            Err(CliError::Message("no text given (arguments or --input FILE.jsonl)".into()))
+        }
         None => Ok(texts),
     }
 }
@@ -123,7 +152,9 @@ fn open_model(args: &mut Args) -> Result<(PathBuf, EmbedderOptions), CliError> {
         None | Some("fast") => PlanKind::Fast,
         Some("lean") => PlanKind::Lean,
         Some("smallest") => PlanKind::Smallest,
-        Some(other) => return Err(CliError(format!("--plan must be fast, lean or smallest, not {other:?}"))),
+        Some(other) => {
+            return Err(CliError::Message(format!("--plan must be fast, lean or smallest, not {other:?}")))
+        }
     };
     let options = EmbedderOptions {
         max_tokens: args.number("--max-tokens")?,
@@ -143,21 +174,21 @@ fn cmd_embed(mut args: Args) -> Result<(), CliError> {
     let (path, options) = open_model(&mut args)?;
     let texts = texts(&mut args)?;
     args.finish()?;
-    let mut embedder =
-        Embedder::open_with(&path, options).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+    let mut embedder = Embedder::open_with(&path, options)
+        .map_err(|e| CliError::Message(format!("{}: {e}", path.display())))?;
     let mut out: Box<dyn Write> = match &output {
         Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|e| CliError(format!("{p}: {e}")))?,
+            std::fs::File::create(p).map_err(|e| CliError::Message(format!("{p}: {e}")))?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let mut steps_us: Vec<u64> = Vec::new();
     let mut tokens = 0usize;
     for text in &texts {
-        let mut job = embedder.job(Input::Text(text)).map_err(|e| CliError(e.to_string()))?;
+        let mut job = embedder.job(Input::Text(text)).map_err(|e| CliError::Message(e.to_string()))?;
         let embedding = loop {
             let t0 = Instant::now();
-            let step = job.step().map_err(|e| CliError(format!("{}: {e}", short_text(text))))?;
+            let step = job.step().map_err(|e| CliError::Message(format!("{}: {e}", short_text(text))))?;
             steps_us.push(t0.elapsed().as_micros() as u64);
             if let Step::Done(e) = step {
                 break e.to_vec();
@@ -193,12 +224,13 @@ fn cmd_tokenize(mut args: Args) -> Result<(), CliError> {
     let texts = texts(&mut args)?;
     args.finish()?;
     if !options.truncate && options.max_tokens.is_some() {
-        return Err(CliError("--max-tokens and --no-truncate exclude each other".into()));
+        return Err(CliError::Message("--max-tokens and --no-truncate exclude each other".into()));
     }
-    // Tokenizing needs no inference memory: plan the smallest arena.
+    // The embedder's arena is allocated but never touched here (zeroed pages cost no memory
+    // until written); its vocab index is what makes tokenizing fast.
     options.max_texts = 1;
-    let mut embedder =
-        Embedder::open_with(&path, options).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+    let mut embedder = Embedder::open_with(&path, options)
+        .map_err(|e| CliError::Message(format!("{}: {e}", path.display())))?;
     let limit = options.max_tokens.unwrap_or(embedder.meta().hparams.n_ctx);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for text in &texts {
@@ -208,7 +240,7 @@ fn cmd_tokenize(mut args: Args) -> Result<(), CliError> {
             // Every piece takes at least one char: this bound is never reached.
             embedder.tokenize_with(text, text.chars().count() + 2, false)
         }
-        .map_err(|e| CliError(format!("{}: {e}", short_text(text))))?;
+        .map_err(|e| CliError::Message(format!("{}: {e}", short_text(text))))?;
         serde_json::to_writer(&mut out, &json!({ "text": text, "ids": ids }))?;
         writeln!(out)?;
     }
@@ -249,7 +281,7 @@ impl Args {
 
     /// Takes the first positional as the command name.
     fn command(&mut self) -> Result<String, CliError> {
-        self.positional().ok_or_else(|| CliError(format!("no command given\n{USAGE}")))
+        self.positional().ok_or_else(|| CliError::Message(format!("no command given\n{USAGE}")))
     }
 
     fn positional(&mut self) -> Option<String> {
@@ -289,7 +321,7 @@ impl Args {
                 Some(a) if a == name => {
                     self.items[i] = None;
                     let v = self.items.get_mut(i + 1).and_then(Option::take);
-                    return v.map(Some).ok_or_else(|| CliError(format!("{name} needs a value")));
+                    return v.map(Some).ok_or_else(|| CliError::Message(format!("{name} needs a value")));
                 }
                 Some(a) if a.starts_with(&prefix) => {
                     let v = a[prefix.len()..].to_owned();
@@ -308,22 +340,22 @@ impl Args {
             None => Ok(None),
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if n > 0 => Ok(Some(n)),
-                _ => Err(CliError(format!("{name} needs a positive integer, not {v:?}"))),
+                _ => Err(CliError::Message(format!("{name} needs a positive integer, not {v:?}"))),
             },
         }
     }
 
     /// A required positional path.
     fn path(&mut self, what: &str) -> Result<PathBuf, CliError> {
-        self.positional().map(PathBuf::from).ok_or_else(|| CliError(format!("missing {what}")))
+        self.positional().map(PathBuf::from).ok_or_else(|| CliError::Message(format!("missing {what}")))
     }
 
     /// Fails on anything not consumed (an unknown flag or an extra argument).
     fn finish(self) -> Result<(), CliError> {
         match self.items.into_iter().flatten().next() {
             None => Ok(()),
-            Some(a) if a.starts_with("--") => Err(CliError(format!("unknown option {a}"))),
-            Some(a) => Err(CliError(format!("unexpected argument {a:?}"))),
+            Some(a) if a.starts_with("--") => Err(CliError::Message(format!("unknown option {a}"))),
+            Some(a) => Err(CliError::Message(format!("unexpected argument {a:?}"))),
         }
     }
 }

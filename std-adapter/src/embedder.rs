@@ -96,7 +96,8 @@ impl<S: Source> Embedder<S> {
         let (meta, layers) = load(&mut source)?;
         let model = Model::new(meta, &layers)?;
         let max_tokens = options.max_tokens.unwrap_or(meta.hparams.n_ctx).min(meta.hparams.n_ctx);
-        let limits = Limits { max_tokens, max_texts: options.max_texts.clamp(1, max_tokens) };
+        // Limits the plan refuses (fewer than 2 tokens) come back as its typed error.
+        let limits = Limits { max_tokens, max_texts: options.max_texts.max(1).min(max_tokens.max(1)) };
         let plan = match options.memory {
             Some(memory) => Plan::fit(&model, limits, memory)?,
             None => Plan::of_kind(&model, limits, options.plan)?,

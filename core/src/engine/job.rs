@@ -27,9 +27,12 @@ pub const DEFAULT_BUDGET: u64 = 8_000_000;
 /// Work units per element of the element-wise passes.
 const NORM_COST: u64 = 80;
 const ACT_COST: u64 = 100;
-const ROPE_COST: u64 = 32;
+/// Rotary positions: per (cos, sin) pair computed in f64, and per element rotated.
+const ROPE_PAIR_COST: u64 = 1000;
+const ROPE_COST: u64 = 8;
 const EMBED_COST: u64 = 100;
 const BIAS_COST: u64 = 10;
+const POOL_COST: u64 = 20;
 /// Work units per (query, key) pair of one head besides its 2·head_dim multiply-adds: the
 /// exponential, the softmax bookkeeping and the value transposition.
 const ATTENTION_PAIR_COST: u64 = 750;
@@ -39,8 +42,8 @@ const TOKENIZER_COST: u64 = 1000;
 /// What a job embeds.
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
-    /// One text, tokenized by the job (truncated to the model's context unless
-    /// [`JobOptions::truncate`] is off).
+    /// One text, tokenized by the job (cut at the model's context or the plan's token limit,
+    /// whichever is smaller, unless [`JobOptions::truncate`] is off).
     Text(&'a str),
     /// Several texts, embedded together: each weight chunk is read once for all of them.
     Texts(&'a [&'a str]),
@@ -80,11 +83,12 @@ pub struct Progress {
 pub struct JobOptions {
     /// Scale each embedding to unit L2 norm (default true).
     pub normalize: bool,
-    /// Work units per step (default [`DEFAULT_BUDGET`]). Every step does at most about this much
-    /// work (one weight row or one attention tile more at most).
+    /// Work units per step (default [`DEFAULT_BUDGET`]; 0 counts as 1). Every step does about
+    /// this much work: at most one weight row, one attention key block or one token more.
     pub budget: u64,
-    /// Cut a text longer than the model's context to [CLS] + the first pieces + [SEP] (default
-    /// true); when false such a text is [`InputError::TooManyTokens`].
+    /// Cut a text longer than the model's context (or the plan's token limit) to [CLS] + the
+    /// first pieces + [SEP] (default true); when false such a text is
+    /// [`InputError::TooManyTokens`].
     pub truncate: bool,
 }
 
@@ -96,11 +100,24 @@ impl Default for JobOptions {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Tokenize { text: usize },
-    Embed { token: usize },
-    EmbedNorm { token: usize },
-    Layer { index: usize, stage: Stage },
-    Pool { text: usize },
+    Tokenize {
+        text: usize,
+    },
+    Embed {
+        token: usize,
+    },
+    EmbedNorm {
+        token: usize,
+    },
+    Layer {
+        index: usize,
+        stage: Stage,
+    },
+    /// Pooling text `text`, from its token `token` on.
+    Pool {
+        text: usize,
+        token: usize,
+    },
     Done,
 }
 
@@ -121,13 +138,15 @@ enum Stage {
         group: usize,
         token: usize,
     },
-    /// Online-softmax attention of one query tile of one head (of the group) of one text; the
-    /// result goes to the attention output at the start of the wide region.
+    /// Online-softmax attention of one query tile of one head (of the group) of one text, from
+    /// key `k0` on; once every key is in, the result goes to the attention output at the start
+    /// of the wide region.
     Attention {
         group: usize,
         text: usize,
         head: usize,
         q0: usize,
+        k0: usize,
     },
     /// x += bias of the output projection.
     OutInit {
@@ -206,10 +225,12 @@ impl<'a> Job<'a> {
     /// tokenized through `lookup`: [`Lookup::Index`] with an index built for this model when
     /// the plan's [`Plan::tokenizer_mode`] is index, [`Lookup::Scan`] otherwise (and for ids).
     ///
-    /// O(1) for texts (tokenizing is part of the steps); copies the ids of id input. Fails with
-    /// [`Error::ArenaTooSmall`] for an arena shorter than `plan.arena_bytes()`, and with
-    /// [`Error::Input`] for more texts than planned or, for id input, more tokens than planned
-    /// or than the model's context, an empty sequence, or an id outside the vocab.
+    /// O(layers) (checking the plan against the model); tokenizing is part of the steps; copies
+    /// the ids of id input. Fails with [`Error::PlanMismatch`] for a plan made for another model
+    /// or a lookup of another mode than the plan's, [`Error::ArenaTooSmall`] for an arena
+    /// shorter than `plan.arena_bytes()`, and [`Error::Input`] for more texts than planned or,
+    /// for id input, more tokens than planned or than the model's context, an empty sequence,
+    /// or an id outside the vocab.
     pub fn new(
         model: Model<'a>,
         plan: &Plan,
@@ -218,9 +239,7 @@ impl<'a> Job<'a> {
         lookup: Lookup<'a>,
         options: JobOptions,
     ) -> Result<Self> {
-        if plan.n_embd != model.hparams().n_embd {
-            return Err(Error::InvalidState);
-        }
+        plan.check_model(&model)?;
         let r = carve(plan, arena)?;
         let (texts, n_texts) = match input {
             Input::Text(t) => (Texts::One(t), 1),
@@ -228,15 +247,19 @@ impl<'a> Job<'a> {
             Input::Ids(_) => (Texts::None, 1),
             Input::IdBatch(b) => (Texts::None, b.len()),
         };
+        if !matches!(texts, Texts::None) && lookup.mode() != plan.mode {
+            return Err(Error::PlanMismatch);
+        }
         if n_texts == 0 {
             return Err(Error::Input(InputError::Empty));
         }
         if n_texts > plan.limits.max_texts {
-            return Err(Error::Input(InputError::TooManyTokens {
-                tokens: n_texts,
+            return Err(Error::Input(InputError::TooManyTexts {
+                texts: n_texts,
                 max: plan.limits.max_texts,
             }));
         }
+        let options = JobOptions { budget: options.budget.max(1), ..options };
         let mut job = Job {
             model,
             plan: *plan,
@@ -337,7 +360,8 @@ impl<'a> Job<'a> {
         } else {
             self.start_embedding();
         }
-        Ok(TOKENIZER_COST.saturating_mul(n as u64))
+        // The tokenizer does not say how much of its budget it used: count all of it.
+        Ok(budget)
     }
 
     /// Replaces the kernel table (e.g. [`Kernels::scalar`] to compare against the reference
@@ -380,7 +404,13 @@ impl<'a> Job<'a> {
         self.done_units = self.done_units.saturating_add(spent);
         if self.phase == Phase::Done {
             let len = self.n_texts.saturating_mul(self.plan.n_embd);
-            return Ok(Step::Done(self.r.out.get(..len).unwrap_or_default()));
+            return match self.r.out.get(..len) {
+                Some(out) => Ok(Step::Done(out)),
+                None => {
+                    self.failed = Some(Error::InvalidState);
+                    Err(Error::InvalidState)
+                }
+            };
         }
         let (stage, layer) = self.stage_name();
         Ok(Step::Pending(Progress {
@@ -412,10 +442,10 @@ impl<'a> Job<'a> {
     }
 
     /// The span (first token, token count) of text `i`.
-    fn span(&self, i: usize) -> (usize, usize) {
+    fn span(&self, i: usize) -> Result<(usize, usize)> {
         match self.r.spans.get(2 * i..2 * i + 2) {
-            Some(&[start, len]) => (start as usize, len as usize),
-            _ => (0, 0),
+            Some(&[start, len]) => Ok((start as usize, len as usize)),
+            _ => Err(Error::InvalidState),
         }
     }
 
@@ -451,14 +481,14 @@ impl<'a> Job<'a> {
                 Ok(done.1)
             }
             Phase::Layer { index, stage } => self.layer_step(io, index, stage, budget),
-            Phase::Pool { text } => {
-                self.pool(text);
-                self.phase = if text.saturating_add(1) >= self.n_texts {
-                    Phase::Done
-                } else {
-                    Phase::Pool { text: text + 1 }
+            Phase::Pool { text, token } => {
+                let (next, units) = self.pool(text, token, budget)?;
+                self.phase = match next {
+                    Some(token) => Phase::Pool { text, token },
+                    None if text + 1 < self.n_texts => Phase::Pool { text: text + 1, token: 0 },
+                    None => Phase::Done,
                 };
-                Ok((n * e) as u64 / self.n_texts.max(1) as u64)
+                Ok(units)
             }
             Phase::Done => Ok(0),
         }
@@ -467,7 +497,7 @@ impl<'a> Job<'a> {
     fn enter_layer(&mut self, index: usize) -> Result<Phase> {
         if index >= self.model.hparams().n_layer {
             self.layer = None;
-            return Ok(Phase::Pool { text: 0 });
+            return Ok(Phase::Pool { text: 0, token: 0 });
         }
         self.layer = Some(self.model.layer(index)?);
         Ok(Phase::Layer { index, stage: Stage::QkvInit { group: 0, token: 0 } })
@@ -540,34 +570,37 @@ impl<'a> Job<'a> {
                 } else if self.model.meta().arch == Arch::NomicBert {
                     Stage::Rope { group, token: 0 }
                 } else {
-                    Stage::Attention { group, text: 0, head: 0, q0: 0 }
+                    Stage::Attention { group, text: 0, head: 0, q0: 0, k0: 0 }
                 };
                 (at(stage), units)
             }
             Stage::Rope { group, token } => {
                 let (_, heads) = self.group_heads(group);
                 let dg = heads * hp.head_dim();
-                let count = self.tokens_for(token, ROPE_COST * 2 * dg as u64, budget);
+                let per_token = ROPE_PAIR_COST * (hp.head_dim() / 2) as u64 + ROPE_COST * 2 * dg as u64;
+                let count = self.tokens_for(token, per_token, budget);
                 self.rope(group, Tokens { first: token, count })?;
                 let next = token + count;
                 let stage = if next >= n {
-                    Stage::Attention { group, text: 0, head: 0, q0: 0 }
+                    Stage::Attention { group, text: 0, head: 0, q0: 0, k0: 0 }
                 } else {
                     Stage::Rope { group, token: next }
                 };
-                (at(stage), ROPE_COST * (count * 2 * dg) as u64)
+                (at(stage), per_token * count as u64)
             }
-            Stage::Attention { group, text, head, q0 } => {
-                let (_, len) = self.span(text);
+            Stage::Attention { group, text, head, q0, k0 } => {
+                let (_, len) = self.span(text)?;
                 let (_, heads) = self.group_heads(group);
-                let units = self.attention_tile(group, text, head, q0)?;
+                let (k_next, units) = self.attention_tile(group, text, head, q0, k0, budget)?;
                 let q_next = q0 + self.plan.q_tile;
-                let stage = if q_next < len {
-                    Stage::Attention { group, text, head, q0: q_next }
+                let stage = if k_next < len {
+                    Stage::Attention { group, text, head, q0, k0: k_next }
+                } else if q_next < len {
+                    Stage::Attention { group, text, head, q0: q_next, k0: 0 }
                 } else if head + 1 < heads {
-                    Stage::Attention { group, text, head: head + 1, q0: 0 }
+                    Stage::Attention { group, text, head: head + 1, q0: 0, k0: 0 }
                 } else if text + 1 < self.n_texts {
-                    Stage::Attention { group, text: text + 1, head: 0, q0: 0 }
+                    Stage::Attention { group, text: text + 1, head: 0, q0: 0, k0: 0 }
                 } else if (group + 1) * self.layout.group < hp.n_head {
                     Stage::QkvInit { group: group + 1, token: 0 }
                 } else {
@@ -664,7 +697,7 @@ impl<'a> Job<'a> {
                 };
                 let end = if row < width { width } else { total };
                 let rows = self.rows_for(&lin.weight, e, end - row, budget);
-                let (y_h, slab_stride) = (self.slab_region_offset(target), self.layout.slab);
+                let (y_h, slab_stride) = (self.wide_offset(target), self.layout.slab);
                 let (src, dst) = (&*self.r.x, &mut *self.r.wide);
                 let dst = dst.get_mut(y_h + local..).ok_or(Error::InvalidState)?;
                 let units = matmul_rows(
@@ -701,7 +734,7 @@ impl<'a> Job<'a> {
                 let (s0, s1) = self.slab_cols(slab);
                 let w = layer.ffn_down.weight;
                 let rows = self.rows_for(&w, s1 - s0, e - row, budget);
-                let up_at = self.slab_region_offset(Target::Up);
+                let up_at = self.wide_offset(Target::Up);
                 let (y, h) = self.r.wide.split_at_mut_checked(up_at).ok_or(Error::InvalidState)?;
                 let units = matmul_rows(
                     io,
@@ -758,15 +791,9 @@ impl<'a> Job<'a> {
         (s0, s0.saturating_add(self.layout.slab).min(ff))
     }
 
-    /// Where a FFN buffer starts in the wide region: y (n × e), then up (n × slab), then gate.
-    fn slab_region_offset(&self, target: Target) -> usize {
-        let n = self.n_tokens;
-        let y = n * self.plan.n_embd;
-        match target {
-            Target::Up => y,
-            Target::Gate => y + n * self.layout.slab,
-            _ => 0,
-        }
+    /// Where `target` starts in the wide region (see [`place`]).
+    fn wide_offset(&self, target: Target) -> usize {
+        place(target, self.n_tokens, &self.plan, self.layout).1
     }
 
     /// Embeds token `t`: its row of `token_embd`, plus its position row (bert) and type row 0.
@@ -774,7 +801,7 @@ impl<'a> Job<'a> {
         let meta = *self.model.meta();
         let e = self.plan.n_embd;
         let id = *self.r.ids.get(t).ok_or(Error::InvalidState)? as usize;
-        let pos = self.position_of(t);
+        let pos = self.position_of(t)?;
         let x = self.r.x.get_mut(t * e..(t + 1) * e).ok_or(Error::InvalidState)?;
         read_row(io, &self.kernels, self.r.chunk, &meta.token_embd, id, x)?;
         let extra = [meta.position_embd.map(|p| (p, pos)), meta.token_types.map(|t| (t, 0))];
@@ -788,12 +815,23 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// Position of token `t` within its text.
-    fn position_of(&self, t: usize) -> usize {
-        (0..self.n_texts)
-            .map(|i| self.span(i))
-            .find(|&(start, len)| t >= start && t < start + len)
-            .map_or(0, |(start, _)| t - start)
+    /// Position of token `t` within its text. O(log texts): texts lie one after another, so
+    /// `t` is in the last one that starts at or before it.
+    fn position_of(&self, t: usize) -> Result<usize> {
+        let (mut lo, mut hi) = (0, self.n_texts);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.span(mid)?.0 <= t {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let (start, len) = self.span(lo)?;
+        if t < start || t >= start + len {
+            return Err(Error::InvalidState);
+        }
+        Ok(t - start)
     }
 
     /// LayerNorm of tokens from `token` on, as the budget allows: x ← LN(x), or x ← LN(y) when
@@ -848,7 +886,7 @@ impl<'a> Job<'a> {
             f.copy_from_slice(&[hi, (exact - f64::from(hi)) as f32]);
         }
         for t in tokens.range() {
-            let pos = self.position_of(t);
+            let pos = self.position_of(t)?;
             let (pairs, freqs) = self.r.attn.split_at_mut_checked(d).ok_or(Error::InvalidState)?;
             for (pair, f) in pairs.chunks_exact_mut(2).zip(freqs.chunks_exact(2)) {
                 let exact = f.iter().map(|&v| f64::from(v)).sum::<f64>();
@@ -870,15 +908,25 @@ impl<'a> Job<'a> {
     }
 
     /// Online-softmax attention of queries `[q0, q0 + q_tile)` of text `text` for head `head` of
-    /// group `group`, over all of the text's keys in key blocks of `k_tile`. The result goes to
-    /// that head's columns of the attention output (start of the wide region, stride n_embd).
-    fn attention_tile(&mut self, group: usize, text: usize, head: usize, q0: usize) -> Result<u64> {
+    /// group `group`, over the text's keys from `k0` on, in key blocks of `k_tile`, until about
+    /// `budget` units are spent. Returns the next key and the units spent; when every key is in,
+    /// the result has gone to that head's columns of the attention output (start of the wide
+    /// region, stride n_embd).
+    fn attention_tile(
+        &mut self,
+        group: usize,
+        text: usize,
+        head: usize,
+        q0: usize,
+        k0: usize,
+        budget: u64,
+    ) -> Result<(usize, u64)> {
         let hp = *self.model.hparams();
         let (e, d) = (hp.n_embd, hp.head_dim());
         let (h0, _) = self.group_heads(group);
         let (gw, qkv_at) = (self.group_width(), self.n_tokens * e);
         let stride = 3 * gw;
-        let (start, len) = self.span(text);
+        let (start, len) = self.span(text)?;
         let tq = self.plan.q_tile.min(len.saturating_sub(q0));
         let tk_max = self.plan.k_tile;
         let scale = 1.0 / libm::sqrtf(d as f32);
@@ -887,17 +935,21 @@ impl<'a> Job<'a> {
         let (values_t, rest) = rest.split_at_mut_checked(tk_max * d).ok_or(Error::InvalidState)?;
         let (run_max, rest) = rest.split_at_mut_checked(tq).ok_or(Error::InvalidState)?;
         let run_sum = rest.get_mut(..tq).ok_or(Error::InvalidState)?;
-        acc.fill(0.0);
-        run_max.fill(f32::NEG_INFINITY);
-        run_sum.fill(0.0);
+        if k0 == 0 {
+            acc.fill(0.0);
+            run_max.fill(f32::NEG_INFINITY);
+            run_sum.fill(0.0);
+        }
         // Token t's q of this head; its k and v follow at `gw` and `2·gw`.
         let q_of = |t: usize| t * stride + head * d;
         let (ctx, qkv) = self.r.wide.split_at_mut_checked(qkv_at).ok_or(Error::InvalidState)?;
         let qkv = &*qkv;
         let queries = qkv.get(q_of(start + q0)..).ok_or(Error::InvalidState)?;
         let mut units = 0u64;
-        let mut k0 = 0;
-        while k0 < len {
+        let mut k0 = k0;
+        // Key blocks until the budget is spent (at least one); the running max, sum and
+        // accumulators stay in the attention region between steps.
+        while k0 < len && (units == 0 || units < budget) {
             let tk = tk_max.min(len - k0);
             // Scores of the block: S = Q·Kᵀ.
             let keys = qkv.get(q_of(start + k0) + gw..).ok_or(Error::InvalidState)?;
@@ -932,16 +984,18 @@ impl<'a> Job<'a> {
             units = units.saturating_add((tq * tk) as u64 * (2 * d as u64 + ATTENTION_PAIR_COST));
             k0 += tk;
         }
-        for t in 0..tq {
-            let l = *run_sum.get(t).ok_or(Error::InvalidState)?;
-            let a = acc.get(t * d..(t + 1) * d).ok_or(Error::InvalidState)?;
-            let at = (start + q0 + t) * e + (h0 + head) * d;
-            let out = ctx.get_mut(at..at + d).ok_or(Error::InvalidState)?;
-            for (o, &av) in out.iter_mut().zip(a) {
-                *o = av / l;
+        if k0 >= len {
+            for t in 0..tq {
+                let l = *run_sum.get(t).ok_or(Error::InvalidState)?;
+                let a = acc.get(t * d..(t + 1) * d).ok_or(Error::InvalidState)?;
+                let at = (start + q0 + t) * e + (h0 + head) * d;
+                let out = ctx.get_mut(at..at + d).ok_or(Error::InvalidState)?;
+                for (o, &av) in out.iter_mut().zip(a) {
+                    *o = av / l;
+                }
             }
         }
-        Ok(units)
+        Ok((k0, units))
     }
 
     /// The first head of group `group` and how many heads it has.
@@ -960,8 +1014,8 @@ impl<'a> Job<'a> {
     /// columns): up ← GELU(up), or up ← SiLU(gate) ⊙ up.
     fn activate(&mut self, token: usize, count: usize, width: usize, gated: bool) -> Result<()> {
         let s = self.layout.slab;
-        let up_at = self.slab_region_offset(Target::Up);
-        let gate_at = self.slab_region_offset(Target::Gate);
+        let up_at = self.wide_offset(Target::Up);
+        let gate_at = self.wide_offset(Target::Gate);
         for t in token..token + count {
             if gated {
                 let (up, gate) = self.r.wide.split_at_mut_checked(gate_at).ok_or(Error::InvalidState)?;
@@ -979,30 +1033,52 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// Pools text `text` into its output slot (mean or CLS), normalised if asked.
-    fn pool(&mut self, text: usize) {
+    /// Pools text `text` from its token `token` on, as far as `budget` allows. Mean pooling sums
+    /// the tokens into scratch with compensation (Neumaier), so the sum is as exact as in f64,
+    /// then, at the text's last token, writes the mean to the text's output slot; CLS pooling
+    /// copies the first token. The embedding is then normalised if asked. Returns the next token
+    /// (`None` once the text is done) and the units spent.
+    fn pool(&mut self, text: usize, token: usize, budget: u64) -> Result<(Option<usize>, u64)> {
         let e = self.plan.n_embd;
-        let (start, len) = self.span(text);
-        let Some(out) = self.r.out.get_mut(text * e..(text + 1) * e) else {
-            return;
-        };
-        match self.model.hparams().pooling {
+        let (start, len) = self.span(text)?;
+        let out = self.r.out.get_mut(text * e..(text + 1) * e).ok_or(Error::InvalidState)?;
+        let units = match self.model.hparams().pooling {
             Pooling::Cls => {
-                if let Some(x) = self.r.x.get(start * e..(start + 1) * e) {
-                    out.copy_from_slice(x);
-                }
+                out.copy_from_slice(self.r.x.get(start * e..(start + 1) * e).ok_or(Error::InvalidState)?);
+                e as u64
             }
             Pooling::Mean => {
-                let tokens = self.r.x.get(start * e..(start + len) * e).unwrap_or_default();
-                for (j, o) in out.iter_mut().enumerate() {
-                    let sum: f64 = tokens.iter().skip(j).step_by(e).map(|&v| f64::from(v)).sum();
-                    *o = (sum / len.max(1) as f64) as f32;
+                let (sum, comp) = self.r.scratch.split_at_mut_checked(e).ok_or(Error::InvalidState)?;
+                let comp = comp.get_mut(..e).ok_or(Error::InvalidState)?;
+                if token == 0 {
+                    sum.fill(0.0);
+                    comp.fill(0.0);
                 }
+                let fit = usize::try_from(budget / (POOL_COST * e as u64).max(1)).unwrap_or(usize::MAX);
+                let count = fit.max(1).min(len - token);
+                let rows = self.r.x.get((start + token) * e..(start + token + count) * e);
+                for row in rows.ok_or(Error::InvalidState)?.chunks_exact(e) {
+                    for ((s, c), &v) in sum.iter_mut().zip(comp.iter_mut()).zip(row) {
+                        let t = *s + v;
+                        *c += if s.abs() >= v.abs() { (*s - t) + v } else { (v - t) + *s };
+                        *s = t;
+                    }
+                }
+                let units = POOL_COST * (count * e) as u64;
+                if token + count < len {
+                    return Ok((Some(token + count), units));
+                }
+                let inv = 1.0 / len as f64;
+                for ((o, &s), &c) in out.iter_mut().zip(sum.iter()).zip(comp.iter()) {
+                    *o = ((f64::from(s) + f64::from(c)) * inv) as f32;
+                }
+                units
             }
-        }
+        };
         if self.options.normalize {
             ops::l2_normalize(out);
         }
+        Ok((None, units))
     }
 
     /// Sets columns `[col, col + width)` of `rows` of `target` to elements `[first, first +
@@ -1053,7 +1129,7 @@ impl<'a> Job<'a> {
             self.kernels.dequantize(v.ty, raw, vals)?;
             let (lo, hi) = (p, end.min(c1));
             let (buf, stride) =
-                target_buf(self.r.x, self.r.wide, &self.plan, self.layout, self.n_tokens, target)?;
+                target_buf(self.r.x, self.r.wide, place(target, self.n_tokens, &self.plan, self.layout))?;
             let src = self.r.scratch.get(lo - start..hi - start).ok_or(Error::InvalidState)?;
             for t in rows.range() {
                 let at = t * stride + col + lo - c0;
@@ -1067,7 +1143,7 @@ impl<'a> Job<'a> {
 
     /// A target buffer and its row stride.
     fn target(&mut self, target: Target) -> Result<(&mut [f32], usize)> {
-        target_buf(self.r.x, self.r.wide, &self.plan, self.layout, self.n_tokens, target)
+        target_buf(self.r.x, self.r.wide, place(target, self.n_tokens, &self.plan, self.layout))
     }
 
     /// A rough count of the job's work units, for progress reports.
@@ -1127,26 +1203,29 @@ enum Target {
     Gate,
 }
 
-/// A target buffer of the regions, and its row stride.
+/// Where a target lies: `(in the wide region, offset, row stride)` — the wide region holds the
+/// attention output or FFN output y (n × n_embd) first, then the group's Q|K|V or the slab's up
+/// columns (n × slab), then its gate columns.
+fn place(target: Target, n_tokens: usize, plan: &Plan, layout: Layout) -> (bool, usize, usize) {
+    let e = plan.n_embd;
+    let after_y = n_tokens * e;
+    match target {
+        Target::X => (false, 0, e),
+        Target::Y => (true, 0, e),
+        Target::Qkv => (true, after_y, 3 * layout.group * plan.head_dim),
+        Target::Up => (true, after_y, layout.slab),
+        Target::Gate => (true, after_y + n_tokens * layout.slab, layout.slab),
+    }
+}
+
+/// A target's buffer (from its offset on) and its row stride.
 fn target_buf<'r>(
     x: &'r mut [f32],
     wide: &'r mut [f32],
-    plan: &Plan,
-    layout: Layout,
-    n_tokens: usize,
-    target: Target,
+    (in_wide, offset, stride): (bool, usize, usize),
 ) -> Result<(&'r mut [f32], usize)> {
-    let y = n_tokens * plan.n_embd;
-    Ok(match target {
-        Target::X => (x, plan.n_embd),
-        Target::Qkv => {
-            let width = 3 * layout.group * plan.head_dim;
-            (wide.get_mut(y..).ok_or(Error::InvalidState)?, width)
-        }
-        Target::Y => (wide, plan.n_embd),
-        Target::Up => (wide.get_mut(y..).ok_or(Error::InvalidState)?, layout.slab),
-        Target::Gate => (wide.get_mut(y + n_tokens * layout.slab..).ok_or(Error::InvalidState)?, layout.slab),
-    })
+    let buf = if in_wide { wide } else { x };
+    Ok((buf.get_mut(offset..).ok_or(Error::InvalidState)?, stride))
 }
 
 /// The matrix holding part `part` (0 = q, 1 = k, 2 = v) of the Q|K|V projection, and the row

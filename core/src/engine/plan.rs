@@ -229,13 +229,12 @@ impl Plan {
 
     fn build(shape: &Shape, limits: Limits, c: Choices) -> Result<Self> {
         let too_big = Error::ArenaTooSmall { needed: usize::MAX, given: 0 };
-        if limits.max_tokens < 2 || limits.max_texts == 0 {
-            return Err(Error::Input(crate::error::InputError::Empty));
-        }
-        if limits.max_tokens > MAX_TOKENS || limits.max_texts > limits.max_tokens {
-            let max = MAX_TOKENS.min(limits.max_tokens);
-            let tokens = limits.max_tokens.max(limits.max_texts);
-            return Err(Error::Input(crate::error::InputError::TooManyTokens { tokens, max }));
+        if limits.max_tokens < 2
+            || limits.max_texts == 0
+            || limits.max_tokens > MAX_TOKENS
+            || limits.max_texts > limits.max_tokens
+        {
+            return Err(Error::Input(crate::error::InputError::BadLimits));
         }
         let n = limits.max_tokens;
         let e = shape.n_embd;
@@ -277,6 +276,16 @@ impl Plan {
             .try_fold(REGION_ALIGN, |acc, &r| acc.checked_add(r.checked_next_multiple_of(REGION_ALIGN)?))
             .ok_or(too_big)?;
         Ok(plan)
+    }
+
+    /// Fails with [`Error::PlanMismatch`] unless this plan was made for `model` (or one of the
+    /// very same shape and tensor types). O(layers).
+    pub(crate) fn check_model(&self, model: &Model<'_>) -> Result<()> {
+        if Shape::of(model)? == self.shape {
+            Ok(())
+        } else {
+            Err(Error::PlanMismatch)
+        }
     }
 
     /// The layout of a job of `n_tokens` tokens: as many heads per attention group and as wide
@@ -352,7 +361,11 @@ impl Shape {
         let mut down_density = (0usize, 1usize);
         let mut gated = false;
         let mut see = |t: &TensorRef| max_row = max_row.max(t.row_bytes());
+        // Everything read whole into the chunk buffer: embedding rows, norm vectors, and the
+        // n_embd-wide weight rows (biases are read in pieces).
         see(&meta.token_embd);
+        see(&meta.embd_norm.weight);
+        see(&meta.embd_norm.bias);
         if let Some(p) = &meta.position_embd {
             see(p);
         }
@@ -366,6 +379,10 @@ impl Shape {
                 Qkv::Separate(ls) => ls.iter().for_each(|l| see(&l.weight)),
             }
             see(&layer.attn_out.weight);
+            for norm in [&layer.attn_norm, &layer.out_norm] {
+                see(&norm.weight);
+                see(&norm.bias);
+            }
             see(&layer.ffn_up.weight);
             if let Some(g) = &layer.ffn_gate {
                 see(&g.weight);

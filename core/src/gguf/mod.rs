@@ -193,7 +193,7 @@ where
 /// Reads a whole file's metadata and tensor table, keeping every tensor info in `table`, and
 /// checks what the streaming reader alone cannot: no two tensors share a name or a byte.
 ///
-/// On success `table[..n]` holds the `n` tensors in file order and the [`Layout`] is returned.
+/// On success `table[..n]` holds the `n` tensors sorted by offset and the [`Layout`] is returned.
 /// `table` shorter than the file's tensor count is [`Error::BufferTooSmall`] (counted in
 /// tensors). Not bounded in time: a tool's whole-file check.
 pub fn validate<S: Source + ?Sized>(
@@ -226,7 +226,7 @@ pub fn validate<S: Source + ?Sized>(
 }
 
 /// Checks that no two tensors of `table` share a name or a byte. Reorders `table` while it
-/// checks and restores file order (by offset; ties broken by name) before returning.
+/// checks and leaves it sorted by offset (ties in no particular order).
 pub fn check_table(table: &mut [TensorInfo]) -> Result<()> {
     table.sort_unstable_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
     for pair in table.windows(2) {
@@ -237,13 +237,13 @@ pub fn check_table(table: &mut [TensorInfo]) -> Result<()> {
         }
     }
     table.sort_unstable_by_key(|t| (t.offset, t.end()));
-    for pair in table.windows(2) {
-        if let [a, b] = pair {
-            // Empty tensors occupy no bytes and overlap nothing.
-            if a.n_bytes > 0 && b.n_bytes > 0 && b.offset < a.end() {
-                return Err(Error::malformed(Malformed::Overlap, b.offset));
-            }
+    // Each tensor must start at or after the furthest end so far (empty tensors occupy no bytes).
+    let mut end = 0u64;
+    for t in table.iter().filter(|t| t.n_bytes > 0) {
+        if t.offset < end {
+            return Err(Error::malformed(Malformed::Overlap, t.offset));
         }
+        end = end.max(t.end());
     }
     Ok(())
 }

@@ -172,9 +172,11 @@ struct Walk {
 
 /// The streaming GGUF reader. See the module documentation.
 ///
-/// Drive it with [`Reader::step`] until it returns [`Event::Done`]. Each step reads at most one
-/// scratch buffer's worth of the file (plus seeks) and parses a bounded number of items. After an
-/// error the reader is poisoned: every later step returns the same error.
+/// Drive it with [`Reader::step`] until it returns [`Event::Done`]. Each step parses a bounded
+/// number of items — one KV or tensor info, up to 1024 array elements, up to 64 tensor infos in
+/// the first pass — each item at most one read of the scratch buffer, so a step reads at most
+/// that many buffers' worth of the file. After an error the reader is poisoned: every later step
+/// returns the same error.
 #[derive(Debug)]
 pub struct Reader<'s> {
     key: &'s mut [u8],

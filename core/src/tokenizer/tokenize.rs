@@ -268,7 +268,7 @@ impl<'a> Tokenize<'a> {
     ///
     /// Errors: [`Error::BufferTooSmall`] when `options.max_tokens` < 2 (needed 2), when `out` is
     /// shorter than `options.max_tokens` (counted in ids), or when `mem` holds less than a
-    /// [`MIN_WINDOW_CHARS`] window (counted in bytes); [`Error::InvalidState`] when the index was
+    /// [`MIN_WINDOW_CHARS`] window (counted in bytes); [`Error::PlanMismatch`] when the index was
     /// built from another vocab.
     pub fn new(
         vocab: &Vocab,
@@ -286,7 +286,7 @@ impl<'a> Tokenize<'a> {
         }
         if let Lookup::Index(ix) = &lookup {
             if ix.tokens() != vocab.tokens() {
-                return Err(Error::InvalidState);
+                return Err(Error::PlanMismatch);
             }
         }
         let mode = lookup.mode();
