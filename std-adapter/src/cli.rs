@@ -184,19 +184,31 @@ fn cmd_embed(mut args: Args) -> Result<(), CliError> {
     };
     let mut steps_us: Vec<u64> = Vec::new();
     let mut tokens = 0usize;
+    // Texts are tokenized first, then embedded several per job (each weight chunk read once for
+    // all of them).
+    let mut ids = Vec::with_capacity(texts.len());
     for text in &texts {
-        let mut job = embedder.job(Input::Text(text)).map_err(|e| CliError::Message(e.to_string()))?;
-        let embedding = loop {
+        ids.push(
+            embedder.tokenize(text).map_err(|e| CliError::Message(format!("{}: {e}", short_text(text))))?,
+        );
+    }
+    let e = embedder.embedding_len();
+    for range in embedder.batches(&ids) {
+        let batch: Vec<&[u32]> = ids[range.clone()].iter().map(Vec::as_slice).collect();
+        let mut job = embedder.job(Input::IdBatch(&batch)).map_err(|e| CliError::Message(e.to_string()))?;
+        let embeddings = loop {
             let t0 = Instant::now();
-            let step = job.step().map_err(|e| CliError::Message(format!("{}: {e}", short_text(text))))?;
+            let step = job.step().map_err(|e| CliError::Message(e.to_string()))?;
             steps_us.push(t0.elapsed().as_micros() as u64);
-            if let Step::Done(e) = step {
-                break e.to_vec();
+            if let Step::Done(v) = step {
+                break v.to_vec();
             }
         };
         tokens += job.n_tokens();
-        serde_json::to_writer(&mut out, &json!({ "text": text, "embedding": embedding }))?;
-        writeln!(out)?;
+        for (text, embedding) in texts[range].iter().zip(embeddings.chunks_exact(e)) {
+            serde_json::to_writer(&mut out, &json!({ "text": text, "embedding": embedding }))?;
+            writeln!(out)?;
+        }
     }
     out.flush()?;
     if stats {

@@ -167,25 +167,13 @@ impl<S: Source> Embedder<S> {
     }
 
     /// Embeds texts, several per job: each job's weight chunks are read once for all its texts.
-    /// Texts are tokenized first and packed into jobs of at most `max_texts` texts and
-    /// `max_tokens` tokens.
+    /// Texts are tokenized first and packed into jobs by [`Embedder::batches`].
     pub fn embed_batch(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenize(t)).collect::<Result<_>>()?;
-        let limits = self.plan.limits();
+        let e = self.embedding_len();
         let mut out = Vec::with_capacity(texts.len());
-        let mut start = 0;
-        while start < ids.len() {
-            let mut end = start;
-            let mut tokens = 0;
-            while end < ids.len()
-                && end - start < limits.max_texts
-                && (end == start || tokens + ids[end].len() <= limits.max_tokens)
-            {
-                tokens += ids[end].len();
-                end += 1;
-            }
-            let batch: Vec<&[u32]> = ids[start..end].iter().map(Vec::as_slice).collect();
-            let e = self.embedding_len();
+        for range in self.batches(&ids) {
+            let batch: Vec<&[u32]> = ids[range].iter().map(Vec::as_slice).collect();
             let mut job = self.job(Input::IdBatch(&batch))?;
             let all = loop {
                 if let Step::Done(all) = job.step()? {
@@ -193,9 +181,30 @@ impl<S: Source> Embedder<S> {
                 }
             };
             out.extend(all.chunks_exact(e).map(<[f32]>::to_vec));
-            start = end;
         }
         Ok(out)
+    }
+
+    /// Splits tokenized texts into consecutive batches of at most `max_texts` texts and
+    /// `max_tokens` tokens (each text fits alone, being cut at `max_tokens`), for
+    /// [`Input::IdBatch`] jobs.
+    pub fn batches(&self, ids: &[Vec<u32>]) -> Vec<std::ops::Range<usize>> {
+        let limits = self.plan.limits();
+        let mut batches = Vec::new();
+        let mut start = 0;
+        while start < ids.len() {
+            let (mut end, mut tokens) = (start, 0);
+            while end < ids.len()
+                && end - start < limits.max_texts
+                && (end == start || tokens + ids[end].len() <= limits.max_tokens)
+            {
+                tokens += ids[end].len();
+                end += 1;
+            }
+            batches.push(start..end);
+            start = end;
+        }
+        batches
     }
 
     /// The token ids of `text`, [CLS] … [SEP], truncated like the embedding is.

@@ -848,15 +848,11 @@ impl<'a> Job<'a> {
         let e = self.plan.n_embd;
         let eps = self.model.hparams().eps;
         if token == 0 {
+            // Norm vectors are single rows.
             let (g, b) = self.r.scratch.split_at_mut_checked(e).ok_or(Error::InvalidState)?;
-            read_vector(io, &self.kernels, self.r.chunk, &norm.weight, g)?;
-            read_vector(
-                io,
-                &self.kernels,
-                self.r.chunk,
-                &norm.bias,
-                b.get_mut(..e).ok_or(Error::InvalidState)?,
-            )?;
+            let b = b.get_mut(..e).ok_or(Error::InvalidState)?;
+            read_row(io, &self.kernels, self.r.chunk, &norm.weight, 0, g)?;
+            read_row(io, &self.kernels, self.r.chunk, &norm.bias, 0, b)?;
         }
         let count = self.tokens_for(token, NORM_COST * e as u64, budget);
         let (g, b) = self.r.scratch.split_at_checked(e).ok_or(Error::InvalidState)?;
@@ -1289,15 +1285,4 @@ fn read_row<S: Source + ?Sized>(
     read_exact_at(io, t.row_offset(row), raw)?;
     kernels.dequantize(t.ty, raw, dst)?;
     Ok(())
-}
-
-/// Reads a whole vector tensor (one row) into `dst`.
-fn read_vector<S: Source + ?Sized>(
-    io: &mut S,
-    kernels: &Kernels,
-    chunk: &mut [u8],
-    t: &TensorRef,
-    dst: &mut [f32],
-) -> Result<()> {
-    read_row(io, kernels, chunk, t, 0, dst)
 }

@@ -104,28 +104,13 @@ struct Choices {
 impl Plan {
     /// The fast plan: the tokenizer looks pieces up in a vocab index (built once per model in
     /// separate memory, [`Plan::index_bytes`]), 64 KiB weight chunks and decode tiles of about
-    /// 192 KiB (a few hundred KiB over the minimum), and per token about 3·n_embd floats — a third of the heads
-    /// per attention group and FFN slabs as wide as that group's room — or, while the whole
-    /// region stays under 2 MiB, room for all heads and the whole FFN at once. A job of fewer
-    /// than `max_tokens` tokens uses the room it leaves for more heads and wider slabs (fewer,
-    /// larger reads).
+    /// 192 KiB (a few hundred KiB over the minimum), and per token about 3·n_embd floats — a
+    /// third of the heads per attention group and FFN slabs as wide as that group's room — or,
+    /// while the whole region stays under 2 MiB, room for all heads and the whole FFN at once.
+    /// A job of fewer than `max_tokens` tokens uses the room it leaves for more heads and wider
+    /// slabs (fewer, larger reads).
     pub fn new(model: &Model<'_>, limits: Limits) -> Result<Self> {
-        let shape = Shape::of(model)?;
-        let group = shape.n_head.div_ceil(3);
-        let slab = shape.slab_within(shape.qkv_width(group));
-        let (_, preferred) = matmul_scratch_len(shape.n_embd.max(slab));
-        let choices = Choices {
-            mode: Mode::Index,
-            window: MIN_WINDOW_CHARS,
-            wide_allowance: 2 << 20,
-            group,
-            slab,
-            q_tile: 32,
-            k_tile: 256,
-            chunk_bytes: (64 * 1024).max(shape.max_span(slab)),
-            scratch: preferred.max(2usize.saturating_mul(shape.n_embd)).max(slab),
-        };
-        Plan::build(&shape, limits, choices)
+        Plan::third_of_the_heads(model, limits, Mode::Index, MIN_WINDOW_CHARS, 2 << 20, 256)
     }
 
     /// The lean plan: the fast plan's layout without the vocab index (the tokenizer streams the
@@ -133,20 +118,33 @@ impl Plan {
     /// attention tiles and a 1 MiB allowance for the wide region: about 600 KiB less, nearly
     /// the same speed on long texts.
     pub fn lean(model: &Model<'_>, limits: Limits) -> Result<Self> {
+        // About 8 chars per token covers most texts in one window, hence one pass over the vocab.
+        let window = limits.max_tokens.saturating_mul(8).clamp(MIN_WINDOW_CHARS, 4096);
+        Plan::third_of_the_heads(model, limits, Mode::Scan, window, 1 << 20, 128)
+    }
+
+    /// The layout shared by the fast and lean plans: a third of the heads per attention group,
+    /// the slab that fits beside it, 64 KiB chunks, the kernels' preferred decode tile.
+    fn third_of_the_heads(
+        model: &Model<'_>,
+        limits: Limits,
+        mode: Mode,
+        window: usize,
+        wide_allowance: usize,
+        k_tile: usize,
+    ) -> Result<Self> {
         let shape = Shape::of(model)?;
         let group = shape.n_head.div_ceil(3);
         let slab = shape.slab_within(shape.qkv_width(group));
         let (_, preferred) = matmul_scratch_len(shape.n_embd.max(slab));
-        // About 8 chars per token covers most text in one window, hence one pass over the vocab.
-        let window = limits.max_tokens.saturating_mul(8).clamp(MIN_WINDOW_CHARS, 4096);
         let choices = Choices {
-            mode: Mode::Scan,
+            mode,
             window,
-            wide_allowance: 1 << 20,
+            wide_allowance,
             group,
             slab,
             q_tile: 32,
-            k_tile: 128,
+            k_tile,
             chunk_bytes: (64 * 1024).max(shape.max_span(slab)),
             scratch: preferred.max(2usize.saturating_mul(shape.n_embd)).max(slab),
         };
