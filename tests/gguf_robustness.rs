@@ -282,3 +282,27 @@ fn values_round_trip() {
     }
     QuickCheck::new().tests(2000).quickcheck(prop as fn(u8, u64, String) -> bool);
 }
+
+#[test]
+fn non_finite_floats_are_found_by_streaming() {
+    let scan = |ty: u32, data: Vec<u8>| {
+        let n = data.len() as u64 / if ty == 0 { 4 } else { 2 };
+        let f = file(3, &[kv_str("general.architecture", "t")], &[tensor_info("w", &[n], ty, 0)], 32, &data);
+        let t = read_all(&f).unwrap()[0];
+        gguf::scan_non_finite(&mut SliceSource::new(&f), &t, &mut [0u8; 8])
+    };
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    assert!(scan(0, f32s(&[1.0, -2.0, 0.0, f32::MAX])).is_ok());
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let err = scan(0, f32s(&[1.0, 2.0, 3.0, bad])).unwrap_err();
+        assert!(
+            matches!(err, Error::Malformed { what: Malformed::NonFinite(n), .. } if n.as_str() == "w"),
+            "{err:?}"
+        );
+    }
+    // F16 (type 1) infinity 0x7c00 and BF16 (type 30) NaN 0x7fc0, after finite values.
+    let halves = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    assert!(scan(1, halves(&[0x3c00, 0x7bff, 0x0001, 0x8000])).is_ok());
+    assert!(scan(1, halves(&[0x3c00, 0x3c00, 0x3c00, 0x7c00])).is_err());
+    assert!(scan(30, halves(&[0x3f80, 0x3f80, 0x3f80, 0x7fc0])).is_err());
+}
