@@ -138,15 +138,14 @@ enum Stage {
         group: usize,
         token: usize,
     },
-    /// Online-softmax attention of one query tile of one head (of the group) of one text, from
-    /// key `k0` on; once every key is in, the result goes to the attention output at the start
-    /// of the wide region.
+    /// Online-softmax attention of one head (of the group) of one text: key block `k0` against
+    /// the query tiles from `q0` on (see `Job::attention_step`).
     Attention {
         group: usize,
         text: usize,
         head: usize,
-        q0: usize,
         k0: usize,
+        q0: usize,
     },
     /// x += bias of the output projection.
     OutInit {
@@ -570,7 +569,7 @@ impl<'a> Job<'a> {
                 } else if self.model.meta().arch == Arch::NomicBert {
                     Stage::Rope { group, token: 0 }
                 } else {
-                    Stage::Attention { group, text: 0, head: 0, q0: 0, k0: 0 }
+                    Stage::Attention { group, text: 0, head: 0, k0: 0, q0: 0 }
                 };
                 (at(stage), units)
             }
@@ -582,25 +581,22 @@ impl<'a> Job<'a> {
                 self.rope(group, Tokens { first: token, count })?;
                 let next = token + count;
                 let stage = if next >= n {
-                    Stage::Attention { group, text: 0, head: 0, q0: 0, k0: 0 }
+                    Stage::Attention { group, text: 0, head: 0, k0: 0, q0: 0 }
                 } else {
                     Stage::Rope { group, token: next }
                 };
                 (at(stage), per_token * count as u64)
             }
-            Stage::Attention { group, text, head, q0, k0 } => {
+            Stage::Attention { group, text, head, k0, q0 } => {
                 let (_, len) = self.span(text)?;
                 let (_, heads) = self.group_heads(group);
-                let (k_next, units) = self.attention_tile(group, text, head, q0, k0, budget)?;
-                let q_next = q0 + self.plan.q_tile;
-                let stage = if k_next < len {
-                    Stage::Attention { group, text, head, q0, k0: k_next }
-                } else if q_next < len {
-                    Stage::Attention { group, text, head, q0: q_next, k0: 0 }
+                let ((k0, q0), units) = self.attention_step(group, text, head, (k0, q0), budget)?;
+                let stage = if k0 < len {
+                    Stage::Attention { group, text, head, k0, q0 }
                 } else if head + 1 < heads {
-                    Stage::Attention { group, text, head: head + 1, q0: 0, k0: 0 }
+                    Stage::Attention { group, text, head: head + 1, k0: 0, q0: 0 }
                 } else if text + 1 < self.n_texts {
-                    Stage::Attention { group, text: text + 1, head: 0, q0: 0, k0: 0 }
+                    Stage::Attention { group, text: text + 1, head: 0, k0: 0, q0: 0 }
                 } else if (group + 1) * self.layout.group < hp.n_head {
                     Stage::QkvInit { group: group + 1, token: 0 }
                 } else {
@@ -903,72 +899,51 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// Online-softmax attention of queries `[q0, q0 + q_tile)` of text `text` for head `head` of
-    /// group `group`, over the text's keys from `k0` on, in key blocks of `k_tile`, until about
-    /// `budget` units are spent. Returns the next key and the units spent; when every key is in,
-    /// the result has gone to that head's columns of the attention output (start of the wide
-    /// region, stride n_embd).
-    fn attention_tile(
+    /// Online-softmax attention of text `text` for head `head` of group `group`: the key block
+    /// starting at `k0` against query tiles from `q0` on, until about `budget` units are spent.
+    /// Returns where to go on (`(k0, q0)`, `k0 ≥ len` when the head is done) and the units.
+    ///
+    /// Key blocks are the outer loop so that each block's values are transposed once for all
+    /// queries. The accumulators are the head's columns of the attention output itself (start of
+    /// the wide region, stride n_embd); the running max and sum of every query live in the
+    /// attention region. The last key block normalises each query's row.
+    fn attention_step(
         &mut self,
         group: usize,
         text: usize,
         head: usize,
-        q0: usize,
-        k0: usize,
+        (k0, q0): (usize, usize),
         budget: u64,
-    ) -> Result<(usize, u64)> {
+    ) -> Result<((usize, usize), u64)> {
         let hp = *self.model.hparams();
         let (e, d) = (hp.n_embd, hp.head_dim());
         let (h0, _) = self.group_heads(group);
         let (gw, qkv_at) = (self.group_width(), self.n_tokens * e);
         let stride = 3 * gw;
         let (start, len) = self.span(text)?;
-        let tq = self.plan.q_tile.min(len.saturating_sub(q0));
-        let tk_max = self.plan.k_tile;
+        let (q_tile, k_tile) = (self.plan.q_tile, self.plan.k_tile);
+        let tk = k_tile.min(len - k0);
         let scale = 1.0 / libm::sqrtf(d as f32);
-        let (scores, rest) = self.r.attn.split_at_mut_checked(tq * tk_max).ok_or(Error::InvalidState)?;
-        let (acc, rest) = rest.split_at_mut_checked(tq * d).ok_or(Error::InvalidState)?;
-        let (values_t, rest) = rest.split_at_mut_checked(tk_max * d).ok_or(Error::InvalidState)?;
-        let (run_max, rest) = rest.split_at_mut_checked(tq).ok_or(Error::InvalidState)?;
-        let run_sum = rest.get_mut(..tq).ok_or(Error::InvalidState)?;
-        if k0 == 0 {
-            acc.fill(0.0);
-            run_max.fill(f32::NEG_INFINITY);
-            run_sum.fill(0.0);
-        }
-        // Token t's q of this head; its k and v follow at `gw` and `2·gw`.
+        let (scores, rest) = self.r.attn.split_at_mut_checked(q_tile * k_tile).ok_or(Error::InvalidState)?;
+        let (values_t, rest) = rest.split_at_mut_checked(k_tile * d).ok_or(Error::InvalidState)?;
+        let (run_max, rest) = rest.split_at_mut_checked(len).ok_or(Error::InvalidState)?;
+        let run_sum = rest.get_mut(..len).ok_or(Error::InvalidState)?;
+        // Token t's q of this head; its k and v follow at `gw` and `2·gw`. Query i's output row
+        // (its accumulator) is at `out_of(i)` in the attention output.
         let q_of = |t: usize| t * stride + head * d;
+        let out_of = |i: usize| (start + i) * e + (h0 + head) * d;
         let (ctx, qkv) = self.r.wide.split_at_mut_checked(qkv_at).ok_or(Error::InvalidState)?;
         let qkv = &*qkv;
-        let queries = qkv.get(q_of(start + q0)..).ok_or(Error::InvalidState)?;
-        let mut units = 0u64;
-        let mut k0 = k0;
-        // Key blocks until the budget is spent (at least one); the running max, sum and
-        // accumulators stay in the attention region between steps.
-        while k0 < len && (units == 0 || units < budget) {
-            let tk = tk_max.min(len - k0);
-            // Scores of the block: S = Q·Kᵀ.
-            let keys = qkv.get(q_of(start + k0) + gw..).ok_or(Error::InvalidState)?;
-            let block = scores.get_mut(..tq * tk).ok_or(Error::InvalidState)?;
-            block.fill(0.0);
-            self.kernels.gemm_f32_acc(keys, stride, tk, d, queries, stride, tq, block, tk)?;
-            // Online softmax: rescale what was accumulated when the running max grows; the
-            // block's scores become unnormalised probabilities.
-            for (t, row) in block.chunks_exact_mut(tk).enumerate() {
-                let m = run_max.get_mut(t).ok_or(Error::InvalidState)?;
-                let l = run_sum.get_mut(t).ok_or(Error::InvalidState)?;
-                let m_new = m.max(ops::scaled_max(row, scale));
-                let correction = ops::exp(*m - m_new);
-                if correction != 1.0 {
-                    let a = acc.get_mut(t * d..(t + 1) * d).ok_or(Error::InvalidState)?;
-                    a.iter_mut().for_each(|v| *v *= correction);
-                }
-                let block_sum = ops::exp_and_sum(row, scale, m_new);
-                *l = *l * correction + block_sum;
-                *m = m_new;
+        if (k0, q0) == (0, 0) {
+            run_max.fill(f32::NEG_INFINITY);
+            run_sum.fill(0.0);
+            for i in 0..len {
+                ctx.get_mut(out_of(i)..out_of(i) + d).ok_or(Error::InvalidState)?.fill(0.0);
             }
-            // acc += P·V, with the block's values transposed so each head dimension is a row.
-            let vt = values_t.get_mut(..d * tk).ok_or(Error::InvalidState)?;
+        }
+        let vt = values_t.get_mut(..d * tk).ok_or(Error::InvalidState)?;
+        if q0 == 0 {
+            // The block's values, transposed so that each head dimension is a row.
             for j in 0..tk {
                 let v_at = q_of(start + k0 + j) + 2 * gw;
                 let v = qkv.get(v_at..v_at + d).ok_or(Error::InvalidState)?;
@@ -976,22 +951,47 @@ impl<'a> Job<'a> {
                     *vt.get_mut(i * tk + j).ok_or(Error::InvalidState)? = x;
                 }
             }
-            self.kernels.gemm_f32_acc(vt, tk, d, tk, block, tk, tq, acc, d)?;
-            units = units.saturating_add((tq * tk) as u64 * (2 * d as u64 + ATTENTION_PAIR_COST));
-            k0 += tk;
         }
-        if k0 >= len {
-            for t in 0..tq {
-                let l = *run_sum.get(t).ok_or(Error::InvalidState)?;
-                let a = acc.get(t * d..(t + 1) * d).ok_or(Error::InvalidState)?;
-                let at = (start + q0 + t) * e + (h0 + head) * d;
-                let out = ctx.get_mut(at..at + d).ok_or(Error::InvalidState)?;
-                for (o, &av) in out.iter_mut().zip(a) {
-                    *o = av / l;
+        let keys = qkv.get(q_of(start + k0) + gw..).ok_or(Error::InvalidState)?;
+        let last_block = k0 + tk >= len;
+        let (mut q0, mut units) = (q0, 0u64);
+        while q0 < len && (units == 0 || units < budget) {
+            let tq = q_tile.min(len - q0);
+            // Scores of the tile: S = Q·Kᵀ.
+            let queries = qkv.get(q_of(start + q0)..).ok_or(Error::InvalidState)?;
+            let block = scores.get_mut(..tq * tk).ok_or(Error::InvalidState)?;
+            block.fill(0.0);
+            self.kernels.gemm_f32_acc(keys, stride, tk, d, queries, stride, tq, block, tk)?;
+            // Online softmax: rescale what was accumulated when the running max grows; the
+            // scores become unnormalised probabilities.
+            for (t, row) in block.chunks_exact_mut(tk).enumerate() {
+                let i = q0 + t;
+                let m = run_max.get_mut(i).ok_or(Error::InvalidState)?;
+                let l = run_sum.get_mut(i).ok_or(Error::InvalidState)?;
+                let m_new = m.max(ops::scaled_max(row, scale));
+                let correction = ops::exp(*m - m_new);
+                if correction != 1.0 {
+                    let acc = ctx.get_mut(out_of(i)..out_of(i) + d).ok_or(Error::InvalidState)?;
+                    acc.iter_mut().for_each(|v| *v *= correction);
+                }
+                *l = *l * correction + ops::exp_and_sum(row, scale, m_new);
+                *m = m_new;
+            }
+            // Accumulators += P·V.
+            let acc = ctx.get_mut(out_of(q0)..).ok_or(Error::InvalidState)?;
+            self.kernels.gemm_f32_acc(vt, tk, d, tk, block, tk, tq, acc, e)?;
+            if last_block {
+                for i in q0..q0 + tq {
+                    let l = *run_sum.get(i).ok_or(Error::InvalidState)?;
+                    let out = ctx.get_mut(out_of(i)..out_of(i) + d).ok_or(Error::InvalidState)?;
+                    out.iter_mut().for_each(|v| *v /= l);
                 }
             }
+            units = units.saturating_add((tq * tk) as u64 * (2 * d as u64 + ATTENTION_PAIR_COST));
+            q0 += tq;
         }
-        Ok((k0, units))
+        let next = if q0 < len { (k0, q0) } else { (k0 + tk, 0) };
+        Ok((next, units))
     }
 
     /// The first head of group `group` and how many heads it has.

@@ -322,13 +322,12 @@ impl Plan {
         ]
     }
 
-    /// Scores (q_tile × k_tile), accumulators (q_tile × head_dim), a key block's values
-    /// transposed (head_dim × k_tile), running max and sum.
+    /// Scores (q_tile × k_tile), a key block's values transposed (head_dim × k_tile), and the
+    /// running max and sum of every query of a text (2 × max_tokens).
     pub(crate) fn attention_floats(&self) -> usize {
         let scores = self.q_tile.saturating_mul(self.k_tile);
-        let acc = self.q_tile.saturating_mul(self.head_dim);
         let values = self.k_tile.saturating_mul(self.head_dim);
-        scores.saturating_add(acc).saturating_add(values).saturating_add(self.q_tile.saturating_mul(2))
+        scores.saturating_add(values).saturating_add(self.limits.max_tokens.saturating_mul(2))
     }
 }
 
