@@ -115,7 +115,7 @@ impl Plan {
 
     /// The lean plan: the fast plan's layout without the vocab index (the tokenizer streams the
     /// vocab once per window of up to 4096 chars, a few milliseconds per text), with smaller
-    /// attention tiles and a 1 MiB allowance for the wide region: about 600 KiB less, nearly
+    /// attention tiles and a 1 MiB allowance for the wide region: about 500 KiB less, nearly
     /// the same speed on long texts.
     pub fn lean(model: &Model<'_>, limits: Limits) -> Result<Self> {
         // About 8 chars per token covers most texts in one window, hence one pass over the vocab.
