@@ -1,0 +1,686 @@
+//! [`Job`]: one embedding computation as a state machine the host advances with
+//! [`Job::step`].
+//!
+//! Index arithmetic here is on sizes bounded by the plan (token counts ≤ `Limits::max_tokens`,
+//! dimensions ≤ the loader's bounds) whose products are lengths of regions that exist in the
+//! arena, so it cannot overflow; every access goes through `get`, so a bug is an error, not a
+//! panic. Divisors are dimensions validated non-zero when the model was loaded.
+#![allow(clippy::arithmetic_side_effects)]
+
+mod attention;
+mod layer;
+
+use crate::engine::arena::{carve, Regions};
+use crate::engine::ops;
+use crate::engine::plan::{Layout, Plan};
+use crate::error::{Error, InputError, Result};
+use crate::io::{read_exact_at, Source};
+use crate::model::{Arch, Layer, Linear, Model, Norm, Pooling, Qkv, TensorRef};
+use crate::quant::Kernels;
+use crate::tokenizer::{self, Lookup, Tokenize};
+
+/// Work units one [`Job::step`] may do by default: about a quarter of a millisecond on one core
+/// of the machine the README's numbers come from (AVX-512 kernels), a few milliseconds with the
+/// portable scalar kernels.
+///
+/// A work unit is the time of one multiply-add in the weight kernels (≈ 0.03 ns there); the other
+/// passes are converted with the per-element costs below, measured on the same machine.
+pub const DEFAULT_BUDGET: u64 = 8_000_000;
+
+/// Work units per element of the element-wise passes.
+const NORM_COST: u64 = 80;
+const ACT_COST: u64 = 100;
+/// Rotary positions: per (cos, sin) pair computed in f64, and per element rotated.
+const ROPE_PAIR_COST: u64 = 1000;
+const ROPE_COST: u64 = 8;
+const EMBED_COST: u64 = 100;
+const BIAS_COST: u64 = 10;
+const POOL_COST: u64 = 20;
+/// Work units per (query, key) pair of one head besides its 2·head_dim multiply-adds: the
+/// exponential, the softmax bookkeeping and the value transposition.
+const ATTENTION_PAIR_COST: u64 = 750;
+/// Work units per tokenizer unit (a char normalized, a vocab entry compared, …).
+const TOKENIZER_COST: u64 = 1000;
+
+/// What a job embeds.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// One text, tokenized by the job (cut at the model's context or the plan's token limit,
+    /// whichever is smaller, unless [`JobOptions::truncate`] is off).
+    Text(&'a str),
+    /// Several texts, embedded together: each weight chunk is read once for all of them.
+    Texts(&'a [&'a str]),
+    /// Token ids of one text, [CLS] and [SEP] included.
+    Ids(&'a [u32]),
+    /// Token ids of several texts, embedded together.
+    IdBatch(&'a [&'a [u32]]),
+}
+
+/// What one [`Job::step`] achieved.
+#[derive(Debug, PartialEq)]
+#[must_use]
+pub enum Step<'j> {
+    /// Work remains: call `step` again (interleave other work as you like).
+    Pending(Progress),
+    /// Finished: one embedding of `n_embd` floats per text, one after another. Later steps
+    /// return the same.
+    Done(&'j [f32]),
+}
+
+/// How far a job is, in work units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Units done so far.
+    pub done: u64,
+    /// Units the whole job takes (an estimate; fixed once the input is tokenized).
+    pub total: u64,
+    /// What the next step works on: `"tokenize"`, `"embed"`, `"qkv"`, `"attention"`,
+    /// `"attention-out"`, `"ffn"`, `"norm"` or `"pool"`.
+    pub stage: &'static str,
+    /// The layer the next step works in, when it is in one.
+    pub layer: Option<usize>,
+}
+
+/// Options of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobOptions {
+    /// Scale each embedding to unit L2 norm (default true).
+    pub normalize: bool,
+    /// Work units per step (default [`DEFAULT_BUDGET`]; 0 counts as 1). Every step does about
+    /// this much work: at most one weight row, one attention key block or one token more.
+    pub budget: u64,
+    /// Cut a text longer than the model's context (or the plan's token limit) to [CLS] + the
+    /// first pieces + [SEP] (default true); when false such a text is
+    /// [`InputError::TooManyTokens`].
+    pub truncate: bool,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions { normalize: true, budget: DEFAULT_BUDGET, truncate: true }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Tokenize {
+        text: usize,
+    },
+    Embed {
+        token: usize,
+    },
+    EmbedNorm {
+        token: usize,
+    },
+    Layer {
+        index: usize,
+        stage: Stage,
+    },
+    /// Pooling text `text`, from its token `token` on.
+    Pool {
+        text: usize,
+        token: usize,
+    },
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Q|K|V of one group of heads ← biases (or zeros).
+    QkvInit {
+        group: usize,
+        token: usize,
+    },
+    /// Q|K|V of the group += x·Wᵀ, row by row (q rows, then k, then v).
+    Qkv {
+        group: usize,
+        row: usize,
+    },
+    /// Rotary positions on the group's Q and K (nomic-bert).
+    Rope {
+        group: usize,
+        token: usize,
+    },
+    /// Online-softmax attention of one head (of the group) of one text: key block `k0` against
+    /// the query tiles from `q0` on (see `Job::attention_step`).
+    Attention {
+        group: usize,
+        text: usize,
+        head: usize,
+        k0: usize,
+        q0: usize,
+    },
+    /// x += bias of the output projection.
+    OutInit {
+        token: usize,
+    },
+    /// x += attention · Woᵀ.
+    Out {
+        row: usize,
+    },
+    AttnNorm {
+        token: usize,
+    },
+    /// y ← x + bias of the down projection.
+    FfnInit {
+        token: usize,
+    },
+    /// The slab's hidden columns ← biases (or zeros).
+    SlabInit {
+        slab: usize,
+        token: usize,
+    },
+    /// The slab's up (then gate) rows.
+    Up {
+        slab: usize,
+        row: usize,
+    },
+    /// GELU, or SiLU(gate) ⊙ up.
+    Act {
+        slab: usize,
+        token: usize,
+    },
+    /// y += slab · W_down[:, slab]ᵀ.
+    Down {
+        slab: usize,
+        row: usize,
+    },
+    OutNorm {
+        token: usize,
+    },
+}
+
+/// One embedding job: a text (as token ids) or a batch, its arena, and where it is.
+///
+/// Create with [`Job::new`], then call [`Job::step`] until it returns [`Step::Done`]. Each step
+/// does at most one budget of work ([`JobOptions::budget`]) and returns. An error poisons the
+/// job: every later step returns it again. Dropping a job at any point is safe; nothing leaks
+/// because nothing was allocated.
+#[derive(Debug)]
+pub struct Job<'a> {
+    model: Model<'a>,
+    plan: Plan,
+    kernels: Kernels,
+    r: Regions<'a>,
+    /// The texts still to tokenize (empty for id input).
+    texts: Texts<'a>,
+    lookup: Lookup<'a>,
+    /// The text being tokenized.
+    tokenizer: Option<Tokenize<'a>>,
+    n_tokens: usize,
+    n_texts: usize,
+    /// Texts whose ids are in place.
+    filled: usize,
+    options: JobOptions,
+    phase: Phase,
+    /// The current layer's tensors (resolved when the layer starts).
+    layer: Option<Layer>,
+    /// How the wide region is used, chosen from the token count once it is known.
+    layout: Layout,
+    done_units: u64,
+    total_units: u64,
+    failed: Option<Error>,
+}
+
+impl<'a> Job<'a> {
+    /// A job embedding `input` with `model`, working in `arena` as `plan` lays it out. Texts are
+    /// tokenized through `lookup`: [`Lookup::Index`] with an index built for this model when
+    /// the plan's [`Plan::tokenizer_mode`] is index, [`Lookup::Scan`] otherwise (and for ids).
+    ///
+    /// O(layers) (checking the plan against the model); tokenizing is part of the steps; copies
+    /// the ids of id input. Fails with [`Error::PlanMismatch`] for a plan made for another model
+    /// or a lookup of another mode than the plan's, [`Error::ArenaTooSmall`] for an arena
+    /// shorter than `plan.arena_bytes()`, and [`Error::Input`] for more texts than planned or,
+    /// for id input, more tokens than planned or than the model's context, an empty sequence,
+    /// or an id outside the vocab.
+    pub fn new(
+        model: Model<'a>,
+        plan: &Plan,
+        arena: &'a mut [u8],
+        input: Input<'a>,
+        lookup: Lookup<'a>,
+        options: JobOptions,
+    ) -> Result<Self> {
+        plan.check_model(&model)?;
+        let r = carve(plan, arena)?;
+        let (texts, n_texts) = match input {
+            Input::Text(t) => (Texts::One(t), 1),
+            Input::Texts(ts) => (Texts::Many(ts), ts.len()),
+            Input::Ids(_) => (Texts::None, 1),
+            Input::IdBatch(b) => (Texts::None, b.len()),
+        };
+        if !matches!(texts, Texts::None) && lookup.mode() != plan.mode {
+            return Err(Error::PlanMismatch);
+        }
+        if n_texts == 0 {
+            return Err(Error::Input(InputError::Empty));
+        }
+        if n_texts > plan.limits.max_texts {
+            return Err(Error::Input(InputError::TooManyTexts {
+                texts: n_texts,
+                max: plan.limits.max_texts,
+            }));
+        }
+        let options = JobOptions { budget: options.budget.max(1), ..options };
+        let mut job = Job {
+            model,
+            plan: *plan,
+            kernels: Kernels::detect(),
+            r,
+            texts,
+            lookup,
+            tokenizer: None,
+            n_tokens: 0,
+            n_texts,
+            filled: 0,
+            options,
+            phase: Phase::Tokenize { text: 0 },
+            layer: None,
+            layout: plan.layout_for(plan.limits.max_tokens),
+            done_units: 0,
+            total_units: 0,
+            failed: None,
+        };
+        match input {
+            Input::Ids(ids) => job.set_ids(&[ids])?,
+            Input::IdBatch(batch) => job.set_ids(batch)?,
+            Input::Text(_) | Input::Texts(_) => {}
+        }
+        Ok(job)
+    }
+
+    /// Stores the ids of id input and skips tokenizing.
+    fn set_ids(&mut self, texts: &[&[u32]]) -> Result<()> {
+        let hp = *self.model.hparams();
+        for ids in texts {
+            if ids.is_empty() {
+                return Err(Error::Input(InputError::Empty));
+            }
+            if ids.len() > hp.n_ctx {
+                return Err(Error::Input(InputError::TooManyTokens { tokens: ids.len(), max: hp.n_ctx }));
+            }
+            if let Some(&bad) = ids.iter().find(|&&id| id as usize >= hp.n_vocab) {
+                return Err(Error::Input(InputError::TokenIdOutOfRange(bad)));
+            }
+            self.push_text(ids)?;
+        }
+        self.start_embedding();
+        Ok(())
+    }
+
+    /// Appends one text's ids to the token sequence and records its span.
+    fn push_text(&mut self, ids: &[u32]) -> Result<()> {
+        let (n, text) = (self.n_tokens, self.filled);
+        let end = n.saturating_add(ids.len());
+        if end > self.plan.limits.max_tokens {
+            return Err(Error::Input(InputError::TooManyTokens {
+                tokens: end,
+                max: self.plan.limits.max_tokens,
+            }));
+        }
+        self.r.ids.get_mut(n..end).ok_or(Error::InvalidState)?.copy_from_slice(ids);
+        let span = self.r.spans.get_mut(2 * text..2 * text + 2).ok_or(Error::InvalidState)?;
+        span.copy_from_slice(&[n as u32, ids.len() as u32]);
+        self.n_tokens = end;
+        self.filled = text + 1;
+        Ok(())
+    }
+
+    /// Moves on to the forward pass once every text's ids are in place.
+    fn start_embedding(&mut self) {
+        self.layout = self.plan.layout_for(self.n_tokens);
+        self.phase = Phase::Embed { token: 0 };
+        self.total_units = self.done_units.saturating_add(self.estimate_total());
+    }
+
+    /// Tokenizes text `text` as far as the budget allows; on its end, appends its ids.
+    fn tokenize_step<S: Source + ?Sized>(&mut self, io: &mut S, text: usize, budget: u64) -> Result<u64> {
+        if self.tokenizer.is_none() {
+            let s = self.texts.get(text).ok_or(Error::InvalidState)?;
+            // Each text is cut (or refused) at the model's context or the plan's token limit,
+            // whichever is smaller; a batch whose texts together overflow the plan is an error.
+            let max_tokens = self.model.hparams().n_ctx.min(self.plan.limits.max_tokens);
+            let options = tokenizer::Options { max_tokens, truncate: self.options.truncate };
+            let out = core::mem::take(&mut self.r.tok_out);
+            let work = core::mem::take(&mut self.r.tok_work);
+            let vocab = self.model.meta().vocab;
+            self.tokenizer = Some(Tokenize::new(&vocab, self.lookup, s, work, out, options)?);
+        }
+        let tok = self.tokenizer.as_mut().ok_or(Error::InvalidState)?;
+        let units = u32::try_from(budget / TOKENIZER_COST).unwrap_or(u32::MAX).max(1);
+        if tok.step(io, units)? == tokenizer::Step::Pending {
+            return Ok(budget);
+        }
+        let (out, n, work) = self.tokenizer.take().ok_or(Error::InvalidState)?.into_parts();
+        let ids = out.get(..n).ok_or(Error::InvalidState)?;
+        let pushed = self.push_text(ids);
+        self.r.tok_out = out;
+        self.r.tok_work = work;
+        pushed?;
+        if text + 1 < self.n_texts {
+            self.phase = Phase::Tokenize { text: text + 1 };
+        } else {
+            self.start_embedding();
+        }
+        // The tokenizer does not say how much of its budget it used: count all of it.
+        Ok(budget)
+    }
+
+    /// Replaces the kernel table (e.g. [`Kernels::scalar`] to compare against the reference
+    /// path). Results differ only by float summation order.
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
+    }
+
+    /// Changes the work budget of later steps.
+    pub fn set_budget(&mut self, units: u64) {
+        self.options.budget = units.max(1);
+    }
+
+    /// Tokens in the job (all texts).
+    pub fn n_tokens(&self) -> usize {
+        self.n_tokens
+    }
+
+    /// Floats per embedding.
+    pub fn embedding_len(&self) -> usize {
+        self.plan.n_embd
+    }
+
+    /// Does at most one budget of work, reading weights from `io`, and reports.
+    pub fn step<S: Source + ?Sized>(&mut self, io: &mut S) -> Result<Step<'_>> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let mut spent = 0u64;
+        while self.phase != Phase::Done && spent < self.options.budget {
+            let left = self.options.budget.saturating_sub(spent);
+            match self.advance(io, left) {
+                Ok(units) => spent = spent.saturating_add(units.max(1)),
+                Err(e) => {
+                    self.failed = Some(e);
+                    return Err(e);
+                }
+            }
+        }
+        self.done_units = self.done_units.saturating_add(spent);
+        if self.phase == Phase::Done {
+            let len = self.n_texts.saturating_mul(self.plan.n_embd);
+            return match self.r.out.get(..len) {
+                Some(out) => Ok(Step::Done(out)),
+                None => {
+                    self.failed = Some(Error::InvalidState);
+                    Err(Error::InvalidState)
+                }
+            };
+        }
+        let (stage, layer) = self.stage_name();
+        Ok(Step::Pending(Progress {
+            done: self.done_units,
+            total: self.total_units.max(self.done_units),
+            stage,
+            layer,
+        }))
+    }
+
+    /// The name of what the job works on next, and its layer.
+    fn stage_name(&self) -> (&'static str, Option<usize>) {
+        match self.phase {
+            Phase::Tokenize { .. } => ("tokenize", None),
+            Phase::Embed { .. } => ("embed", None),
+            Phase::EmbedNorm { .. } => ("norm", None),
+            Phase::Pool { .. } | Phase::Done => ("pool", None),
+            Phase::Layer { index, stage } => {
+                let name = match stage {
+                    Stage::QkvInit { .. } | Stage::Qkv { .. } | Stage::Rope { .. } => "qkv",
+                    Stage::Attention { .. } => "attention",
+                    Stage::OutInit { .. } | Stage::Out { .. } => "attention-out",
+                    Stage::AttnNorm { .. } | Stage::OutNorm { .. } => "norm",
+                    _ => "ffn",
+                };
+                (name, Some(index))
+            }
+        }
+    }
+
+    /// The span (first token, token count) of text `i`.
+    fn span(&self, i: usize) -> Result<(usize, usize)> {
+        match self.r.spans.get(2 * i..2 * i + 2) {
+            Some(&[start, len]) => Ok((start as usize, len as usize)),
+            _ => Err(Error::InvalidState),
+        }
+    }
+
+    /// Tokens whose per-token work of `cost` fits `budget` (at least one), starting at `token`.
+    fn tokens_for(&self, token: usize, cost: u64, budget: u64) -> usize {
+        let fit = usize::try_from(budget.checked_div(cost.max(1)).unwrap_or(0)).unwrap_or(usize::MAX);
+        fit.max(1).min(self.n_tokens.saturating_sub(token))
+    }
+
+    /// Does one bounded unit of work (at most about `budget` units, at least one row, token or
+    /// tile) and moves the phase on. Returns the units spent.
+    fn advance<S: Source + ?Sized>(&mut self, io: &mut S, budget: u64) -> Result<u64> {
+        let hp = *self.model.hparams();
+        let e = hp.n_embd;
+        let n = self.n_tokens;
+        match self.phase {
+            Phase::Tokenize { text } => self.tokenize_step(io, text, budget),
+            Phase::Embed { token } => {
+                let count = self.tokens_for(token, EMBED_COST.saturating_mul(e as u64), budget);
+                for t in token..token.saturating_add(count) {
+                    self.embed_token(io, t)?;
+                }
+                let next = token.saturating_add(count);
+                self.phase =
+                    if next >= n { Phase::EmbedNorm { token: 0 } } else { Phase::Embed { token: next } };
+                Ok(EMBED_COST.saturating_mul((count * e) as u64))
+            }
+            Phase::EmbedNorm { token } => {
+                let norm = self.model.meta().embd_norm;
+                let done = self.norm_pass(io, &norm, token, budget, false)?;
+                self.phase =
+                    if done.0 >= n { self.enter_layer(0)? } else { Phase::EmbedNorm { token: done.0 } };
+                Ok(done.1)
+            }
+            Phase::Layer { index, stage } => self.layer_step(io, index, stage, budget),
+            Phase::Pool { text, token } => {
+                let (next, units) = self.pool(text, token, budget)?;
+                self.phase = match next {
+                    Some(token) => Phase::Pool { text, token },
+                    None if text + 1 < self.n_texts => Phase::Pool { text: text + 1, token: 0 },
+                    None => Phase::Done,
+                };
+                Ok(units)
+            }
+            Phase::Done => Ok(0),
+        }
+    }
+
+    fn enter_layer(&mut self, index: usize) -> Result<Phase> {
+        if index >= self.model.hparams().n_layer {
+            self.layer = None;
+            return Ok(Phase::Pool { text: 0, token: 0 });
+        }
+        self.layer = Some(self.model.layer(index)?);
+        Ok(Phase::Layer { index, stage: Stage::QkvInit { group: 0, token: 0 } })
+    }
+
+    fn current_layer(&self) -> Result<Layer> {
+        self.layer.ok_or(Error::InvalidState)
+    }
+
+    /// Embeds token `t`: its row of `token_embd`, plus its position row (bert) and type row 0.
+    fn embed_token<S: Source + ?Sized>(&mut self, io: &mut S, t: usize) -> Result<()> {
+        let meta = *self.model.meta();
+        let e = self.plan.n_embd;
+        let id = *self.r.ids.get(t).ok_or(Error::InvalidState)? as usize;
+        let pos = self.position_of(t)?;
+        let x = self.r.x.get_mut(t * e..(t + 1) * e).ok_or(Error::InvalidState)?;
+        read_row(io, &self.kernels, self.r.chunk, &meta.token_embd, id, x)?;
+        let extra = [meta.position_embd.map(|p| (p, pos)), meta.token_types.map(|t| (t, 0))];
+        for (tensor, row) in extra.into_iter().flatten() {
+            let tmp = self.r.scratch.get_mut(..e).ok_or(Error::InvalidState)?;
+            read_row(io, &self.kernels, self.r.chunk, &tensor, row, tmp)?;
+            for (a, b) in x.iter_mut().zip(tmp.iter()) {
+                *a += *b;
+            }
+        }
+        Ok(())
+    }
+
+    /// Position of token `t` within its text. O(log texts): texts lie one after another, so
+    /// `t` is in the last one that starts at or before it.
+    fn position_of(&self, t: usize) -> Result<usize> {
+        let (mut lo, mut hi) = (0, self.n_texts);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.span(mid)?.0 <= t {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let (start, len) = self.span(lo)?;
+        if t < start || t >= start + len {
+            return Err(Error::InvalidState);
+        }
+        Ok(t - start)
+    }
+
+    /// LayerNorm of tokens from `token` on, as the budget allows: x ← LN(x), or x ← LN(y) when
+    /// `from_y`. γ and β are read into scratch when the pass starts (token 0) and stay there.
+    /// Returns (next token, units).
+    fn norm_pass<S: Source + ?Sized>(
+        &mut self,
+        io: &mut S,
+        norm: &Norm,
+        token: usize,
+        budget: u64,
+        from_y: bool,
+    ) -> Result<(usize, u64)> {
+        let e = self.plan.n_embd;
+        let eps = self.model.hparams().eps;
+        if token == 0 {
+            // Norm vectors are single rows.
+            let (g, b) = self.r.scratch.split_at_mut_checked(e).ok_or(Error::InvalidState)?;
+            let b = b.get_mut(..e).ok_or(Error::InvalidState)?;
+            read_row(io, &self.kernels, self.r.chunk, &norm.weight, 0, g)?;
+            read_row(io, &self.kernels, self.r.chunk, &norm.bias, 0, b)?;
+        }
+        let count = self.tokens_for(token, NORM_COST * e as u64, budget);
+        let (g, b) = self.r.scratch.split_at_checked(e).ok_or(Error::InvalidState)?;
+        let b = b.get(..e).ok_or(Error::InvalidState)?;
+        for t in token..token + count {
+            let x = self.r.x.get_mut(t * e..(t + 1) * e).ok_or(Error::InvalidState)?;
+            if from_y {
+                x.copy_from_slice(self.r.wide.get(t * e..(t + 1) * e).ok_or(Error::InvalidState)?);
+            }
+            ops::layer_norm(x, g, b, eps);
+        }
+        Ok((token + count, NORM_COST * (count * e) as u64))
+    }
+
+    /// Pools text `text` from its token `token` on, as far as `budget` allows. Mean pooling sums
+    /// the tokens into scratch with compensation (Neumaier), so the sum is as exact as in f64,
+    /// then, at the text's last token, writes the mean to the text's output slot; CLS pooling
+    /// copies the first token. The embedding is then normalised if asked. Returns the next token
+    /// (`None` once the text is done) and the units spent.
+    fn pool(&mut self, text: usize, token: usize, budget: u64) -> Result<(Option<usize>, u64)> {
+        let e = self.plan.n_embd;
+        let (start, len) = self.span(text)?;
+        let out = self.r.out.get_mut(text * e..(text + 1) * e).ok_or(Error::InvalidState)?;
+        let units = match self.model.hparams().pooling {
+            Pooling::Cls => {
+                out.copy_from_slice(self.r.x.get(start * e..(start + 1) * e).ok_or(Error::InvalidState)?);
+                e as u64
+            }
+            Pooling::Mean => {
+                let (sum, comp) = self.r.scratch.split_at_mut_checked(e).ok_or(Error::InvalidState)?;
+                let comp = comp.get_mut(..e).ok_or(Error::InvalidState)?;
+                if token == 0 {
+                    sum.fill(0.0);
+                    comp.fill(0.0);
+                }
+                let fit = usize::try_from(budget / (POOL_COST * e as u64).max(1)).unwrap_or(usize::MAX);
+                let count = fit.max(1).min(len - token);
+                let rows = self.r.x.get((start + token) * e..(start + token + count) * e);
+                for row in rows.ok_or(Error::InvalidState)?.chunks_exact(e) {
+                    for ((s, c), &v) in sum.iter_mut().zip(comp.iter_mut()).zip(row) {
+                        let t = *s + v;
+                        *c += if s.abs() >= v.abs() { (*s - t) + v } else { (v - t) + *s };
+                        *s = t;
+                    }
+                }
+                let units = POOL_COST * (count * e) as u64;
+                if token + count < len {
+                    return Ok((Some(token + count), units));
+                }
+                let inv = 1.0 / len as f64;
+                for ((o, &s), &c) in out.iter_mut().zip(sum.iter()).zip(comp.iter()) {
+                    *o = ((f64::from(s) + f64::from(c)) * inv) as f32;
+                }
+                units
+            }
+        };
+        if self.options.normalize {
+            ops::l2_normalize(out);
+        }
+        Ok((None, units))
+    }
+
+    /// A rough count of the job's work units, for progress reports.
+    fn estimate_total(&self) -> u64 {
+        let hp = self.model.hparams();
+        let (n, e, f) = (self.n_tokens as u64, hp.n_embd as u64, hp.n_ff as u64);
+        let gates = if self.model.meta().arch == Arch::NomicBert { 3 } else { 2 };
+        let per_layer = n * e * (4 * e + gates * f) + 2 * n * n * e;
+        per_layer * hp.n_layer as u64
+    }
+}
+
+/// The texts of a job.
+#[derive(Debug, Clone, Copy)]
+enum Texts<'a> {
+    /// Id input: nothing to tokenize.
+    None,
+    One(&'a str),
+    Many(&'a [&'a str]),
+}
+
+impl<'a> Texts<'a> {
+    fn get(&self, i: usize) -> Option<&'a str> {
+        match *self {
+            Texts::None => None,
+            Texts::One(t) => (i == 0).then_some(t),
+            Texts::Many(ts) => ts.get(i).copied(),
+        }
+    }
+}
+
+/// A run of tokens `[first, first + count)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tokens {
+    first: usize,
+    count: usize,
+}
+
+impl Tokens {
+    fn range(self) -> core::ops::Range<usize> {
+        self.first..self.first + self.count
+    }
+}
+
+/// Reads row `row` of `t` and dequantizes it into `dst` (`t.cols` floats).
+fn read_row<S: Source + ?Sized>(
+    io: &mut S,
+    kernels: &Kernels,
+    chunk: &mut [u8],
+    t: &TensorRef,
+    row: usize,
+    dst: &mut [f32],
+) -> Result<()> {
+    let raw = chunk.get_mut(..t.row_bytes()).ok_or(Error::InvalidState)?;
+    read_exact_at(io, t.row_offset(row), raw)?;
+    kernels.dequantize(t.ty, raw, dst)?;
+    Ok(())
+}
