@@ -44,7 +44,10 @@ pub fn shared_fixtures() -> Option<PathBuf> {
     if std::env::var("STEPEMBED_REQUIRE_SHARED").as_deref() == Ok("1") {
         panic!("shared fixtures required but not found at {}", dir.display());
     }
-    eprintln!(
+    // Straight to stderr, not through `eprintln!`, which the test harness would capture.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
         "\n!!!!!!!!!! SKIPPED: shared fixtures not found at {} — the 768-dim benchmark-model \
          tests did not run (set STEPEMBED_SHARED_FIXTURES) !!!!!!!!!!\n",
         dir.display()
