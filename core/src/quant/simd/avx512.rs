@@ -14,7 +14,7 @@ use core::arch::x86_64::{
     _mm512_storeu_ps, _mm512_sub_ps, _mm_add_ps, _mm_loadu_ps, _mm_storeu_ps,
 };
 
-use super::{byte_decoders, gemm_in_bounds, k_blocks, row_blocks};
+use super::{byte_decoders, gemm_driver, gemm_in_bounds, k_blocks, row_blocks};
 use crate::gguf::GgmlType;
 use crate::quant::blocks::{k_scales_mins, layout, QK_K};
 use crate::quant::scalar;
@@ -375,57 +375,7 @@ unsafe fn rows<const T: usize>(
     }
 }
 
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    w: &[f32],
-    w_stride: usize,
-    n_rows: usize,
-    k: usize,
-    x: &[f32],
-    x_stride: usize,
-    n_tokens: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    if !gemm_in_bounds(w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride) {
-        return;
-    }
-    // All index arithmetic below stays within the spans just checked (r0 < n_rows, t0 <
-    // n_tokens, k0 + kc <= k), so the wrapping operations never wrap.
-    for (k0, kc) in k_blocks(k) {
-        for (rb0, rbn) in row_blocks(n_rows, kc, MR) {
-            let r_end = rb0.wrapping_add(rbn);
-            let mut t0 = 0usize;
-            while t0 < n_tokens {
-                let tn = n_tokens.wrapping_sub(t0).min(NT);
-                let xb = x.as_ptr().wrapping_add(t0.wrapping_mul(x_stride).wrapping_add(k0));
-                let mut r0 = rb0;
-                while r0 < r_end {
-                    let rn = r_end.wrapping_sub(r0).min(MR);
-                    let wb = w.as_ptr().wrapping_add(r0.wrapping_mul(w_stride).wrapping_add(k0));
-                    let ob = out.as_mut_ptr().wrapping_add(t0.wrapping_mul(out_stride).wrapping_add(r0));
-                    // SAFETY: rows r0..r0+rn, tokens t0..t0+tn and elements k0..k0+kc lie within
-                    // `w`, `x` and `out` (gemm_in_bounds above); the CPU supports the features
-                    // (caller).
-                    unsafe {
-                        match tn {
-                            6 => rows::<6>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                            5 => rows::<5>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                            4 => rows::<4>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                            3 => rows::<3>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                            2 => rows::<2>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                            1 => rows::<1>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),
-                            _ => {}
-                        }
-                    }
-                    r0 = r0.wrapping_add(rn);
-                }
-                t0 = t0.wrapping_add(tn);
-            }
-        }
-    }
-}
+gemm_driver!("avx512f,avx512vl,avx2,fma,f16c", [6, 5, 4, 3, 2, 1]);
 
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 fn dot(a: &[f32], b: &[f32]) -> f32 {

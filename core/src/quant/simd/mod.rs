@@ -548,3 +548,59 @@ macro_rules! byte_decoders {
     };
 }
 use byte_decoders;
+
+/// The f32 GEMM driver of an ISA module, written once: blocks of `k` (`k_blocks`), of rows
+/// (`row_blocks`, the module's `MR`), then tiles of up to the module's `NT` tokens handed to its
+/// register-blocked `rows::<T>` for each token count `T` listed (from `NT` down to 1). Out of
+/// bounds shapes do nothing (callers validate first).
+macro_rules! gemm_driver {
+    ($feat:literal, [$($t:literal),+]) => {
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        fn gemm(
+            w: &[f32],
+            w_stride: usize,
+            n_rows: usize,
+            k: usize,
+            x: &[f32],
+            x_stride: usize,
+            n_tokens: usize,
+            out: &mut [f32],
+            out_stride: usize,
+        ) {
+            if !gemm_in_bounds(w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride) {
+                return;
+            }
+            // All index arithmetic below stays within the spans just checked (r0 < n_rows, t0 <
+            // n_tokens, k0 + kc <= k), so the wrapping operations never wrap.
+            for (k0, kc) in k_blocks(k) {
+                for (rb0, rbn) in row_blocks(n_rows, kc, MR) {
+                    let r_end = rb0.wrapping_add(rbn);
+                    let mut t0 = 0usize;
+                    while t0 < n_tokens {
+                        let tn = n_tokens.wrapping_sub(t0).min(NT);
+                        let xb = x.as_ptr().wrapping_add(t0.wrapping_mul(x_stride).wrapping_add(k0));
+                        let mut r0 = rb0;
+                        while r0 < r_end {
+                            let rn = r_end.wrapping_sub(r0).min(MR);
+                            let wb = w.as_ptr().wrapping_add(r0.wrapping_mul(w_stride).wrapping_add(k0));
+                            let ob = out.as_mut_ptr().wrapping_add(t0.wrapping_mul(out_stride).wrapping_add(r0));
+                            // SAFETY: rows r0..r0+rn, tokens t0..t0+tn and elements k0..k0+kc lie
+                            // within `w`, `x` and `out` (gemm_in_bounds above); the CPU supports
+                            // the features (caller).
+                            unsafe {
+                                match tn {
+                                    $($t => rows::<$t>(rn, wb, w_stride, xb, x_stride, kc, ob, out_stride),)+
+                                    _ => {}
+                                }
+                            }
+                            r0 = r0.wrapping_add(rn);
+                        }
+                        t0 = t0.wrapping_add(tn);
+                    }
+                }
+            }
+        }
+    };
+}
+use gemm_driver;
