@@ -46,6 +46,15 @@ pub enum Error {
     },
     /// The input (text or token ids) is outside what the job was planned for.
     Input(InputError),
+    /// A value computed by the forward pass is NaN or infinite: the model's weights are corrupt
+    /// (a NaN or infinite scale, norm or bias, or values large enough to overflow f32). Nothing
+    /// non-finite ever becomes an embedding.
+    NonFinite {
+        /// The stage that produced it (a [`crate::engine::Progress::stage`] name).
+        stage: &'static str,
+        /// The layer, for stages inside one.
+        layer: Option<u16>,
+    },
     /// A plan, index or lookup made for another model (or another tokenizer mode) was given to a
     /// job.
     PlanMismatch,
@@ -108,6 +117,19 @@ pub enum Malformed {
     OutOfBounds,
     /// Two tensors share bytes.
     Overlap,
+    /// A tensor's data does not start where the previous one's (rounded up to the alignment)
+    /// ends: tensors are stored one after another in table order, as ggml writes and requires
+    /// them. A patched offset, type or shape breaks this chain.
+    UnexpectedOffset {
+        /// Where the data should start, relative to the data section.
+        expected: u64,
+    },
+    /// The file's length does not match the end of the last tensor's data (allowing its
+    /// alignment padding): bytes are missing or left over.
+    DataSizeMismatch {
+        /// Bytes the tensor table accounts for after the data section's start.
+        expected: u64,
+    },
     /// A known metadata key has a value of the wrong type.
     WrongValueType,
     /// A required metadata key is absent.
@@ -240,6 +262,12 @@ impl fmt::Display for Error {
                 write!(f, "arena too small: {needed} bytes needed, {given} given")
             }
             Error::Input(e) => write!(f, "{e}"),
+            Error::NonFinite { stage, layer: Some(layer) } => {
+                write!(f, "non-finite values (NaN or infinity) computed in layer {layer}, stage {stage}: the model's weights are corrupt")
+            }
+            Error::NonFinite { stage, layer: None } => {
+                write!(f, "non-finite values (NaN or infinity) computed in stage {stage}: the model's weights are corrupt")
+            }
             Error::PlanMismatch => {
                 f.write_str("the plan, index or lookup was made for another model or mode")
             }
@@ -279,6 +307,12 @@ impl fmt::Display for Malformed {
             Misaligned(o) => write!(f, "tensor data offset {o} is not aligned"),
             OutOfBounds => f.write_str("tensor data extends past the end of the file"),
             Overlap => f.write_str("tensor data overlaps another tensor"),
+            UnexpectedOffset { expected } => {
+                write!(f, "tensor data offset is not where the previous tensor ends ({expected} expected)")
+            }
+            DataSizeMismatch { expected } => {
+                write!(f, "file length does not match the tensor table ({expected} bytes of data expected)")
+            }
             WrongValueType => f.write_str("metadata value has the wrong type"),
             MissingKey(k) => write!(f, "missing metadata key {k}"),
             MissingTensor(t) => write!(f, "missing tensor {t}"),

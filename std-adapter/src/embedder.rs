@@ -54,14 +54,14 @@ impl Default for EmbedderOptions {
 
 /// A model ready to embed text. See the module documentation.
 pub struct Embedder<S: Source = FileSource> {
-    source: S,
-    meta: ModelMeta,
-    layers: Vec<LayerRefs>,
-    plan: Plan,
-    arena: Vec<u8>,
+    pub(crate) source: S,
+    pub(crate) meta: ModelMeta,
+    pub(crate) layers: Vec<LayerRefs>,
+    pub(crate) plan: Plan,
+    pub(crate) arena: Vec<u8>,
     /// The vocab index, built once (empty when the plan streams the vocab instead).
-    index: Vec<u8>,
-    options: EmbedderOptions,
+    pub(crate) index: Vec<u8>,
+    pub(crate) options: EmbedderOptions,
 }
 
 impl<S: Source> std::fmt::Debug for Embedder<S> {
