@@ -259,7 +259,7 @@ fn cmd_validate(args: ValidateArgs) -> Result<(), CliError> {
     let summary = embedder.validate().map_err(|e| at(path, e))?;
     let skipped = match summary.skipped {
         0 => String::new(),
-        n => format!("; {n} tensors of types without NaN or infinity (integers) or not decodable skipped"),
+        n => format!("; {n} tensors of other types (integers, or not decodable) not checked"),
     };
     let mut out = Output::stdout();
     out.write_str(&format!(

@@ -114,3 +114,57 @@ impl<R: BufRead> Iterator for TextLines<R> {
         item
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(input: &[u8]) -> Vec<Result<String, String>> {
+        TextLines::new(input, "in.jsonl").map(|r| r.map_err(|e| e.to_string())).collect()
+    }
+
+    #[test]
+    fn texts_in_order_blank_lines_skipped_crlf_and_a_missing_last_newline_accepted() {
+        let input = b"{\"text\": \"a\"}\n\n  \t\r\n{\"id\": 7, \"text\": \"b\\nc\"}\r\n{\"text\":\"\"}";
+        let mut lines = TextLines::new(&input[..], "in.jsonl");
+        assert_eq!(lines.next().unwrap().unwrap(), "a");
+        assert_eq!(lines.line(), 1);
+        assert_eq!(lines.next().unwrap().unwrap(), "b\nc");
+        assert_eq!(lines.line(), 4, "blank lines are counted");
+        assert_eq!(lines.next().unwrap().unwrap(), "");
+        assert!(lines.next().is_none());
+        assert!(read_all(b"").is_empty());
+        assert!(read_all(b"\n\n").is_empty());
+    }
+
+    #[test]
+    fn the_first_bad_line_is_the_error_and_the_end() {
+        for (input, expected) in [
+            (&b"{\"text\": \"a\"}\n{\"text\": 1}\n{\"text\": \"c\"}\n"[..], "in.jsonl:2: no \"text\" string"),
+            (b"\n[\"text\"]\n", "in.jsonl:2: not a JSON object"),
+            (b"{\"txt\": \"a\"}", "in.jsonl:1: no \"text\" string"),
+            (b"{\"text\": \"a\"} {}", "in.jsonl:1: trailing characters at line 1 column 15"),
+            (b"{\"text\": \"caf\xe9\"}", "in.jsonl:1: not UTF-8"),
+            (b"{\"text\": \"a\"\n}", "in.jsonl:1: EOF while parsing an object"),
+        ] {
+            let got = read_all(input);
+            let err = got.last().unwrap().as_ref().unwrap_err();
+            assert!(err.starts_with(expected), "{err} vs {expected}");
+            assert!(got[..got.len() - 1].iter().all(Result::is_ok), "only the last item is an error");
+        }
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_refused_without_reading_it_whole() {
+        let text = "x".repeat(MAX_LINE_BYTES);
+        let fits = format!("{}\n", serde_json::json!({ "text": &text[..MAX_LINE_BYTES - 11] }));
+        assert_eq!(fits.len(), MAX_LINE_BYTES + 1);
+        assert_eq!(read_all(fits.as_bytes()), [Ok(text[..MAX_LINE_BYTES - 11].to_owned())]);
+        let too_long = format!("{{\"text\": \"a\"}}\n{}\n", serde_json::json!({ "text": text }));
+        let got = read_all(too_long.as_bytes());
+        assert_eq!(
+            got,
+            [Ok("a".into()), Err(format!("in.jsonl:2: line longer than {MAX_LINE_BYTES} bytes"))]
+        );
+    }
+}
