@@ -552,3 +552,47 @@ fn validate_names_the_tensor_and_block_of_a_non_finite_weight() {
         assert_eq!(e.validate().unwrap_err().to_string(), expected);
     }
 }
+
+#[test]
+fn scan_weights_checks_every_decodable_type_and_f64_and_skips_integers() {
+    use common::gguf_writer::{file, kv_u32, tensor_info};
+    use stepembed::validate::{scan_weights, ScanError};
+
+    // Every computable type (quant-zoo holds one tensor of each): all checked.
+    let zoo = common::read("models/quant-zoo.gguf");
+    let summary = scan_weights(&mut SliceSource::new(&zoo)).unwrap();
+    let listing = inspect::list(&mut SliceSource::new(&zoo)).unwrap();
+    assert_eq!((summary.tensors, summary.skipped), (listing.tensors.len(), 0));
+    // A K-quant's second scale field (Q4_K's dmin, bytes 2..4 of the block) is checked too.
+    let (bytes, t) = patched(
+        "quant-zoo",
+        |t| t.ty == GgmlType::Q4_K,
+        |b| b[144 + 2..144 + 4].copy_from_slice(&0x7c00u16.to_le_bytes()),
+    );
+    match scan_weights(&mut SliceSource::new(&bytes)) {
+        Err(ScanError::NonFinite(b)) => {
+            assert_eq!((b.tensor, b.block, b.offset), (t.name, 1, t.offset + 144))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // An I32 tensor (nothing to check) and an F64 one (checked here, not by the core's kernels).
+    let mut data: Vec<u8> = (0..8i32).flat_map(i32::to_le_bytes).collect();
+    data.extend([1.0f64, -2.0, f64::NAN, 4.0].iter().flat_map(|v| v.to_le_bytes()));
+    let infos = [tensor_info("ints", &[8], 26, 0), tensor_info("wide", &[4], 28, 32)];
+    let gguf = file(3, &[kv_u32("general.alignment", 32)], &infos, 32, &data);
+    let data_offset = (gguf.len() - data.len()) as u64;
+    match scan_weights(&mut SliceSource::new(&gguf)) {
+        Err(ScanError::NonFinite(b)) => {
+            assert_eq!(
+                (b.tensor.as_str(), b.ty, b.block, b.offset),
+                ("wide", GgmlType::F64, 2, data_offset + 48)
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut clean = gguf.clone();
+    clean[data_offset as usize + 48..][..8].copy_from_slice(&3.0f64.to_le_bytes());
+    let summary = scan_weights(&mut SliceSource::new(&clean)).unwrap();
+    assert_eq!((summary.tensors, summary.bytes, summary.skipped), (1, 32, 1));
+}

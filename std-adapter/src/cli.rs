@@ -121,7 +121,7 @@ pub struct MemoryArgs {
 pub enum PlanArg {
     /// Vocab index and large reads: the fastest, and the most memory
     Fast,
-    /// No vocab index: about 500 KiB less, nearly as fast on long texts
+    /// No vocab index (the vocab is streamed): less memory, nearly as fast on long texts
     Lean,
     /// The least memory: one weight row per read, slower
     Smallest,
