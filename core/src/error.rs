@@ -136,6 +136,9 @@ pub enum Malformed {
     MissingKey(&'static str),
     /// A tensor the architecture needs is absent.
     MissingTensor(Name),
+    /// A tensor the architecture does not have (e.g. a gated FFN in a bert file): the file is
+    /// of a variant the engine would compute wrongly.
+    UnexpectedTensor(Name),
     /// A tensor has a shape that does not fit the model's hyper-parameters.
     BadShape(Name),
     /// A hyper-parameter is zero, inconsistent or unreasonably large.
@@ -316,6 +319,7 @@ impl fmt::Display for Malformed {
             WrongValueType => f.write_str("metadata value has the wrong type"),
             MissingKey(k) => write!(f, "missing metadata key {k}"),
             MissingTensor(t) => write!(f, "missing tensor {t}"),
+            UnexpectedTensor(t) => write!(f, "tensor {t} is not part of this architecture"),
             BadShape(t) => write!(f, "tensor {t} has the wrong shape for this model"),
             BadHyperParameter(k) => write!(f, "hyper-parameter {k} is out of range"),
             NonFinite(t) => write!(f, "tensor {t} holds NaN or infinity"),
