@@ -279,7 +279,14 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
                 n_ctx = n_ctx.min(p.rows as usize);
                 Some(p)
             }
-            Arch::NomicBert => None,
+            Arch::NomicBert => match self.found.position_embd {
+                // Rotary positions: absolute ones would be a variant computed wrongly.
+                Some(p) => {
+                    let name = Name::new("position_embd.weight");
+                    return Err(Error::malformed(Malformed::UnexpectedTensor(name), p.offset));
+                }
+                None => None,
+            },
         };
         if let Some(t) = self.found.token_types {
             expect_cols(&t, n_embd, "token_types.weight")?;
