@@ -9,6 +9,7 @@ impl<'a> Job<'a> {
         let hp = *self.model.hparams();
         let d = hp.head_dim();
         let (_, heads) = self.group_heads(group);
+        let non_finite = self.non_finite();
         let (gw, qkv_at, stride) = (self.group_width(), self.n_tokens * hp.n_embd, 3 * self.group_width());
         // In the attention region (free until attention): the (cos, sin) pairs of one position,
         // then each pair's frequency as an f32 pair (high, low) that sums to its f64 value.
@@ -35,6 +36,7 @@ impl<'a> Job<'a> {
                 for head in vecs.chunks_exact_mut(d) {
                     ops::rope(head, pairs);
                 }
+                ensure_finite(vecs, non_finite)?;
             }
         }
         Ok(())
@@ -59,6 +61,7 @@ impl<'a> Job<'a> {
         let hp = *self.model.hparams();
         let (e, d) = (hp.n_embd, hp.head_dim());
         let (h0, _) = self.group_heads(group);
+        let non_finite = self.non_finite();
         let (gw, qkv_at) = (self.group_width(), self.n_tokens * e);
         let stride = 3 * gw;
         let (start, len) = self.span(text)?;
@@ -126,6 +129,7 @@ impl<'a> Job<'a> {
                     let l = *run_sum.get(i).ok_or(Error::InvalidState)?;
                     let out = ctx.get_mut(out_of(i)..out_of(i) + d).ok_or(Error::InvalidState)?;
                     out.iter_mut().for_each(|v| *v /= l);
+                    ensure_finite(out, non_finite)?;
                 }
             }
             units = units.saturating_add((tq * tk) as u64 * (2 * d as u64 + ATTENTION_PAIR_COST));

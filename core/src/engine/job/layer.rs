@@ -15,6 +15,7 @@ impl<'a> Job<'a> {
         let hp = *self.model.hparams();
         let (e, n) = (hp.n_embd, self.n_tokens);
         let layer = self.current_layer()?;
+        let non_finite = self.non_finite();
         let at = |stage| Phase::Layer { index, stage };
         let (next, units) = match stage {
             Stage::QkvInit { group, token } => {
@@ -61,6 +62,7 @@ impl<'a> Job<'a> {
                     n,
                     dst,
                     stride,
+                    non_finite,
                 )?;
                 let next = row + rows;
                 let stage = if next < 3 * dg {
@@ -75,7 +77,8 @@ impl<'a> Job<'a> {
             Stage::Rope { group, token } => {
                 let (_, heads) = self.group_heads(group);
                 let dg = heads * hp.head_dim();
-                let per_token = ROPE_PAIR_COST * (hp.head_dim() / 2) as u64 + ROPE_COST * 2 * dg as u64;
+                let per_token =
+                    ROPE_PAIR_COST * (hp.head_dim() / 2) as u64 + (ROPE_COST + FINITE_COST) * 2 * dg as u64;
                 let count = self.tokens_for(token, per_token, budget);
                 self.rope(group, Tokens { first: token, count })?;
                 let next = token + count;
@@ -131,6 +134,7 @@ impl<'a> Job<'a> {
                     n,
                     dst.get_mut(row..).ok_or(Error::InvalidState)?,
                     e,
+                    non_finite,
                 )?;
                 let next = row + rows;
                 let stage = if next < e { Stage::Out { row: next } } else { Stage::AttnNorm { token: 0 } };
@@ -209,6 +213,7 @@ impl<'a> Job<'a> {
                     n,
                     dst,
                     slab_stride,
+                    non_finite,
                 )?;
                 let next = row + rows;
                 let stage =
@@ -218,12 +223,12 @@ impl<'a> Job<'a> {
             Stage::Act { slab, token } => {
                 let (s0, s1) = self.slab_cols(slab);
                 let width = s1 - s0;
-                let count = self.tokens_for(token, ACT_COST * width as u64, budget);
+                let count = self.tokens_for(token, (ACT_COST + FINITE_COST) * width as u64, budget);
                 self.activate(token, count, width, layer.ffn_gate.is_some())?;
                 let next = token + count;
                 let stage =
                     if next >= n { Stage::Down { slab, row: 0 } } else { Stage::Act { slab, token: next } };
-                (at(stage), ACT_COST * (count * width) as u64)
+                (at(stage), (ACT_COST + FINITE_COST) * (count * width) as u64)
             }
             Stage::Down { slab, row } => {
                 let (s0, s1) = self.slab_cols(slab);
@@ -245,6 +250,7 @@ impl<'a> Job<'a> {
                     n,
                     y.get_mut(row..).ok_or(Error::InvalidState)?,
                     e,
+                    non_finite,
                 )?;
                 let next = row + rows;
                 let stage = if next < e {
@@ -292,9 +298,11 @@ impl<'a> Job<'a> {
     }
 
     /// The FFN activation on tokens `[token, token + count)` of the current slab (`width`
-    /// columns): up ← GELU(up), or up ← SiLU(gate) ⊙ up.
+    /// columns): up ← GELU(up), or up ← SiLU(gate) ⊙ up; non-finite results are
+    /// [`Error::NonFinite`].
     fn activate(&mut self, token: usize, count: usize, width: usize, gated: bool) -> Result<()> {
         let s = self.layout.slab;
+        let non_finite = self.non_finite();
         let up_at = self.wide_offset(Target::Up);
         let gate_at = self.wide_offset(Target::Gate);
         for t in token..token + count {
@@ -305,10 +313,12 @@ impl<'a> Job<'a> {
                 for (u, &g) in u.iter_mut().zip(g) {
                     *u *= ops::silu(g);
                 }
+                ensure_finite(u, non_finite)?;
             } else {
                 let u =
                     self.r.wide.get_mut(up_at + t * s..up_at + t * s + width).ok_or(Error::InvalidState)?;
                 u.iter_mut().for_each(|v| *v = ops::gelu(*v));
+                ensure_finite(u, non_finite)?;
             }
         }
         Ok(())
@@ -436,8 +446,9 @@ fn qkv_rows(qkv: &Qkv, part: usize, n_embd: usize) -> (Linear, usize) {
     }
 }
 
-/// Reads `rows` weight rows from `first` on (columns `[c0, c1)` of each) into `chunk`, and
-/// accumulates `out[t·out_stride + r] += Σ W[r]·x[t]` for all `n` tokens. Returns the work units.
+/// Reads `rows` weight rows from `first` on (columns `[c0, c1)` of each) into `chunk`,
+/// accumulates `out[t·out_stride + r] += Σ W[r]·x[t]` for all `n` tokens, and checks the sums:
+/// a NaN or an infinity among them is `non_finite`. Returns the work units.
 #[allow(clippy::too_many_arguments)]
 fn matmul_rows<S: Source + ?Sized>(
     io: &mut S,
@@ -453,6 +464,7 @@ fn matmul_rows<S: Source + ?Sized>(
     n: usize,
     out: &mut [f32],
     out_stride: usize,
+    non_finite: Error,
 ) -> Result<u64> {
     let k = c1.saturating_sub(c0);
     let (col_off, span) = w.col_span(c0, c1);
@@ -465,5 +477,9 @@ fn matmul_rows<S: Source + ?Sized>(
         }
     }
     kernels.matmul_acc(w.ty, raw, rows, k, x, x_stride, n, out, out_stride, scratch)?;
-    Ok((rows as u64).saturating_mul(k as u64).saturating_mul(n as u64))
+    for sums in out.chunks(out_stride.max(1)).take(n) {
+        ensure_finite(sums.get(..rows).ok_or(Error::InvalidState)?, non_finite)?;
+    }
+    let per_token = (k as u64).saturating_add(FINITE_COST);
+    Ok((rows as u64).saturating_mul(per_token).saturating_mul(n as u64))
 }

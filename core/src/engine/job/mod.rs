@@ -37,10 +37,14 @@ const EMBED_COST: u64 = 100;
 const BIAS_COST: u64 = 10;
 const POOL_COST: u64 = 20;
 /// Work units per (query, key) pair of one head besides its 2·head_dim multiply-adds: the
-/// exponential, the softmax bookkeeping and the value transposition.
+/// exponential, the softmax bookkeeping and the value transposition; also the finiteness check
+/// of each query's output (head_dim values, done once per query with its last pair).
 const ATTENTION_PAIR_COST: u64 = 750;
 /// Work units per tokenizer unit (a char normalized, a vocab entry compared, …).
 const TOKENIZER_COST: u64 = 1000;
+/// Work units per computed value checked for finiteness (every stage checks what it computed,
+/// see [`Job::non_finite`]).
+const FINITE_COST: u64 = 1;
 
 /// What a job embeds.
 #[derive(Debug, Clone, Copy)]
@@ -443,6 +447,13 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// The error for a NaN or an infinity computed by what the job works on now (the stage and
+    /// layer that [`Job::step`] reports as next while the work is under way).
+    fn non_finite(&self) -> Error {
+        let (stage, layer) = self.stage_name();
+        Error::NonFinite { stage, layer: layer.map(|l| u16::try_from(l).unwrap_or(u16::MAX)) }
+    }
+
     /// The span (first token, token count) of text `i`.
     fn span(&self, i: usize) -> Result<(usize, usize)> {
         match self.r.spans.get(2 * i..2 * i + 2) {
@@ -466,14 +477,15 @@ impl<'a> Job<'a> {
         match self.phase {
             Phase::Tokenize { text } => self.tokenize_step(io, text, budget),
             Phase::Embed { token } => {
-                let count = self.tokens_for(token, EMBED_COST.saturating_mul(e as u64), budget);
+                let count =
+                    self.tokens_for(token, (EMBED_COST + FINITE_COST).saturating_mul(e as u64), budget);
                 for t in token..token.saturating_add(count) {
                     self.embed_token(io, t)?;
                 }
                 let next = token.saturating_add(count);
                 self.phase =
                     if next >= n { Phase::EmbedNorm { token: 0 } } else { Phase::Embed { token: next } };
-                Ok(EMBED_COST.saturating_mul((count * e) as u64))
+                Ok((EMBED_COST + FINITE_COST).saturating_mul((count * e) as u64))
             }
             Phase::EmbedNorm { token } => {
                 let norm = self.model.meta().embd_norm;
@@ -513,6 +525,7 @@ impl<'a> Job<'a> {
     fn embed_token<S: Source + ?Sized>(&mut self, io: &mut S, t: usize) -> Result<()> {
         let meta = *self.model.meta();
         let e = self.plan.n_embd;
+        let non_finite = self.non_finite();
         let id = *self.r.ids.get(t).ok_or(Error::InvalidState)? as usize;
         let pos = self.position_of(t)?;
         let x = self.r.x.get_mut(t * e..(t + 1) * e).ok_or(Error::InvalidState)?;
@@ -525,7 +538,7 @@ impl<'a> Job<'a> {
                 *a += *b;
             }
         }
-        Ok(())
+        ensure_finite(x, non_finite)
     }
 
     /// Position of token `t` within its text. O(log texts): texts lie one after another, so
@@ -567,7 +580,8 @@ impl<'a> Job<'a> {
             read_row(io, &self.kernels, self.r.chunk, &norm.weight, 0, g)?;
             read_row(io, &self.kernels, self.r.chunk, &norm.bias, 0, b)?;
         }
-        let count = self.tokens_for(token, NORM_COST * e as u64, budget);
+        let count = self.tokens_for(token, (NORM_COST + FINITE_COST) * e as u64, budget);
+        let non_finite = self.non_finite();
         let (g, b) = self.r.scratch.split_at_checked(e).ok_or(Error::InvalidState)?;
         let b = b.get(..e).ok_or(Error::InvalidState)?;
         for t in token..token + count {
@@ -576,8 +590,9 @@ impl<'a> Job<'a> {
                 x.copy_from_slice(self.r.wide.get(t * e..(t + 1) * e).ok_or(Error::InvalidState)?);
             }
             ops::layer_norm(x, g, b, eps);
+            ensure_finite(x, non_finite)?;
         }
-        Ok((token + count, NORM_COST * (count * e) as u64))
+        Ok((token + count, (NORM_COST + FINITE_COST) * (count * e) as u64))
     }
 
     /// Pools text `text` from its token `token` on, as far as `budget` allows. Mean pooling sums
@@ -588,6 +603,7 @@ impl<'a> Job<'a> {
     fn pool(&mut self, text: usize, token: usize, budget: u64) -> Result<(Option<usize>, u64)> {
         let e = self.plan.n_embd;
         let (start, len) = self.span(text)?;
+        let non_finite = self.non_finite();
         let out = self.r.out.get_mut(text * e..(text + 1) * e).ok_or(Error::InvalidState)?;
         let units = match self.model.hparams().pooling {
             Pooling::Cls => {
@@ -625,7 +641,8 @@ impl<'a> Job<'a> {
         if self.options.normalize {
             ops::l2_normalize(out);
         }
-        Ok((None, units))
+        ensure_finite(out, non_finite)?;
+        Ok((None, units.saturating_add(FINITE_COST * e as u64)))
     }
 
     /// A rough count of the job's work units, for progress reports.
@@ -667,6 +684,16 @@ struct Tokens {
 impl Tokens {
     fn range(self) -> core::ops::Range<usize> {
         self.first..self.first + self.count
+    }
+}
+
+/// `Ok` when every value of `v` is finite, `non_finite` (the stage's [`Error::NonFinite`])
+/// otherwise.
+fn ensure_finite(v: &[f32], non_finite: Error) -> Result<()> {
+    if ops::all_finite(v) {
+        Ok(())
+    } else {
+        Err(non_finite)
     }
 }
 
