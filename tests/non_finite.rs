@@ -9,7 +9,7 @@ mod common;
 use std::io::Cursor;
 
 use embedded_io_adapters::std::FromStd;
-use stepembed::core::engine::{Input, Step};
+use stepembed::core::engine::{Input, PlanKind, Step};
 use stepembed::core::gguf::{Event, GgmlType, Reader, TensorInfo, MIN_SCRATCH};
 use stepembed::core::io::SliceSource;
 use stepembed::core::Error;
@@ -283,6 +283,18 @@ fn a_bias_that_overflows_is_an_error() {
         Some(0),
         "q and k bias",
     );
+}
+
+#[test]
+fn every_plan_reports_the_same_stage() {
+    // The plans group heads and slice the FFN differently; the check follows the work.
+    let mut m = Patched::load("nomic-small-2L-Q4_K_M");
+    let at = m.block_at("blk.0.ffn_down.weight", GgmlType::Q4_K, 4, 1);
+    m.set_f16(at + 2, F16_INF);
+    for plan in [PlanKind::Fast, PlanKind::Lean, PlanKind::Smallest] {
+        let mut embedder = m.embedder_with(EmbedderOptions { plan, ..EmbedderOptions::default() });
+        assert_non_finite(embedder.embed(TEXT), "ffn", Some(0), &format!("{plan:?}"));
+    }
 }
 
 #[test]
