@@ -212,13 +212,9 @@ test('the event loop keeps turning while embedding (sanity bound; numbers go to 
     await Promise.all([e.embedBatch([LONG, LONG]), e.embed(LONG)]);
     delay.disable();
     clearInterval(ticker);
-    // On a loaded machine the OS preempts the JS thread for tens of ms whatever it runs (steps
-    // themselves take ~0.1 ms), so the 99th percentile gets the tight bound and the maximum only
-    // a no-stall one.
     const ms = (ns) => (ns / 1e6).toFixed(1);
     const seen = `${execution}: event-loop delay p99 ${ms(delay.percentile(99))} ms, max ${ms(delay.max)} ms`;
-    assert.ok(delay.percentile(99) / 1e6 < 50, seen);
-    assert.ok(delay.max / 1e6 < 250, seen);
+    assert.ok(delay.max / 1e6 < 50, seen);
     assert.ok(ticks > 3, `${execution}: timers ran only ${ticks} times`);
     e.close();
   }
