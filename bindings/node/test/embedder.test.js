@@ -114,6 +114,14 @@ test('abort before the start and mid-job; the embedder is usable afterwards', as
   for (const execution of MODES) {
     const e = await Embedder.open(MINILM, { execution });
     await rejectsWith(e.embed('x', { signal: AbortSignal.abort() }), 'ERR_ABORTED');
+    // While the model loads.
+    const loading = new Embedder(MINILM, { execution });
+    const early = new AbortController();
+    const waiting = loading.embed('x', { signal: early.signal });
+    early.abort();
+    await rejectsWith(waiting, 'ERR_ABORTED');
+    await loading.ready;
+    loading.close();
     const controller = new AbortController();
     const pending = e.embed(LONG, { signal: controller.signal });
     setTimeout(() => controller.abort(), 5);
