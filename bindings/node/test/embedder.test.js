@@ -114,6 +114,14 @@ test('abort before the start and mid-job; the embedder is usable afterwards', as
   for (const execution of MODES) {
     const e = await Embedder.open(MINILM, { execution });
     await rejectsWith(e.embed('x', { signal: AbortSignal.abort() }), 'ERR_ABORTED');
+    // While the model loads.
+    const loading = new Embedder(MINILM, { execution });
+    const early = new AbortController();
+    const waiting = loading.embed('x', { signal: early.signal });
+    early.abort();
+    await rejectsWith(waiting, 'ERR_ABORTED');
+    await loading.ready;
+    loading.close();
     const controller = new AbortController();
     const pending = e.embed(LONG, { signal: controller.signal });
     setTimeout(() => controller.abort(), 5);
@@ -209,12 +217,17 @@ test('the event loop keeps turning while embedding (sanity bound; numbers go to 
     let ticks = 0;
     const ticker = setInterval(() => ticks++, 1);
     delay.enable();
+    const started = performance.now();
     await Promise.all([e.embedBatch([LONG, LONG]), e.embed(LONG)]);
+    const wallMs = performance.now() - started;
     delay.disable();
     clearInterval(ticker);
     const ms = (ns) => (ns / 1e6).toFixed(1);
-    const seen = `${execution}: event-loop delay p99 ${ms(delay.percentile(99))} ms, max ${ms(delay.max)} ms`;
-    assert.ok(delay.max / 1e6 < 50, seen);
+    const seen = `${execution}: event-loop delay p99 ${ms(delay.percentile(99))} ms, max ${ms(delay.max)} ms in ${wallMs.toFixed(0)} ms`;
+    // A loop blocked by inference stalls for about the whole embedding; a descheduled process on
+    // a loaded shared machine stalls for tens of ms. The bound tells the two apart; the real
+    // numbers come from bench/event-loop.mjs.
+    assert.ok(delay.max / 1e6 < Math.min(250, wallMs / 2), seen);
     assert.ok(ticks > 3, `${execution}: timers ran only ${ticks} times`);
     e.close();
   }
