@@ -106,6 +106,8 @@ pub struct TextArgs {
     #[arg(long)]
     pub lines: bool,
     /// Prepend TEXT to every text before tokenizing (e.g. "query: ")
+    ///
+    /// The output's "text" (embed --echo-text, tokenize) is the text without it.
     #[arg(long, value_name = "TEXT")]
     pub prefix: Option<String>,
 }
@@ -425,12 +427,42 @@ fn with_prefix(prefix: Option<&str>, text: &str) -> String {
     }
 }
 
-/// A text tokenized for embedding.
-struct Tokenized {
-    text: Text,
-    ids: Vec<u32>,
-    /// Whether the text had more than `ids.len()` tokens.
-    truncated: bool,
+/// Texts tokenized for embedding, their ids apart (as [`Embedder::batches`] takes them).
+#[derive(Default)]
+struct Window {
+    /// Each text, and whether it had more tokens than its ids.
+    texts: Vec<(Text, bool)>,
+    ids: Vec<Vec<u32>>,
+    /// Bytes of the texts.
+    bytes: usize,
+}
+
+impl Window {
+    /// Whether the window holds [`WINDOW_TEXTS`] texts or [`WINDOW_BYTES`] bytes.
+    fn is_full(&self) -> bool {
+        self.texts.len() >= WINDOW_TEXTS || self.bytes >= WINDOW_BYTES
+    }
+
+    /// Tokenizes `prefix` + `text` at `limit` tokens and adds it; a text that cannot be
+    /// tokenized goes to `errors` instead.
+    fn push(
+        &mut self,
+        embedder: &mut Embedder,
+        text: Text,
+        prefix: Option<&str>,
+        (limit, truncate): (usize, bool),
+        (errors, reporter): (&mut Skipped, &Reporter),
+    ) -> Result<(), CliError> {
+        match tokenize_counted(embedder, &with_prefix(prefix, &text.text), limit, truncate) {
+            Ok((ids, truncated)) => {
+                self.bytes += text.text.len();
+                self.texts.push((text, truncated));
+                self.ids.push(ids);
+                Ok(())
+            }
+            Err(e) => errors.skip(reporter, format!("{}: {e}", text.label)),
+        }
+    }
 }
 
 /// The ids of `text` cut at `limit` tokens (an error beyond it unless `truncate`), and whether
@@ -490,11 +522,10 @@ struct Sink {
 
 impl Sink {
     /// Embeds `window` (in jobs of several texts) and writes its rows in order.
-    fn embed(&mut self, embedder: &mut Embedder, window: &[Tokenized]) -> Result<(), CliError> {
+    fn embed(&mut self, embedder: &mut Embedder, window: &Window) -> Result<(), CliError> {
         let e = embedder.embedding_len();
-        let ids: Vec<&[u32]> = window.iter().map(|t| t.ids.as_slice()).collect();
-        let owned: Vec<Vec<u32>> = window.iter().map(|t| t.ids.clone()).collect();
-        for range in embedder.batches(&owned) {
+        let ids: Vec<&[u32]> = window.ids.iter().map(Vec::as_slice).collect();
+        for range in embedder.batches(&window.ids) {
             let mut job = embedder
                 .job(Input::IdBatch(&ids[range.clone()]))
                 .map_err(|e| CliError::Message(e.to_string()))?;
@@ -507,17 +538,18 @@ impl Sink {
                 }
             };
             let n_tokens = job.n_tokens();
-            for (t, embedding) in window[range.clone()].iter().zip(embeddings.chunks_exact(e)) {
+            let texts = window.texts[range.clone()].iter().zip(&ids[range.clone()]);
+            for (((text, truncated), ids), embedding) in texts.zip(embeddings.chunks_exact(e)) {
                 let mut vector = embedding[..self.dims.unwrap_or(e).min(e)].to_vec();
                 if self.normalize_cut {
                     formats::l2_normalize(&mut vector);
                 }
                 let row = Row {
-                    index: t.text.index,
-                    id: t.text.id.as_ref(),
-                    text: self.echo_text.then_some(t.text.text.as_str()),
-                    tokens: t.ids.len(),
-                    truncated: t.truncated,
+                    index: text.index,
+                    id: text.id.as_ref(),
+                    text: self.echo_text.then_some(text.text.as_str()),
+                    tokens: ids.len(),
+                    truncated: *truncated,
                     embedding: &vector,
                 };
                 self.rows.row(&mut self.out, &row)?;
@@ -554,7 +586,7 @@ fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
     let mut errors = Skipped { skip: args.skip_errors, count: 0 };
     // Texts given as arguments are all known: tokenize them first (scanning the vocab, with the
     // least memory) and plan for the longest.
-    let mut known: Option<Vec<Tokenized>> = None;
+    let mut known: Option<Vec<Window>> = None;
     if let Texts::Args(_) = texts {
         let scan = EmbedderOptions {
             max_tokens: Some(2),
@@ -566,16 +598,24 @@ fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
         let mut scanner = open_embedder(path, scan)?;
         let n_ctx = scanner.meta().hparams.n_ctx;
         let limit = options.max_tokens.unwrap_or(n_ctx).min(n_ctx);
-        let mut all = Vec::new();
+        let mut windows = vec![Window::default()];
         while let Some(Ok(text)) = texts.next() {
-            match tokenize_counted(&mut scanner, &with_prefix(prefix, &text.text), limit, options.truncate) {
-                Ok((ids, truncated)) => all.push(Tokenized { text, ids, truncated }),
-                Err(e) => errors.skip(&reporter, format!("{}: {e}", text.label))?,
+            if windows.last().is_some_and(Window::is_full) {
+                windows.push(Window::default());
+            }
+            if let Some(window) = windows.last_mut() {
+                window.push(
+                    &mut scanner,
+                    text,
+                    prefix,
+                    (limit, options.truncate),
+                    (&mut errors, &reporter),
+                )?;
             }
         }
-        let longest = all.iter().map(|t| t.ids.len()).max().unwrap_or(2);
+        let longest = windows.iter().flat_map(|w| &w.ids).map(Vec::len).max().unwrap_or(2);
         options.max_tokens = Some(longest.max(2));
-        known = Some(all);
+        known = Some(windows);
     }
     let mut embedder = open_embedder(path, options)?;
     let e = embedder.embedding_len();
@@ -603,40 +643,29 @@ fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
         tokens: 0,
     };
     match known {
-        Some(all) => {
-            for window in all.chunks(WINDOW_TEXTS) {
+        Some(windows) => {
+            for window in &windows {
                 sink.embed(&mut embedder, window)?;
             }
         }
         None => {
             let limit = embedder.plan().limits().max_tokens;
-            let mut window: Vec<Tokenized> = Vec::with_capacity(WINDOW_TEXTS);
             loop {
-                window.clear();
-                let mut bytes = 0;
-                while window.len() < WINDOW_TEXTS && bytes < WINDOW_BYTES {
+                let mut window = Window::default();
+                while !window.is_full() {
                     let Some(item) = texts.next() else { break };
-                    let text = match item {
-                        Ok(text) => text,
-                        Err(msg) => {
-                            errors.skip(&sink.reporter, msg)?;
-                            continue;
-                        }
-                    };
-                    match tokenize_counted(
-                        &mut embedder,
-                        &with_prefix(prefix, &text.text),
-                        limit,
-                        options.truncate,
-                    ) {
-                        Ok((ids, truncated)) => {
-                            bytes += text.text.len();
-                            window.push(Tokenized { text, ids, truncated });
-                        }
-                        Err(e) => errors.skip(&sink.reporter, format!("{}: {e}", text.label))?,
+                    match item {
+                        Ok(text) => window.push(
+                            &mut embedder,
+                            text,
+                            prefix,
+                            (limit, options.truncate),
+                            (&mut errors, &sink.reporter),
+                        )?,
+                        Err(msg) => errors.skip(&sink.reporter, msg)?,
                     }
                 }
-                if window.is_empty() {
+                if window.texts.is_empty() {
                     break;
                 }
                 sink.embed(&mut embedder, &window)?;
@@ -694,15 +723,21 @@ fn cmd_tokenize(args: TokenizeArgs) -> Result<(), CliError> {
     out.finish()
 }
 
-/// The `--help` of every subcommand, each under a `$ stepembed NAME --help` line: the CLI
-/// reference the README holds.
+/// The `--help` of every subcommand, each under a `$ stepembed NAME --help` line and followed
+/// by a blank line, trailing spaces removed: the CLI reference the README holds.
 pub fn reference() -> String {
     let mut cli = <Cli as clap::CommandFactory>::command();
     cli.build();
     let mut text = String::new();
     for sub in cli.get_subcommands_mut() {
         let name = sub.get_name().to_owned();
-        text.push_str(&format!("$ stepembed {name} --help\n{}\n", sub.render_long_help()));
+        text.push_str(&format!("$ stepembed {name} --help\n"));
+        // Without clap's trailing spaces, which editors strip.
+        for line in sub.render_long_help().to_string().lines() {
+            text.push_str(line.trim_end());
+            text.push('\n');
+        }
+        text.push('\n');
     }
     text
 }

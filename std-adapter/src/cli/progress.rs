@@ -46,6 +46,7 @@ pub(super) struct Reporter {
     quiet: bool,
     bar: Option<ProgressBar>,
     started: Instant,
+    texts: usize,
     tokens: usize,
 }
 
@@ -54,13 +55,10 @@ impl Reporter {
     pub(super) fn new(quiet: bool, display: Option<Display>) -> Self {
         let bar = display.map(|d| {
             let (bar, template) = match d {
-                Display::Bar(n) => (
-                    ProgressBar::new(n as u64),
-                    "{bar:30} {pos}/{len} texts, {per_sec:.0} texts/s, {msg}, ETA {eta}",
-                ),
-                Display::Spinner => {
-                    (ProgressBar::new_spinner(), "{spinner} {pos} texts, {per_sec:.0} texts/s, {msg}")
+                Display::Bar(n) => {
+                    (ProgressBar::new(n as u64), "{bar:30} {pos}/{len} texts, {msg}, ETA {eta}")
                 }
+                Display::Spinner => (ProgressBar::new_spinner(), "{spinner} {pos} texts, {msg}"),
             };
             let style =
                 ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
@@ -69,15 +67,17 @@ impl Reporter {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        Reporter { quiet, bar, started: Instant::now(), tokens: 0 }
+        Reporter { quiet, bar, started: Instant::now(), texts: 0, tokens: 0 }
     }
 
     /// Counts `texts` more texts of `tokens` tokens done.
     pub(super) fn advance(&mut self, texts: usize, tokens: usize) {
+        self.texts += texts;
         self.tokens += tokens;
         if let Some(bar) = &self.bar {
             let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
-            bar.set_message(format!("{:.0} tokens/s", self.tokens as f64 / seconds));
+            let (texts_per_s, tokens_per_s) = (self.texts as f64 / seconds, self.tokens as f64 / seconds);
+            bar.set_message(format!("{texts_per_s:.1} texts/s, {tokens_per_s:.0} tokens/s"));
             bar.inc(texts as u64);
         }
     }
