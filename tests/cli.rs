@@ -284,6 +284,10 @@ fn usage_errors_exit_2_with_a_hint() {
         (vec!["embed", &m, "--format", "csv", "x"], "possible values: jsonl, openai, npy"),
         (vec!["embed", &m, "--lines", "x"], "--input <FILE>"),
         (vec!["embed", &m, "--dims", "0", "x"], "must be a positive integer"),
+        (
+            vec!["embed", &m, "--format", "openai", "--echo-text", "x"],
+            "--echo-text is for --format jsonl only",
+        ),
         // Known once the model is open: still reported as a usage error.
         (vec!["embed", &m, "--dims", "65", "x"], "--dims 65: the model's embeddings have 64 dimensions"),
         (vec!["embed", &m], "<TEXT>..."),
@@ -299,6 +303,17 @@ fn usage_errors_exit_2_with_a_hint() {
         assert_usage_error(&out, needle);
     }
     assert!(dir.files().is_empty(), "nothing was written");
+}
+
+#[test]
+fn the_old_plan_name_and_memory_flag_still_work() {
+    let m = model("bert-tiny-F16");
+    let indexed = stepembed(&["embed", &m, "--plan", "indexed", "x"]);
+    assert!(indexed.status.success(), "{}", String::from_utf8_lossy(&indexed.stderr));
+    assert_eq!(stepembed(&["embed", &m, "--plan", "fast", "x"]).stdout, indexed.stdout);
+    let memory = stepembed(&["embed", &m, "--memory", "10000000", "x"]);
+    assert!(memory.status.success(), "{}", String::from_utf8_lossy(&memory.stderr));
+    assert_eq!(stepembed(&["embed", &m, "--arena-bytes", "10000000", "x"]).stdout, memory.stdout);
 }
 
 #[test]

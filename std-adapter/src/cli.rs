@@ -565,6 +565,10 @@ impl Sink {
 fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
     let started = Instant::now();
     let path = &args.model.model;
+    if args.echo_text && args.format != Format::Jsonl {
+        let msg = "--echo-text is for --format jsonl only".to_owned();
+        return Err(CliError::Usage { command: "embed", msg });
+    }
     let mut texts = Texts::open(&args.texts, "embed")?;
     let output = match &args.output {
         Some(out) => {
