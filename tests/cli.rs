@@ -141,7 +141,7 @@ fn output_is_replaced_only_on_success() {
     assert_eq!(std::fs::read_to_string(&out_path).unwrap(), "old contents\n");
     assert_eq!(dir.files(), ["out.jsonl", "texts.jsonl"], "the temporary file is removed");
 
-    let out = stepembed(&["embed", &m, "--output", s(&out_path), "one", "two"]);
+    let out = stepembed(&["embed", &m, "--echo-text", "--output", s(&out_path), "one", "two"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty());
     let written = lines(&std::fs::read(&out_path).unwrap());
@@ -211,7 +211,7 @@ fn a_closed_stdout_is_a_normal_end() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(head.starts_with(b"{\"text\":\"text number 0\""));
+    assert!(head.starts_with(b"{\"index\":0,\"tokens\":5,\"truncated\":false,\"embedding\":["));
 }
 
 // 3. Arguments.
@@ -228,12 +228,21 @@ fn help_and_version() {
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in [
-        "--input <FILE.jsonl>",
+        "--input <FILE>",
+        "--lines",
+        "--prefix <TEXT>",
+        "--format <FORMAT>",
+        "--echo-text",
         "--output <FILE>",
+        "--dims <N>",
+        "--no-normalize",
         "--max-tokens <N>",
         "--no-truncate",
         "--plan <PLAN>",
-        "--arena-bytes <N>",
+        "--memory <BYTES>",
+        "[alias: --arena-bytes]",
+        "--skip-errors",
+        "--quiet",
         "--stats",
         "<MODEL.gguf>",
         "[TEXT]...",
@@ -269,7 +278,18 @@ fn usage_errors_exit_2_with_a_hint() {
         (vec!["embed", &m, "--max-tokens", "zero", "x"], "invalid value 'zero' for '--max-tokens <N>'"),
         (vec!["embed", &m, "--max-tokens", "0", "x"], "must be a positive integer"),
         (vec!["embed", &m, "--arena-bytes", "-5", "x"], "unexpected argument '-5'"),
-        (vec!["embed", &m, "--plan", "huge", "x"], "possible values: fast, lean, smallest"),
+        (vec!["embed", &m, "--plan", "huge", "x"], "possible values: indexed, lean, smallest"),
+        (vec!["embed", &m, "--memory", "-5", "x"], "unexpected argument '-5'"),
+        (vec!["embed", &m, "--format", "npy", "x"], "--output <FILE>"),
+        (vec!["embed", &m, "--format", "csv", "x"], "possible values: jsonl, openai, npy"),
+        (vec!["embed", &m, "--lines", "x"], "--input <FILE>"),
+        (vec!["embed", &m, "--dims", "0", "x"], "must be a positive integer"),
+        (
+            vec!["embed", &m, "--format", "openai", "--echo-text", "x"],
+            "--echo-text is for --format jsonl only",
+        ),
+        // Known once the model is open: still reported as a usage error.
+        (vec!["embed", &m, "--dims", "65", "x"], "--dims 65: the model's embeddings have 64 dimensions"),
         (vec!["embed", &m], "<TEXT>..."),
         (vec!["embed", &m, "x", "--input", "t.jsonl"], "cannot be used with"),
         (vec!["tokenize", &m, "--max-tokens", "5", "--no-truncate", "x"], "cannot be used with"),
@@ -286,6 +306,17 @@ fn usage_errors_exit_2_with_a_hint() {
 }
 
 #[test]
+fn the_old_plan_name_and_memory_flag_still_work() {
+    let m = model("bert-tiny-F16");
+    let indexed = stepembed(&["embed", &m, "--plan", "indexed", "x"]);
+    assert!(indexed.status.success(), "{}", String::from_utf8_lossy(&indexed.stderr));
+    assert_eq!(stepembed(&["embed", &m, "--plan", "fast", "x"]).stdout, indexed.stdout);
+    let memory = stepembed(&["embed", &m, "--memory", "10000000", "x"]);
+    assert!(memory.status.success(), "{}", String::from_utf8_lossy(&memory.stderr));
+    assert_eq!(stepembed(&["embed", &m, "--arena-bytes", "10000000", "x"]).stdout, memory.stdout);
+}
+
+#[test]
 fn texts_after_double_dash_may_start_with_a_dash() {
     let m = model("bert-tiny-F16");
     let out = stepembed(&["tokenize", &m, "--", "-o", "--stats", "-"]);
@@ -293,7 +324,7 @@ fn texts_after_double_dash_may_start_with_a_dash() {
     let got = lines(&out.stdout);
     assert_eq!(got.iter().map(|l| l["text"].as_str().unwrap()).collect::<Vec<_>>(), ["-o", "--stats", "-"]);
     // After `--`, flags are texts: --stats is not honoured.
-    let out = stepembed(&["embed", &m, "x", "--", "--stats"]);
+    let out = stepembed(&["embed", &m, "--echo-text", "x", "--", "--stats"]);
     assert!(out.status.success());
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(lines(&out.stdout)[1]["text"], "--stats");
@@ -411,7 +442,8 @@ fn peak_rss_for(dir: &TempDir, n: usize) -> u64 {
     let output = dir.path(&format!("out-{n}.jsonl"));
     std::fs::write(&input, jsonl(&texts)).unwrap();
     let m = model("bert-tiny-F16");
-    let out = stepembed(&["embed", &m, "--input", s(&input), "--output", s(&output), "--stats"]);
+    let out =
+        stepembed(&["embed", &m, "--input", s(&input), "--echo-text", "--output", s(&output), "--stats"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stats: Json =
         serde_json::from_str(String::from_utf8(out.stderr).unwrap().lines().last().unwrap()).unwrap();
@@ -450,7 +482,7 @@ fn embed_input_matches_embedding_each_text() {
         .collect();
     let input = dir.path("in.jsonl");
     std::fs::write(&input, jsonl(&texts)).unwrap();
-    let out = stepembed(&["embed", &m, "--input", s(&input)]);
+    let out = stepembed(&["embed", &m, "--input", s(&input), "--echo-text"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got = lines(&out.stdout);
     assert_eq!(got.len(), texts.len());

@@ -4,12 +4,14 @@
 //! `stepembed … | head`); 2 for a usage error, reported by clap with a hint; 1 for every other
 //! failure, reported as one line `stepembed: error: …` on stderr.
 
+mod formats;
 mod output;
+mod progress;
 mod step_times;
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -20,8 +22,11 @@ use stepembed_core::tokenizer;
 
 use crate::embedder::{Embedder, EmbedderOptions};
 use crate::inspect;
-use crate::jsonl::TextLines;
+use crate::jsonl::{LineFormat, Records};
+pub use formats::Format;
+use formats::{Row, RowWriter};
 use output::Output;
+use progress::{Reporter, Total};
 use step_times::StepTimes;
 
 /// Text embeddings from GGUF models (bert, nomic-bert), with the weights streamed from the file,
@@ -41,16 +46,18 @@ pub enum Command {
     ///
     /// Refuses (exit code 1, one line on stderr) any file it cannot fully validate.
     Inspect(InspectArgs),
-    /// Token ids of texts: one JSON line {"text","ids"} per text
+    /// Token ids of texts: one JSON line {"id"?,"text","ids"} per text
     ///
     /// [CLS] and [SEP] included; texts are truncated at the model's context (or --max-tokens)
     /// unless --no-truncate is given.
     Tokenize(TokenizeArgs),
-    /// Embeddings of texts: one JSON line {"text","embedding"} per text
+    /// Embeddings of texts: one JSON line {"index","tokens","truncated","embedding"} per text
     ///
     /// Texts are read, tokenized, embedded (several per job: each weight chunk is read once for
     /// all of them) and written a window at a time, in input order, so memory does not grow with
-    /// the number of texts.
+    /// the number of texts. Texts given as arguments are tokenized first and the memory is
+    /// planned for the longest of them. "truncated" tells whether a text had more tokens than
+    /// the limit ("tokens" counts those embedded, [CLS] and [SEP] included).
     Embed(EmbedArgs),
     /// Check every weight of a model for NaN and infinity
     ///
@@ -89,9 +96,20 @@ pub struct TextArgs {
     /// The texts (after `--` if one starts with '-')
     #[arg(value_name = "TEXT", required_unless_present = "input")]
     pub texts: Vec<String>,
-    /// Read the texts from a JSONL file, one {"text": …} per line
-    #[arg(long, value_name = "FILE.jsonl", conflicts_with = "texts")]
+    /// Read the texts from FILE ('-': standard input), one {"text": …, "id": …} per line
+    ///
+    /// "id" (a string or a number) is optional and passed through to the output. Blank lines
+    /// are skipped; errors name the line as FILE:LINE.
+    #[arg(long, value_name = "FILE", conflicts_with = "texts")]
     pub input: Option<PathBuf>,
+    /// With --input: one text per line of plain text instead of JSONL
+    #[arg(long)]
+    pub lines: bool,
+    /// Prepend TEXT to every text before tokenizing (e.g. "query: ")
+    ///
+    /// The output's "text" (embed --echo-text, tokenize) is the text without it.
+    #[arg(long, value_name = "TEXT")]
+    pub prefix: Option<String>,
 }
 
 /// How many tokens a text may have.
@@ -109,18 +127,19 @@ pub struct TokenLimitArgs {
 #[derive(Debug, Args)]
 pub struct MemoryArgs {
     /// The memory plan
-    #[arg(long, value_enum, default_value_t = PlanArg::Fast)]
+    #[arg(long, value_enum, default_value_t = PlanArg::Indexed)]
     pub plan: PlanArg,
-    /// Use the fastest plan whose arena and vocab index fit N bytes (instead of --plan)
-    #[arg(long, value_name = "N", value_parser = positive)]
-    pub arena_bytes: Option<usize>,
+    /// Use the fastest plan whose arena and vocab index fit BYTES (instead of --plan)
+    #[arg(long, visible_alias = "arena-bytes", value_name = "BYTES", value_parser = positive)]
+    pub memory: Option<usize>,
 }
 
 /// `--plan`: [`PlanKind`] on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlanArg {
     /// Vocab index and large reads: the fastest, and the most memory
-    Fast,
+    #[value(alias = "fast")]
+    Indexed,
     /// No vocab index (the vocab is streamed): less memory, nearly as fast on long texts
     Lean,
     /// The least memory: one weight row per read, slower
@@ -148,16 +167,39 @@ pub struct EmbedArgs {
     pub model: ModelArg,
     #[command(flatten)]
     pub texts: TextArgs,
-    /// Write the JSON lines to FILE instead of stdout
+    /// The output format
+    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+    pub format: Format,
+    /// With --format jsonl: add each input text as "text"
+    #[arg(long)]
+    pub echo_text: bool,
+    /// Write the output to FILE instead of stdout (required by --format npy)
     ///
     /// FILE is replaced only once every text is embedded (a failure leaves it as it was), and
     /// never when it is the model or the --input file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", required_if_eq("format", "npy"))]
     pub output: Option<PathBuf>,
+    /// Keep the first N dimensions (Matryoshka), then scale to unit length
+    ///
+    /// N is at most the model's dimensions. A warning is printed when the model does not
+    /// declare Matryoshka dimensions (no bert or nomic-bert GGUF does).
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub dims: Option<usize>,
+    /// Do not scale embeddings to unit length (with --dims: only cut them)
+    #[arg(long)]
+    pub no_normalize: bool,
     #[command(flatten)]
     pub limit: TokenLimitArgs,
     #[command(flatten)]
     pub memory: MemoryArgs,
+    /// Report a text that cannot be read or tokenized on stderr and go on without it
+    ///
+    /// The exit code is 0 unless every text failed. An embedding failure is still fatal.
+    #[arg(long)]
+    pub skip_errors: bool,
+    /// No progress and no warnings on stderr (errors are still reported)
+    #[arg(long, short)]
+    pub quiet: bool,
     /// Then print one JSON line of measurements on stderr
     ///
     /// Its keys: texts, tokens, steps, max_step_us, p99_step_us, arena_bytes, index_bytes,
@@ -188,6 +230,9 @@ pub enum CliError {
     Message(String),
     /// Standard output was closed by its reader (`stepembed … | head`): not a failure.
     ClosedOutput,
+    /// An argument of the named subcommand that the model cannot take, found once it is open:
+    /// reported as clap reports a usage error (exit code 2).
+    Usage { command: &'static str, msg: String },
 }
 
 impl From<String> for CliError {
@@ -218,6 +263,16 @@ pub fn run(args: Vec<OsString>) -> i32 {
     match result {
         Ok(()) | Err(CliError::ClosedOutput) => 0,
         Err(CliError::Message(msg)) => report(&msg),
+        Err(CliError::Usage { command, msg }) => {
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            cli.build();
+            let e = match cli.find_subcommand_mut(command) {
+                Some(sub) => sub.error(clap::error::ErrorKind::ValueValidation, msg),
+                None => cli.error(clap::error::ErrorKind::ValueValidation, msg),
+            };
+            let _ = e.print();
+            e.exit_code()
+        }
     }
 }
 
@@ -273,49 +328,70 @@ fn cmd_validate(args: ValidateArgs) -> Result<(), CliError> {
 
 /// One text and how its errors name it.
 struct Text {
-    /// `FILE:LINE` for a text of a JSONL file, its start for an argument.
+    /// Its position among the command's texts, from 0.
+    index: usize,
+    /// `FILE:LINE` for a text of a file, its start for an argument.
     label: String,
+    /// The input's `"id"`.
+    id: Option<serde_json::Value>,
     text: String,
 }
 
-/// The texts of a command, one at a time (an `--input` file is read as they are needed).
+/// The texts of a command, one at a time (an `--input` stream is read as they are needed).
 enum Texts {
-    Args(std::vec::IntoIter<String>),
-    File { reader: TextLines<BufReader<File>>, path: PathBuf },
+    Args(std::iter::Enumerate<std::vec::IntoIter<String>>),
+    Stream { records: Records<Box<dyn BufRead>>, name: String, read: usize },
 }
 
 impl Texts {
-    fn open(args: TextArgs) -> Result<Self, CliError> {
-        match args.input {
-            Some(path) => {
-                let file = File::open(&path).map_err(|e| at(&path, e))?;
-                let reader = TextLines::new(BufReader::new(file), path.display().to_string());
-                Ok(Texts::File { reader, path })
+    /// The texts of `args`, for the subcommand `command`.
+    fn open(args: &TextArgs, command: &'static str) -> Result<Self, CliError> {
+        // (clap's `requires` is not enforced on this flag, so it is checked here.)
+        if args.lines && args.input.is_none() {
+            return Err(CliError::Usage { command, msg: "--lines needs --input <FILE>".into() });
+        }
+        let format = if args.lines { LineFormat::Plain } else { LineFormat::Jsonl };
+        match &args.input {
+            Some(path) if path.as_os_str() == "-" => {
+                let reader: Box<dyn BufRead> = Box::new(std::io::stdin().lock());
+                Ok(Texts::Stream {
+                    records: Records::new(reader, "stdin", format),
+                    name: "stdin".into(),
+                    read: 0,
+                })
             }
-            None => Ok(Texts::Args(args.texts.into_iter())),
+            Some(path) => {
+                let file = File::open(path).map_err(|e| at(path, e))?;
+                let name = path.display().to_string();
+                let reader: Box<dyn BufRead> = Box::new(BufReader::new(file));
+                Ok(Texts::Stream { records: Records::new(reader, name.clone(), format), name, read: 0 })
+            }
+            None => Ok(Texts::Args(args.texts.clone().into_iter().enumerate())),
         }
     }
 
-    /// The `--input` file, if the texts come from one.
-    fn path(&self) -> Option<&Path> {
+    /// The next text; `Err` is a bad line (the stream goes on after it).
+    fn next(&mut self) -> Option<Result<Text, String>> {
         match self {
-            Texts::Args(_) => None,
-            Texts::File { path, .. } => Some(path),
+            Texts::Args(texts) => {
+                texts.next().map(|(index, text)| Ok(Text { index, label: short_text(&text), id: None, text }))
+            }
+            Texts::Stream { records, name, read } => {
+                let item = records.next()?;
+                let index = *read;
+                *read += 1;
+                Some(match item {
+                    Err(e) => Err(e.to_string()),
+                    Ok(r) => Ok(Text { index, label: format!("{name}:{}", r.line), id: r.id, text: r.text }),
+                })
+            }
         }
     }
+}
 
-    fn next(&mut self) -> Result<Option<Text>, CliError> {
-        match self {
-            Texts::Args(texts) => Ok(texts.next().map(|text| Text { label: short_text(&text), text })),
-            Texts::File { reader, path } => match reader.next() {
-                None => Ok(None),
-                Some(Err(e)) => Err(CliError::Message(e.to_string())),
-                Some(Ok(text)) => {
-                    Ok(Some(Text { label: format!("{}:{}", path.display(), reader.line()), text }))
-                }
-            },
-        }
-    }
+/// The input file of `args` that `--output` must not replace (none for arguments and stdin).
+fn input_file(args: &TextArgs) -> Option<&Path> {
+    args.input.as_deref().filter(|p| p.as_os_str() != "-")
 }
 
 /// Opens the model `path` as an embedder; errors start with the path.
@@ -330,17 +406,79 @@ fn open_embedder(path: &Path, options: EmbedderOptions) -> Result<Embedder, CliE
 /// Embedder options from the command line's limit and memory arguments.
 fn embedder_options(limit: &TokenLimitArgs, memory: &MemoryArgs) -> EmbedderOptions {
     let plan = match memory.plan {
-        PlanArg::Fast => PlanKind::Fast,
+        PlanArg::Indexed => PlanKind::Fast,
         PlanArg::Lean => PlanKind::Lean,
         PlanArg::Smallest => PlanKind::Smallest,
     };
     EmbedderOptions {
         max_tokens: limit.max_tokens,
         plan,
-        memory: memory.arena_bytes,
+        memory: memory.memory,
         truncate: !limit.no_truncate,
         ..EmbedderOptions::default()
     }
+}
+
+/// `prefix` + `text`, what is tokenized.
+fn with_prefix(prefix: Option<&str>, text: &str) -> String {
+    match prefix {
+        Some(p) => format!("{p}{text}"),
+        None => text.to_owned(),
+    }
+}
+
+/// Texts tokenized for embedding, their ids apart (as [`Embedder::batches`] takes them).
+#[derive(Default)]
+struct Window {
+    /// Each text, and whether it had more tokens than its ids.
+    texts: Vec<(Text, bool)>,
+    ids: Vec<Vec<u32>>,
+    /// Bytes of the texts.
+    bytes: usize,
+}
+
+impl Window {
+    /// Whether the window holds [`WINDOW_TEXTS`] texts or [`WINDOW_BYTES`] bytes.
+    fn is_full(&self) -> bool {
+        self.texts.len() >= WINDOW_TEXTS || self.bytes >= WINDOW_BYTES
+    }
+
+    /// Tokenizes `prefix` + `text` at `limit` tokens and adds it; a text that cannot be
+    /// tokenized goes to `errors` instead.
+    fn push(
+        &mut self,
+        embedder: &mut Embedder,
+        text: Text,
+        prefix: Option<&str>,
+        (limit, truncate): (usize, bool),
+        (errors, reporter): (&mut Skipped, &Reporter),
+    ) -> Result<(), CliError> {
+        match tokenize_counted(embedder, &with_prefix(prefix, &text.text), limit, truncate) {
+            Ok((ids, truncated)) => {
+                self.bytes += text.text.len();
+                self.texts.push((text, truncated));
+                self.ids.push(ids);
+                Ok(())
+            }
+            Err(e) => errors.skip(reporter, format!("{}: {e}", text.label)),
+        }
+    }
+}
+
+/// The ids of `text` cut at `limit` tokens (an error beyond it unless `truncate`), and whether
+/// it was cut: a text of exactly `limit` tokens is tokenized again without a limit (with room
+/// for [`tokenizer::max_ids`], a bound on any text's count) to tell.
+fn tokenize_counted(
+    embedder: &mut Embedder,
+    text: &str,
+    limit: usize,
+    truncate: bool,
+) -> crate::Result<(Vec<u32>, bool)> {
+    let ids = embedder.tokenize_with(text, limit, truncate)?;
+    let truncated = truncate
+        && ids.len() >= limit
+        && embedder.tokenize_with(text, tokenizer::max_ids(text), false)?.len() > ids.len();
+    Ok((ids, truncated))
 }
 
 /// Most texts `embed` holds at a time (read, tokenized, embedded, written, then the next ones):
@@ -350,59 +488,201 @@ const WINDOW_TEXTS: usize = 256;
 /// Most bytes of text `embed` holds at a time (a window holds at least one text).
 const WINDOW_BYTES: usize = 1 << 20;
 
-fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
-    let started = Instant::now();
-    let path = &args.model.model;
-    let mut texts = Texts::open(args.texts)?;
-    let output = match &args.output {
-        Some(out) => {
-            let inputs: Vec<&Path> = std::iter::once(path.as_path()).chain(texts.path()).collect();
-            Some(Output::file(out, &inputs)?)
+/// `--skip-errors`: whether a text that cannot be read or tokenized is skipped, and how many were.
+struct Skipped {
+    skip: bool,
+    count: usize,
+}
+
+impl Skipped {
+    /// `msg` as the command's error, or (skipping) as a warning.
+    fn skip(&mut self, reporter: &Reporter, msg: String) -> Result<(), CliError> {
+        if !self.skip {
+            return Err(CliError::Message(msg));
         }
-        None => None,
-    };
-    let options = embedder_options(&args.limit, &args.memory);
-    let mut embedder = open_embedder(path, options)?;
-    let mut out = output.unwrap_or_else(Output::stdout);
-    let mut steps = StepTimes::new();
-    let (mut n_texts, mut n_tokens) = (0usize, 0usize);
-    let mut window: Vec<Text> = Vec::with_capacity(WINDOW_TEXTS);
-    let e = embedder.embedding_len();
-    loop {
-        window.clear();
-        let mut bytes = 0;
-        while window.len() < WINDOW_TEXTS && bytes < WINDOW_BYTES {
-            let Some(text) = texts.next()? else { break };
-            bytes += text.text.len();
-            window.push(text);
-        }
-        if window.is_empty() {
-            break;
-        }
-        let ids = window
-            .iter()
-            .map(|t| embedder.tokenize(&t.text).map_err(|e| CliError::Message(format!("{}: {e}", t.label))))
-            .collect::<Result<Vec<_>, _>>()?;
-        for range in embedder.batches(&ids) {
-            let batch: Vec<&[u32]> = ids[range.clone()].iter().map(Vec::as_slice).collect();
-            let mut job =
-                embedder.job(Input::IdBatch(&batch)).map_err(|e| CliError::Message(e.to_string()))?;
+        self.count += 1;
+        reporter.warn(&format!("{msg} (skipped)"));
+        Ok(())
+    }
+}
+
+/// What `embed` does with each text after embedding it, and its counts.
+struct Sink {
+    out: Output,
+    rows: RowWriter,
+    reporter: Reporter,
+    steps: StepTimes,
+    /// `--dims`, and whether to scale the cut vector to unit length.
+    dims: Option<usize>,
+    normalize_cut: bool,
+    echo_text: bool,
+    texts: usize,
+    tokens: usize,
+}
+
+impl Sink {
+    /// Embeds `window` (in jobs of several texts) and writes its rows in order.
+    fn embed(&mut self, embedder: &mut Embedder, window: &Window) -> Result<(), CliError> {
+        let e = embedder.embedding_len();
+        let ids: Vec<&[u32]> = window.ids.iter().map(Vec::as_slice).collect();
+        for range in embedder.batches(&window.ids) {
+            let mut job = embedder
+                .job(Input::IdBatch(&ids[range.clone()]))
+                .map_err(|e| CliError::Message(e.to_string()))?;
             let embeddings = loop {
                 let t0 = Instant::now();
                 let step = job.step().map_err(|e| CliError::Message(e.to_string()))?;
-                steps.record(t0.elapsed().as_micros() as u64);
+                self.steps.record(t0.elapsed().as_micros() as u64);
                 if let Step::Done(v) = step {
                     break v.to_vec();
                 }
             };
-            n_tokens += job.n_tokens();
-            for (t, embedding) in window[range].iter().zip(embeddings.chunks_exact(e)) {
-                out.json_line(&json!({ "text": t.text, "embedding": embedding }))?;
+            let n_tokens = job.n_tokens();
+            let texts = window.texts[range.clone()].iter().zip(&ids[range.clone()]);
+            for (((text, truncated), ids), embedding) in texts.zip(embeddings.chunks_exact(e)) {
+                let mut vector = embedding[..self.dims.unwrap_or(e).min(e)].to_vec();
+                if self.normalize_cut {
+                    formats::l2_normalize(&mut vector);
+                }
+                let row = Row {
+                    index: text.index,
+                    id: text.id.as_ref(),
+                    text: self.echo_text.then_some(text.text.as_str()),
+                    tokens: ids.len(),
+                    truncated: *truncated,
+                    embedding: &vector,
+                };
+                self.rows.row(&mut self.out, &row)?;
+            }
+            self.texts += range.len();
+            self.tokens += n_tokens;
+            self.reporter.advance(range.len(), n_tokens);
+        }
+        Ok(())
+    }
+}
+
+fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
+    let started = Instant::now();
+    let path = &args.model.model;
+    if args.echo_text && args.format != Format::Jsonl {
+        let msg = "--echo-text is for --format jsonl only".to_owned();
+        return Err(CliError::Usage { command: "embed", msg });
+    }
+    let mut texts = Texts::open(&args.texts, "embed")?;
+    let output = match &args.output {
+        Some(out) => {
+            let inputs: Vec<&Path> = std::iter::once(path.as_path()).chain(input_file(&args.texts)).collect();
+            Some(Output::file(out, &inputs)?)
+        }
+        None => None,
+    };
+    let total = match &texts {
+        Texts::Args(t) => Total::Known(t.len()),
+        Texts::Stream { .. } => Total::Unknown,
+    };
+    let reporter =
+        Reporter::new(args.quiet, progress::display(args.quiet, std::io::stderr().is_terminal(), total));
+    let mut options = embedder_options(&args.limit, &args.memory);
+    // With --dims the engine's vector is cut first, then scaled here.
+    options.normalize = !args.no_normalize && args.dims.is_none();
+    let prefix = args.texts.prefix.as_deref();
+    let mut errors = Skipped { skip: args.skip_errors, count: 0 };
+    // Texts given as arguments are all known: tokenize them first (scanning the vocab, with the
+    // least memory) and plan for the longest.
+    let mut known: Option<Vec<Window>> = None;
+    if let Texts::Args(_) = texts {
+        let scan = EmbedderOptions {
+            max_tokens: Some(2),
+            max_texts: 1,
+            plan: PlanKind::Smallest,
+            memory: None,
+            ..options
+        };
+        let mut scanner = open_embedder(path, scan)?;
+        let n_ctx = scanner.meta().hparams.n_ctx;
+        let limit = options.max_tokens.unwrap_or(n_ctx).min(n_ctx);
+        let mut windows = vec![Window::default()];
+        while let Some(Ok(text)) = texts.next() {
+            if windows.last().is_some_and(Window::is_full) {
+                windows.push(Window::default());
+            }
+            if let Some(window) = windows.last_mut() {
+                window.push(
+                    &mut scanner,
+                    text,
+                    prefix,
+                    (limit, options.truncate),
+                    (&mut errors, &reporter),
+                )?;
             }
         }
-        n_texts += window.len();
+        let longest = windows.iter().flat_map(|w| &w.ids).map(Vec::len).max().unwrap_or(2);
+        options.max_tokens = Some(longest.max(2));
+        known = Some(windows);
     }
+    let mut embedder = open_embedder(path, options)?;
+    let e = embedder.embedding_len();
+    if let Some(n) = args.dims {
+        if n > e {
+            let msg = format!("--dims {n}: the model's embeddings have {e} dimensions");
+            return Err(CliError::Usage { command: "embed", msg });
+        }
+        reporter.warn(&format!(
+            "{}: the model does not declare Matryoshka dimensions: its first {n} of {e} dimensions may embed poorly",
+            path.display()
+        ));
+    }
+    let model_name = path.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+    let dims = args.dims.unwrap_or(e);
+    let mut sink = Sink {
+        out: output.unwrap_or_else(Output::stdout),
+        rows: RowWriter::new(args.format, model_name, dims),
+        reporter,
+        steps: StepTimes::new(),
+        dims: args.dims,
+        normalize_cut: args.dims.is_some() && !args.no_normalize,
+        echo_text: args.echo_text,
+        texts: 0,
+        tokens: 0,
+    };
+    match known {
+        Some(windows) => {
+            for window in &windows {
+                sink.embed(&mut embedder, window)?;
+            }
+        }
+        None => {
+            let limit = embedder.plan().limits().max_tokens;
+            loop {
+                let mut window = Window::default();
+                while !window.is_full() {
+                    let Some(item) = texts.next() else { break };
+                    match item {
+                        Ok(text) => window.push(
+                            &mut embedder,
+                            text,
+                            prefix,
+                            (limit, options.truncate),
+                            (&mut errors, &sink.reporter),
+                        )?,
+                        Err(msg) => errors.skip(&sink.reporter, msg)?,
+                    }
+                }
+                if window.texts.is_empty() {
+                    break;
+                }
+                sink.embed(&mut embedder, &window)?;
+            }
+        }
+    }
+    if errors.count > 0 && sink.texts == 0 {
+        return Err(CliError::Message(format!("every text failed ({} skipped)", errors.count)));
+    }
+    sink.rows.finish(&mut sink.out)?;
+    let Sink { out, steps, texts: n_texts, tokens: n_tokens, reporter, .. } = sink;
     out.finish()?;
+    reporter.finish();
     if args.stats {
         let line = json!({
             "texts": n_texts,
@@ -422,23 +702,48 @@ fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
 
 fn cmd_tokenize(args: TokenizeArgs) -> Result<(), CliError> {
     let path = &args.model.model;
-    let mut texts = Texts::open(args.texts)?;
+    let mut texts = Texts::open(&args.texts, "tokenize")?;
     // The embedder's arena is allocated but never touched here (zeroed pages cost no memory
     // until written); its vocab index is what makes tokenizing fast.
     let options = EmbedderOptions { max_texts: 1, ..embedder_options(&args.limit, &args.memory) };
     let mut embedder = open_embedder(path, options)?;
     let limit = options.max_tokens.unwrap_or(embedder.meta().hparams.n_ctx);
     let mut out = Output::stdout();
-    while let Some(t) = texts.next()? {
+    while let Some(item) = texts.next() {
+        let t = item?;
+        let text = with_prefix(args.texts.prefix.as_deref(), &t.text);
         let ids = if options.truncate {
-            embedder.tokenize_with(&t.text, limit, true)
+            embedder.tokenize_with(&text, limit, true)
         } else {
-            embedder.tokenize_with(&t.text, tokenizer::max_ids(&t.text), false)
+            embedder.tokenize_with(&text, tokenizer::max_ids(&text), false)
         }
         .map_err(|e| CliError::Message(format!("{}: {e}", t.label)))?;
-        out.json_line(&json!({ "text": t.text, "ids": ids }))?;
+        let line = match t.id {
+            Some(id) => json!({ "id": id, "text": t.text, "ids": ids }),
+            None => json!({ "text": t.text, "ids": ids }),
+        };
+        out.json_line(&line)?;
     }
     out.finish()
+}
+
+/// The `--help` of every subcommand, each under a `$ stepembed NAME --help` line and followed
+/// by a blank line, trailing spaces removed: the CLI reference the README holds.
+pub fn reference() -> String {
+    let mut cli = <Cli as clap::CommandFactory>::command();
+    cli.build();
+    let mut text = String::new();
+    for sub in cli.get_subcommands_mut() {
+        let name = sub.get_name().to_owned();
+        text.push_str(&format!("$ stepembed {name} --help\n"));
+        // Without clap's trailing spaces, which editors strip.
+        for line in sub.render_long_help().to_string().lines() {
+            text.push_str(line.trim_end());
+            text.push('\n');
+        }
+        text.push('\n');
+    }
+    text
 }
 
 /// The start of a text, for error messages.

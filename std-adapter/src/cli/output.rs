@@ -2,7 +2,7 @@
 //! replaced only when the command succeeds and that is never one of the command's inputs.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, ErrorKind, Write};
+use std::io::{BufWriter, ErrorKind, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::CliError;
@@ -114,7 +114,27 @@ impl Output {
 
     /// Writes `text` as it is.
     pub(super) fn write_str(&mut self, text: &str) -> Result<(), CliError> {
-        self.writer.write_all(text.as_bytes()).map_err(|e| self.error(e))
+        self.write_bytes(text.as_bytes())
+    }
+
+    /// Writes `bytes` as they are.
+    pub(super) fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), CliError> {
+        self.writer.write_all(bytes).map_err(|e| self.error(e))
+    }
+
+    /// Overwrites the first `bytes.len()` bytes written with `bytes` (a header completed at the
+    /// end); only a file can be rewritten so.
+    pub(super) fn rewrite_start(&mut self, bytes: &[u8]) -> Result<(), CliError> {
+        self.writer.flush().map_err(|e| self.error(e))?;
+        let rewrite = |file: &mut File| -> std::io::Result<()> {
+            file.seek(SeekFrom::Start(0))?;
+            file.write_all(bytes)?;
+            file.seek(SeekFrom::End(0)).map(drop)
+        };
+        match self.writer.get_mut() {
+            Sink::File(file) => rewrite(file).map_err(|e| CliError::Message(format!("{}: {e}", self.name))),
+            Sink::Stdout(_) => Err(CliError::Message(format!("{}: cannot rewrite a stream", self.name))),
+        }
     }
 
     /// Writes `value` as one JSON line.
