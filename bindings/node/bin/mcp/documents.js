@@ -14,6 +14,12 @@ function dot(a, b) {
   return sum;
 }
 
+/** Cosine similarity of two vectors of the same length; 0 when either is all zeros. */
+function cosine(a, b) {
+  const denominator = norm(a) * norm(b);
+  return denominator > 0 ? dot(a, b) / denominator : 0;
+}
+
 /**
  * The documents the server searches: id → text and embedding, in insertion order.
  * Adding a document with an id already present replaces it in place.
@@ -59,4 +65,4 @@ class DocumentStore {
   }
 }
 
-module.exports = { DocumentStore };
+module.exports = { DocumentStore, cosine };
