@@ -86,7 +86,8 @@ async function child(runner, model, textCount, llamaDir) {
         const context = await loaded.createEmbeddingContext({ threads: 1, contextSize: 512 });
         return { llama, loaded, context };
       },
-      async ({ context }) => (await Promise.all(texts.map((text) => context.getEmbeddingFor(text)))).map((e) => e.vector),
+      async ({ context }) =>
+        (await Promise.all(texts.map((text) => context.getEmbeddingFor(text)))).map((e) => e.vector),
     );
     await result.embedder.context.dispose();
     await result.embedder.loaded.dispose();
@@ -201,7 +202,14 @@ async function main() {
   ];
   for (const runner of runners) {
     const m = medians[runner];
-    lines.push(row(labels[runner], [m.maxDelayMs.toFixed(2), m.p99DelayMs.toFixed(2), m.peakRssMiB.toFixed(1), m.totalS.toFixed(2)]));
+    lines.push(
+      row(labels[runner], [
+        m.maxDelayMs.toFixed(2),
+        m.p99DelayMs.toFixed(2),
+        m.peakRssMiB.toFixed(1),
+        m.totalS.toFixed(2),
+      ]),
+    );
   }
   if (withLlama) {
     const llama = medians['node-llama-cpp'];
@@ -217,7 +225,10 @@ async function main() {
       );
     }
     const agreement = firstEmbeddings.worker.map((v, i) => cosine(v, firstEmbeddings['node-llama-cpp'][i]));
-    lines.push('', `cosine of stepembed to node-llama-cpp embeddings over the ${textCount} texts: min ${Math.min(...agreement).toFixed(5)}`);
+    lines.push(
+      '',
+      `cosine of stepembed to node-llama-cpp embeddings over the ${textCount} texts: min ${Math.min(...agreement).toFixed(5)}`,
+    );
   }
   const modes = firstEmbeddings.worker.map((v, i) => cosine(v, firstEmbeddings.cooperative[i]));
   lines.push(`cosine of worker to cooperative embeddings: min ${Math.min(...modes).toFixed(7)}`);

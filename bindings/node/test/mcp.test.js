@@ -85,7 +85,11 @@ class StderrLog {
  * {client, stderr, handshakeMs}. The client is closed when the test ends.
  */
 async function connect(t, args = [], model = MODEL) {
-  const transport = new StdioClientTransport({ command: process.execPath, args: [SERVER, model, ...args], stderr: 'pipe' });
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [SERVER, model, ...args],
+    stderr: 'pipe',
+  });
   const stderr = new StderrLog(transport.stderr);
   const client = new Client({ name: 'stepembed-mcp-test', version: '0.0.0' });
   const started = performance.now();
@@ -137,7 +141,10 @@ function assertSameResults(actual, expected) {
   );
   actual.forEach((result, i) => {
     assert.equal(result.text, expected[i].text);
-    assert.ok(Math.abs(result.score - expected[i].score) <= 1e-6, `${result.id}: ${result.score} vs ${expected[i].score}`);
+    assert.ok(
+      Math.abs(result.score - expected[i].score) <= 1e-6,
+      `${result.id}: ${result.score} vs ${expected[i].score}`,
+    );
   });
 }
 
@@ -244,8 +251,17 @@ test('embed returns what the binding computes', async (t) => {
 test('search ranks the corpus by cosine, best first, with the prefixes applied', async (t) => {
   const queryPrefix = 'search_query: ';
   const documentPrefix = 'search_document: ';
-  const { client } = await connect(t, ['--corpus', CORPUS, '--query-prefix', queryPrefix, '--document-prefix', documentPrefix]);
-  const { embeddings } = await callTool(client, 'embed', { texts: CORPUS_DOCUMENTS.map((d) => documentPrefix + d.text) });
+  const { client } = await connect(t, [
+    '--corpus',
+    CORPUS,
+    '--query-prefix',
+    queryPrefix,
+    '--document-prefix',
+    documentPrefix,
+  ]);
+  const { embeddings } = await callTool(client, 'embed', {
+    texts: CORPUS_DOCUMENTS.map((d) => documentPrefix + d.text),
+  });
   for (const query of ['What is the capital of France?', 'music on stage', 'memory safety']) {
     const [queryEmbedding] = (await callTool(client, 'embed', { texts: [queryPrefix + query] })).embeddings;
     const { results } = await callTool(client, 'search', { query, k: 3 });
@@ -328,7 +344,9 @@ test('--index: a restart reuses the stored embeddings; changed texts, prefixes a
   assert.deepEqual([second.reused, second.embedded], [8, 0]);
   assertSameResults(second.results, first.results);
 
-  const changed = CORPUS_DOCUMENTS.map((d) => (d.id === 'tokyo' ? { id: 'tokyo', text: 'Which city is the capital of Japan?' } : d));
+  const changed = CORPUS_DOCUMENTS.map((d) =>
+    d.id === 'tokyo' ? { id: 'tokyo', text: 'Which city is the capital of Japan?' } : d,
+  );
   writeCorpus(corpus, changed);
   const third = await run([]);
   assert.deepEqual([third.reused, third.embedded], [7, 1]);
@@ -360,7 +378,10 @@ test('embedder errors become tool errors and the server keeps serving', async (t
   const message = await callFailingTool(client, 'embed', { texts: ['Hello world'] });
   assert.match(message, /^ERR_MALFORMED: /);
   assert.match(await callFailingTool(client, 'search', { query: 'Hello' }), /^ERR_MALFORMED: /);
-  assert.match(await callFailingTool(client, 'add_documents', { documents: [{ id: 'a', text: 'b' }] }), /^ERR_MALFORMED: /);
+  assert.match(
+    await callFailingTool(client, 'add_documents', { documents: [{ id: 'a', text: 'b' }] }),
+    /^ERR_MALFORMED: /,
+  );
   assert.match(stderr.text, /model: ERR_MALFORMED: /);
   await client.ping();
 });
@@ -411,7 +432,8 @@ for (const [how, stop] of [
       const server = spawnRaw(t, [MODEL, '--corpus', corpus]);
       await initializeRaw(server);
       await server.stderr.waitFor(busy ? /model: .* ready/ : /corpus: \d+ documents ready/);
-      if (busy) assert.doesNotMatch(server.stderr.text, /corpus: \d+ documents ready/, 'the corpus must still be embedding');
+      if (busy)
+        assert.doesNotMatch(server.stderr.text, /corpus: \d+ documents ready/, 'the corpus must still be embedding');
       const stopped = performance.now();
       stop(server.child);
       const { code, at } = await server.exited;
@@ -429,7 +451,10 @@ test('usage errors exit with code 2 and a message on stderr', async (t) => {
     [[MODEL, '--corpus', path.join(os.tmpdir(), 'no-such-corpus.jsonl')], /cannot read corpus/],
     [[MODEL, '--index', path.join(os.tmpdir(), 'no-such-folder', 'x.index')], /the folder of --index/],
   ];
-  const badCorpus = writeCorpus(path.join(temporaryFolder(t), 'bad.jsonl'), [{ id: 'a', text: 'x' }, { id: 'a', text: 'y' }]);
+  const badCorpus = writeCorpus(path.join(temporaryFolder(t), 'bad.jsonl'), [
+    { id: 'a', text: 'x' },
+    { id: 'a', text: 'y' },
+  ]);
   cases.push([[MODEL, '--corpus', badCorpus], /bad\.jsonl:2: duplicate id "a"/]);
   for (const [args, message] of cases) {
     const server = spawnRaw(t, args);

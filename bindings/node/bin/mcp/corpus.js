@@ -6,9 +6,9 @@ const fs = require('node:fs');
 class UsageError extends Error {}
 
 /**
- * Reads a JSONL corpus: one `{"id": string, "text": string}` object per line (blank lines are
- * skipped). Returns `[{id, text}]` in file order; throws a UsageError naming the file and line of
- * the first bad or duplicate entry.
+ * Reads a JSONL corpus (UTF-8, an optional byte-order mark): one `{"id": string, "text": string}`
+ * object per line (blank lines are skipped). Returns `[{id, text}]` in file order; throws a
+ * UsageError naming the file and line of the first bad or duplicate entry.
  */
 function readCorpus(file) {
   let content;
@@ -19,22 +19,30 @@ function readCorpus(file) {
   }
   const documents = [];
   const seen = new Set();
-  content.split('\n').forEach((line, lineIndex) => {
-    if (line.trim() === '') return;
-    const where = `${file}:${lineIndex + 1}`;
-    let entry;
-    try {
-      entry = JSON.parse(line);
-    } catch (error) {
-      throw new UsageError(`${where}: not JSON (${error.message})`);
-    }
-    if (entry === null || typeof entry !== 'object' || typeof entry.id !== 'string' || typeof entry.text !== 'string') {
-      throw new UsageError(`${where}: expected {"id": string, "text": string}`);
-    }
-    if (seen.has(entry.id)) throw new UsageError(`${where}: duplicate id ${JSON.stringify(entry.id)}`);
-    seen.add(entry.id);
-    documents.push({ id: entry.id, text: entry.text });
-  });
+  content
+    .replace(/^\uFEFF/, '')
+    .split('\n')
+    .forEach((line, lineIndex) => {
+      if (line.trim() === '') return;
+      const where = `${file}:${lineIndex + 1}`;
+      let entry;
+      try {
+        entry = JSON.parse(line);
+      } catch (error) {
+        throw new UsageError(`${where}: not JSON (${error.message})`);
+      }
+      if (
+        entry === null ||
+        typeof entry !== 'object' ||
+        typeof entry.id !== 'string' ||
+        typeof entry.text !== 'string'
+      ) {
+        throw new UsageError(`${where}: expected {"id": string, "text": string}`);
+      }
+      if (seen.has(entry.id)) throw new UsageError(`${where}: duplicate id ${JSON.stringify(entry.id)}`);
+      seen.add(entry.id);
+      documents.push({ id: entry.id, text: entry.text });
+    });
   return documents;
 }
 

@@ -84,7 +84,9 @@ class EmbeddingServer {
 
   async #loadCorpus(corpus, indexFile, indexKey) {
     await this.#embedder.ready;
-    const index = indexFile ? await EmbeddingIndex.open(indexFile, indexKey, this.#embedder.dimensions, this.#log) : null;
+    const index = indexFile
+      ? await EmbeddingIndex.open(indexFile, indexKey, this.#embedder.dimensions, this.#log)
+      : null;
     this.#index = index;
     const { reused, embedded } = await this.#insert(corpus, index);
     if (index) {
@@ -166,9 +168,13 @@ class EmbeddingServer {
       'add_documents',
       {
         title: 'Add documents',
-        description: 'Embeds the documents and adds them to the searchable set; a document with an existing id replaces it.',
+        description:
+          'Embeds the documents and adds them to the searchable set; a document with an existing id replaces it.',
         inputSchema: {
-          documents: z.array(z.object({ id: z.string(), text: z.string() })).min(1).describe('Documents to add'),
+          documents: z
+            .array(z.object({ id: z.string(), text: z.string() }))
+            .min(1)
+            .describe('Documents to add'),
         },
         outputSchema: { added: z.number().int(), replaced: z.number().int(), total: z.number().int() },
       },
