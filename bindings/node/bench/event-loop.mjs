@@ -227,8 +227,13 @@ async function main() {
     const agreement = firstEmbeddings.worker.map((v, i) => cosine(v, firstEmbeddings['node-llama-cpp'][i]));
     lines.push(
       '',
-      `cosine of stepembed to node-llama-cpp embeddings over the ${textCount} texts: min ${Math.min(...agreement).toFixed(5)}`,
+      `cosine of stepembed to node-llama-cpp embeddings over the ${textCount} texts: ` +
+        `median ${median(agreement).toFixed(5)}, min ${Math.min(...agreement).toFixed(5)}`,
     );
+    const texts = benchTexts(textCount);
+    agreement.forEach((c, i) => {
+      if (c < 0.99) lines.push(`- cosine ${c.toFixed(5)} on ${JSON.stringify(texts[i].slice(0, 60))}`);
+    });
   }
   const modes = firstEmbeddings.worker.map((v, i) => cosine(v, firstEmbeddings.cooperative[i]));
   lines.push(`cosine of worker to cooperative embeddings: min ${Math.min(...modes).toFixed(7)}`);
