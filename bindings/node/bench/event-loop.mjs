@@ -5,6 +5,7 @@
 // medians and ratios.
 //
 //   node bench/event-loop.mjs [--model M.gguf] [--runs N] [--texts N] [--llama-dir DIR] [--no-llama]
+//                             [--runners worker,cooperative,node-llama-cpp,idle]
 //
 // node-llama-cpp is not a dependency of this package: the script installs the pinned version into
 // a temporary folder (or uses --llama-dir DIR, a folder where it is already installed).
@@ -146,16 +147,20 @@ async function main() {
       texts: { type: 'string', default: '50' },
       'llama-dir': { type: 'string' },
       'no-llama': { type: 'boolean', default: false },
+      runners: { type: 'string' },
     },
   });
   const runs = Number(values.runs);
   const textCount = Number(values.texts);
   if (!fs.existsSync(values.model)) throw new Error(`model ${values.model} not found`);
-  const withLlama = !values['no-llama'];
+  const allRunners = ['worker', 'cooperative', ...(values['no-llama'] ? [] : ['node-llama-cpp']), 'idle'];
+  const runners = values.runners === undefined ? allRunners : values.runners.split(',');
+  const unknown = runners.filter((runner) => !allRunners.includes(runner));
+  if (unknown.length > 0) throw new Error(`unknown runners ${unknown.join(', ')}`);
+  const withLlama = runners.includes('node-llama-cpp');
   const temporaryLlama = withLlama && values['llama-dir'] === undefined;
   const llamaDir = withLlama ? (values['llama-dir'] ?? installLlama()) : null;
 
-  const runners = ['worker', 'cooperative', ...(withLlama ? ['node-llama-cpp'] : []), 'idle'];
   const measured = Object.fromEntries(runners.map((runner) => [runner, []]));
   let firstEmbeddings = {};
   try {
@@ -211,9 +216,10 @@ async function main() {
       ]),
     );
   }
+  const modes = ['worker', 'cooperative'].filter((runner) => runners.includes(runner));
   if (withLlama) {
     const llama = medians['node-llama-cpp'];
-    for (const runner of ['worker', 'cooperative']) {
+    for (const runner of modes) {
       const m = medians[runner];
       lines.push(
         row(`${runner} ÷ node-llama-cpp`, [
@@ -224,9 +230,11 @@ async function main() {
         ]),
       );
     }
-    const agreement = firstEmbeddings.worker.map((v, i) => cosine(v, firstEmbeddings['node-llama-cpp'][i]));
+  }
+  lines.push('');
+  if (withLlama && modes.length > 0) {
+    const agreement = firstEmbeddings[modes[0]].map((v, i) => cosine(v, firstEmbeddings['node-llama-cpp'][i]));
     lines.push(
-      '',
       `cosine of stepembed to node-llama-cpp embeddings over the ${textCount} texts: ` +
         `median ${median(agreement).toFixed(5)}, min ${Math.min(...agreement).toFixed(5)}`,
     );
@@ -235,8 +243,10 @@ async function main() {
       if (c < 0.99) lines.push(`- cosine ${c.toFixed(5)} on ${JSON.stringify(texts[i].slice(0, 60))}`);
     });
   }
-  const modes = firstEmbeddings.worker.map((v, i) => cosine(v, firstEmbeddings.cooperative[i]));
-  lines.push(`cosine of worker to cooperative embeddings: min ${Math.min(...modes).toFixed(7)}`);
+  if (modes.length === 2) {
+    const same = firstEmbeddings.worker.map((v, i) => cosine(v, firstEmbeddings.cooperative[i]));
+    lines.push(`cosine of worker to cooperative embeddings: min ${Math.min(...same).toFixed(7)}`);
+  }
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
