@@ -9,13 +9,15 @@
 //! # Ok::<(), stepembed::Error>(())
 //! ```
 
+pub mod breaker;
 pub mod cli;
 pub mod embedder;
 pub mod error;
 pub mod inspect;
 pub mod io;
+pub mod service;
 
-pub use embedder::{Embedder, EmbedderOptions, Running};
+pub use embedder::{Embedder, EmbedderOptions, Running, StepStats, Tokens};
 pub use error::{Error, Result};
 
 pub use stepembed_core as core;
