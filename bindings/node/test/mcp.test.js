@@ -290,13 +290,13 @@ test('add_documents makes documents searchable and replaces by id', async (t) =>
 });
 
 test('a search sent while the corpus is embedding waits for it', async (t) => {
-  const documents = manyDocuments(400);
+  const documents = manyDocuments(250);
   const corpus = writeCorpus(path.join(temporaryFolder(t), 'corpus.jsonl'), documents);
   const { client, stderr } = await connect(t, ['--corpus', corpus]);
   const query = CORPUS_DOCUMENTS[1].text;
   assert.doesNotMatch(stderr.text, /corpus: \d+ documents ready/, 'the corpus must still be embedding');
   const { results } = await callTool(client, 'search', { query, k: 4 });
-  assert.match(stderr.text, /corpus: 400 documents ready/);
+  assert.match(stderr.text, /corpus: 250 documents ready/);
   const embedder = await Embedder.open(MODEL);
   t.after(() => embedder.close());
   const queryEmbedding = await embedder.embed(query);
