@@ -99,6 +99,8 @@ async function child(runner, model, textCount, llamaDir) {
       () => new Embedder(model, { execution: runner }),
       (embedder) => Promise.all(texts.map((text) => embedder.embed(text))),
     );
+    const { steps, maxStepUs, p99StepUs } = result.embedder.stats();
+    result.steps = { steps, maxStepUs, p99StepUs };
     result.embedder.close();
   }
   delete result.embedder;
@@ -242,6 +244,14 @@ async function main() {
     agreement.forEach((c, i) => {
       if (c < 0.99) lines.push(`- cosine ${c.toFixed(5)} on ${JSON.stringify(texts[i].slice(0, 60))}`);
     });
+  }
+  for (const runner of modes) {
+    const steps = measured[runner].map((r) => r.steps);
+    lines.push(
+      `stepembed ${runner} steps (medians): ${median(steps.map((s) => s.steps))} steps, ` +
+        `p99 ${(median(steps.map((s) => s.p99StepUs)) / 1000).toFixed(1)} ms, ` +
+        `longest ${(median(steps.map((s) => s.maxStepUs)) / 1000).toFixed(1)} ms`,
+    );
   }
   if (modes.length === 2) {
     const same = firstEmbeddings.worker.map((v, i) => cosine(v, firstEmbeddings.cooperative[i]));
