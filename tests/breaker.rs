@@ -92,6 +92,10 @@ fn the_step_tuner_scales_the_budget_toward_the_target() {
     assert_eq!(t.budget(), StepTuner::MIN_BUDGET);
 }
 
+fn tuned_options() -> EmbedderOptions {
+    EmbedderOptions { step_target: Some(Duration::from_micros(200)), ..Default::default() }
+}
+
 #[test]
 fn a_step_target_recalibrates_without_changing_results() {
     let mut plain = open(EmbedderOptions::default());
@@ -101,6 +105,17 @@ fn a_step_target_recalibrates_without_changing_results() {
         assert_eq!(tuned.embed(text).unwrap(), plain.embed(text).unwrap());
     }
     assert_ne!(tuned.options().budget, plain.options().budget, "the first step recalibrates");
+    // Within a job too: one long text's job is not stepped at the starting budget throughout.
+    let long = long_text();
+    let steps = |e: &mut Embedder| {
+        let before = e.step_stats().steps();
+        let v = e.embed(&long).unwrap();
+        (v, e.step_stats().steps() - before)
+    };
+    let (fresh_tuned, fresh_plain) = (&mut open(tuned_options()), &mut open(EmbedderOptions::default()));
+    let ((v_tuned, steps_tuned), (v_plain, steps_plain)) = (steps(fresh_tuned), steps(fresh_plain));
+    assert_eq!(v_tuned, v_plain);
+    assert_ne!(steps_tuned, steps_plain);
     assert!(tuned.step_stats().steps() > 0 && tuned.step_stats().max() >= tuned.step_stats().p99());
 }
 

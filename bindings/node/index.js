@@ -66,6 +66,21 @@ function checkText(text) {
   if (typeof text !== 'string') throw invalid(`text must be a string, got ${typeof text}`);
 }
 
+/** Waits for `promise` to settle (its result is ignored), or for `signal` to abort. */
+function settledOrAborted(promise, signal) {
+  const settled = promise.then(
+    () => {},
+    () => {},
+  );
+  if (!signal) return settled;
+  let onAbort;
+  const abort = new Promise((resolve) => {
+    onAbort = resolve;
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  return Promise.race([settled, abort]).finally(() => signal.removeEventListener('abort', onAbort));
+}
+
 /** The Error of a native { code, message }. */
 function fromNative(error) {
   return codedError(error.code, error.message);
@@ -203,7 +218,7 @@ class Embedder {
   async #call(texts, tokenize, opts) {
     const signal = opts?.signal;
     if (signal?.aborted) throw aborted(signal);
-    if (this.#loading) await this.ready.catch(() => {});
+    if (this.#loading) await settledOrAborted(this.ready, signal);
     if (this.#closed) throw codedError('ERR_CLOSED', 'the embedder is closed');
     if (this.#failure) throw codedError(this.#failure.code, this.#failure.message);
     if (signal?.aborted) throw aborted(signal);

@@ -495,10 +495,14 @@ impl<S: Source> std::fmt::Debug for Running<'_, S> {
 }
 
 impl<S: Source> Running<'_, S> {
-    /// One bounded step of work (see [`Job::step`]), timed for the step-time target; past the
-    /// job's deadline it is [`Error::Timeout`] instead.
+    /// One bounded step of work (see [`Job::step`]) of the budget the step-time target calls
+    /// for, timed for it; past the job's deadline it is [`Error::Timeout`] instead.
     pub fn step(&mut self) -> Result<Step<'_>> {
         self.deadline.check()?;
+        if let Some(tuner) = self.tuner.as_ref() {
+            // Recalibrated within the job too: a single long text is thousands of steps.
+            self.job.set_budget(tuner.budget());
+        }
         let start = Instant::now();
         let step = self.job.step(self.source);
         let took = start.elapsed();

@@ -15,7 +15,9 @@ pub mod embedder;
 pub mod error;
 pub mod inspect;
 pub mod io;
+pub mod jsonl;
 pub mod service;
+pub mod validate;
 
 pub use embedder::{Embedder, EmbedderOptions, Running, StepStats, Tokens};
 pub use error::{Error, Result};

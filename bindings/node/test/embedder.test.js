@@ -114,6 +114,14 @@ test('abort before the start and mid-job; the embedder is usable afterwards', as
   for (const execution of MODES) {
     const e = await Embedder.open(MINILM, { execution });
     await rejectsWith(e.embed('x', { signal: AbortSignal.abort() }), 'ERR_ABORTED');
+    // While the model loads.
+    const loading = new Embedder(MINILM, { execution });
+    const early = new AbortController();
+    const waiting = loading.embed('x', { signal: early.signal });
+    early.abort();
+    await rejectsWith(waiting, 'ERR_ABORTED');
+    await loading.ready;
+    loading.close();
     const controller = new AbortController();
     const pending = e.embed(LONG, { signal: controller.signal });
     setTimeout(() => controller.abort(), 5);
@@ -212,13 +220,9 @@ test('the event loop keeps turning while embedding (sanity bound; numbers go to 
     await Promise.all([e.embedBatch([LONG, LONG]), e.embed(LONG)]);
     delay.disable();
     clearInterval(ticker);
-    // On a loaded machine the OS preempts the JS thread for tens of ms whatever it runs (steps
-    // themselves take ~0.1 ms), so the 99th percentile gets the tight bound and the maximum only
-    // a no-stall one.
     const ms = (ns) => (ns / 1e6).toFixed(1);
     const seen = `${execution}: event-loop delay p99 ${ms(delay.percentile(99))} ms, max ${ms(delay.max)} ms`;
-    assert.ok(delay.percentile(99) / 1e6 < 50, seen);
-    assert.ok(delay.max / 1e6 < 250, seen);
+    assert.ok(delay.max / 1e6 < 50, seen);
     assert.ok(ticks > 3, `${execution}: timers ran only ${ticks} times`);
     e.close();
   }
