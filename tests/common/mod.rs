@@ -2,7 +2,10 @@
 #![allow(dead_code)]
 
 pub mod engine;
+pub mod faulty;
+pub mod gguf_layout;
 pub mod gguf_writer;
+pub mod tiny_bert;
 
 use std::path::PathBuf;
 
