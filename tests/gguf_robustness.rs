@@ -53,9 +53,9 @@ fn every_prefix_of_the_zoo_header_is_a_typed_error() {
             other => panic!("prefix {n}: {other:?}"),
         }
     }
-    // Prefixes cutting the data section: some tensor extends past the end.
+    // Prefixes cutting the data section: the file ends before the last tensor's data.
     for n in (896..zoo.len()).step_by(4099) {
-        assert_eq!(malformed(&zoo[..n]), Malformed::OutOfBounds, "prefix {n}");
+        assert_eq!(malformed(&zoo[..n]), Malformed::Truncated, "prefix {n}");
     }
 }
 
@@ -73,7 +73,7 @@ fn sampled_prefixes_of_a_model_are_typed_errors() {
     // ... and in the data section.
     for k in 0..200 {
         let n = data_start + (model.len() - data_start) / 200 * k;
-        assert_eq!(malformed(&model[..n]), Malformed::OutOfBounds, "prefix {n}");
+        assert_eq!(malformed(&model[..n]), Malformed::Truncated, "prefix {n}");
     }
 }
 
@@ -144,7 +144,7 @@ fn each_malformation_has_its_error() {
         malformed(&file(3, &ok_kvs(), &[tensor_info(&name64, &[4], 0, 0)], 32, &data)),
         Malformed::NameTooLong(64)
     );
-    assert!(read_all(&file(3, &ok_kvs(), &[tensor_info(&name64[..63], &[4], 0, 0)], 32, &data)).is_ok());
+    assert!(read_all(&file(3, &ok_kvs(), &[tensor_info(&name64[..63], &[4], 0, 0)], 32, &data[..16])).is_ok());
     assert_eq!(
         malformed(&file(3, &ok_kvs(), &[tensor_info("t", &[], 0, 0)], 32, &data)),
         Malformed::BadDimensionCount(0)
@@ -173,7 +173,25 @@ fn each_malformation_has_its_error() {
     );
     assert_eq!(
         malformed(&file(3, &ok_kvs(), &[tensor_info("t", &[4096], 0, 0)], 32, &data)),
-        Malformed::OutOfBounds
+        Malformed::Truncated
+    );
+    // Bytes past the last tensor's padding: the table does not describe the file.
+    assert_eq!(
+        malformed(&file(3, &ok_kvs(), &[tensor_info("t", &[4], 0, 0)], 32, &data[..33])),
+        Malformed::DataSizeMismatch { expected: 32 }
+    );
+    assert!(read_all(&file(3, &ok_kvs(), &[tensor_info("t", &[4], 0, 0)], 32, &data[..32])).is_ok());
+    // Tensors are stored one after another in table order (ggml's rule): a gap, a tensor
+    // out of order or one not at the data section's start breaks the chain.
+    let chain = |infos: &[Vec<u8>]| malformed(&file(3, &ok_kvs(), infos, 32, &data[..128]));
+    assert_eq!(chain(&[tensor_info("a", &[4], 0, 32)]), Malformed::UnexpectedOffset { expected: 0 });
+    assert_eq!(
+        chain(&[tensor_info("a", &[4], 0, 0), tensor_info("b", &[4], 0, 64)]),
+        Malformed::UnexpectedOffset { expected: 32 }
+    );
+    assert_eq!(
+        chain(&[tensor_info("a", &[4], 0, 32), tensor_info("b", &[4], 0, 0)]),
+        Malformed::UnexpectedOffset { expected: 0 }
     );
     assert_eq!(
         malformed(&file(
@@ -183,7 +201,7 @@ fn each_malformation_has_its_error() {
             32,
             &data
         )),
-        Malformed::Overlap
+        Malformed::UnexpectedOffset { expected: 64 }
     );
     assert_eq!(
         malformed(&file(
@@ -191,16 +209,20 @@ fn each_malformation_has_its_error() {
             &ok_kvs(),
             &[tensor_info("a", &[4], 0, 0), tensor_info("a", &[4], 0, 32)],
             32,
-            &data
+            &data[..48]
         )),
         Malformed::DuplicateTensor
     );
     // An empty tensor between two overlapping ones hides nothing.
     let infos = [tensor_info("a", &[16], 0, 0), tensor_info("e", &[0], 0, 32), tensor_info("b", &[4], 0, 32)];
-    assert_eq!(malformed(&file(3, &ok_kvs(), &infos, 32, &data)), Malformed::Overlap);
+    assert_eq!(
+        malformed(&file(3, &ok_kvs(), &infos, 32, &data)),
+        Malformed::UnexpectedOffset { expected: 64 }
+    );
     // Every ggml type id the reader knows sizes correctly, so a one-block tensor of each fits.
     for &ty in gguf::GgmlType::ALL {
-        let f = file(3, &ok_kvs(), &[tensor_info("t", &[ty.block_elems() as u64], ty.id(), 0)], 32, &data);
+        let bytes = &data[..ty.block_bytes() as usize];
+        let f = file(3, &ok_kvs(), &[tensor_info("t", &[ty.block_elems() as u64], ty.id(), 0)], 32, bytes);
         let t = read_all(&f).unwrap();
         assert_eq!(t[0].n_bytes, u64::from(ty.block_bytes()), "{ty}");
     }

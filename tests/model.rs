@@ -33,19 +33,24 @@ fn every_fixture_model_loads() {
 
 #[test]
 fn a_tensor_type_the_engine_cannot_compute_fails_the_load_naming_it() {
-    let mut bytes = common::read("models/bert-tiny-Q8_0.gguf");
+    let mut bytes = common::read("models/bert-tiny-F16.gguf");
     let at = type_field(&bytes, "blk.1.attn_q.weight");
-    // Q8_1 has Q8_0's block of 32; its rows are longer, which the loader never gets to check.
-    bytes[at..at + 4].copy_from_slice(&GgmlType::Q8_1.id().to_le_bytes());
+    // I16 has F16's size, so the tensor chain still holds: the type is what is refused.
+    bytes[at..at + 4].copy_from_slice(&GgmlType::I16.id().to_le_bytes());
     match load(&bytes) {
         Err(Error::Unsupported(Unsupported::TensorType { tensor, ty })) => {
             assert_eq!(tensor.as_str(), "blk.1.attn_q.weight");
-            assert_eq!(ty, GgmlType::Q8_1);
+            assert_eq!(ty, GgmlType::I16);
             let msg = Error::Unsupported(Unsupported::TensorType { tensor, ty }).to_string();
-            assert!(msg.contains("blk.1.attn_q.weight") && msg.contains("Q8_1"), "{msg}");
+            assert!(msg.contains("blk.1.attn_q.weight") && msg.contains("I16"), "{msg}");
         }
         other => panic!("{other:?}"),
     }
+    // A type of another size breaks the chain of tensor data at the next tensor.
+    let mut bytes = common::read("models/bert-tiny-Q8_0.gguf");
+    let at = type_field(&bytes, "blk.1.attn_q.weight");
+    bytes[at..at + 4].copy_from_slice(&GgmlType::Q8_1.id().to_le_bytes());
+    assert!(matches!(load(&bytes), Err(Error::Malformed { what: Malformed::UnexpectedOffset { .. }, .. })));
 }
 
 #[test]
@@ -67,6 +72,29 @@ fn other_architectures_and_missing_tensors_are_refused() {
     match load(&bytes) {
         Err(Error::Malformed { what: Malformed::MissingTensor(t), .. }) => {
             assert_eq!(t.as_str(), "blk.0.ffn_up.weight")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Every bert checkpoint has its biases: a renamed one is refused by name, not computed
+    // without.
+    let mut bytes = original.clone();
+    let at = find(&bytes, b"blk.0.attn_output.bias");
+    bytes[at..at + 22].copy_from_slice(b"blk.0.attn_output.biaz");
+    match load(&bytes) {
+        Err(Error::Malformed { what: Malformed::MissingTensor(t), .. }) => {
+            assert_eq!(t.as_str(), "blk.0.attn_output.bias")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A tensor the architecture does not have (separate Q in a fused-QKV nomic-bert layer).
+    let mut bytes = common::read("models/nomic-small-2L-Q4_K_M.gguf");
+    let at = find(&bytes, b"blk.1.ffn_up.weight");
+    bytes[at..at + 19].copy_from_slice(b"blk.1.attn_q.weight");
+    match load(&bytes) {
+        Err(Error::Malformed { what: Malformed::UnexpectedTensor(t), .. }) => {
+            assert_eq!(t.as_str(), "blk.1.attn_q.weight")
         }
         other => panic!("{other:?}"),
     }

@@ -124,10 +124,10 @@ pub enum Malformed {
         /// Where the data should start, relative to the data section.
         expected: u64,
     },
-    /// The file's length does not match the end of the last tensor's data (allowing its
-    /// alignment padding): bytes are missing or left over.
+    /// The file goes on past the end of the last tensor's data and its alignment padding: the
+    /// tensor table does not describe the file (a shrunken type or dimension, or bytes appended).
     DataSizeMismatch {
-        /// Bytes the tensor table accounts for after the data section's start.
+        /// Bytes the tensor table accounts for after the data section's start, padding included.
         expected: u64,
     },
     /// A known metadata key has a value of the wrong type.
@@ -136,6 +136,9 @@ pub enum Malformed {
     MissingKey(&'static str),
     /// A tensor the architecture needs is absent.
     MissingTensor(Name),
+    /// A tensor the architecture does not have (e.g. a gated FFN in a bert file): the file is
+    /// of a variant the engine would compute wrongly.
+    UnexpectedTensor(Name),
     /// A tensor has a shape that does not fit the model's hyper-parameters.
     BadShape(Name),
     /// A hyper-parameter is zero, inconsistent or unreasonably large.
@@ -311,11 +314,12 @@ impl fmt::Display for Malformed {
                 write!(f, "tensor data offset is not where the previous tensor ends ({expected} expected)")
             }
             DataSizeMismatch { expected } => {
-                write!(f, "file length does not match the tensor table ({expected} bytes of data expected)")
+                write!(f, "file is longer than its tensor table says ({expected} bytes of data expected)")
             }
             WrongValueType => f.write_str("metadata value has the wrong type"),
             MissingKey(k) => write!(f, "missing metadata key {k}"),
             MissingTensor(t) => write!(f, "missing tensor {t}"),
+            UnexpectedTensor(t) => write!(f, "tensor {t} is not part of this architecture"),
             BadShape(t) => write!(f, "tensor {t} has the wrong shape for this model"),
             BadHyperParameter(k) => write!(f, "hyper-parameter {k} is out of range"),
             NonFinite(t) => write!(f, "tensor {t} holds NaN or infinity"),

@@ -44,7 +44,7 @@ pub fn shared_fixtures() -> Option<PathBuf> {
     if dir.join("models").is_dir() {
         return Some(dir);
     }
-    if std::env::var("STEPEMBED_REQUIRE_SHARED").as_deref() == Ok("1") {
+    if std::env::var("STEPEMBED_REQUIRE_SHARED").is_ok_and(|v| !v.is_empty() && v != "0") {
         panic!("shared fixtures required but not found at {}", dir.display());
     }
     // Straight to stderr, not through `eprintln!`, which the test harness would capture.

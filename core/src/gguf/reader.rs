@@ -192,6 +192,22 @@ pub struct Reader<'s> {
     alignment: u64,
     tensor_info_offset: u64,
     data_offset: u64,
+    /// First pass: where the next tensor's data must start (relative to the data section) and
+    /// where the last one's ends, unpadded.
+    chain: DataChain,
+}
+
+/// ggml's storage rule, checked in the first pass over the tensor table: tensor data is laid
+/// out in table order, each tensor starting where the previous one ends rounded up to the
+/// alignment, the first at the data section's start. Any patched offset, type or dimension of a
+/// tensor breaks the chain at that tensor or the next, so no two tensors can share bytes and
+/// no tensor's size can silently change.
+#[derive(Debug, Clone, Copy, Default)]
+struct DataChain {
+    /// Where the next tensor must start, relative to the data section.
+    next: u64,
+    /// One past the last tensor's last byte, relative to the data section.
+    end: u64,
 }
 
 impl<'s> Reader<'s> {
@@ -215,6 +231,7 @@ impl<'s> Reader<'s> {
             alignment: DEFAULT_ALIGNMENT,
             tensor_info_offset: 0,
             data_offset: 0,
+            chain: DataChain::default(),
         })
     }
 
@@ -525,16 +542,47 @@ impl<'s> Reader<'s> {
                 let end = self.pos;
                 self.data_offset =
                     align_up(end, self.alignment).ok_or(Error::malformed(Malformed::Overflow, end))?;
+                self.check_data_size(end)?;
                 self.phase = Phase::Tensors;
                 self.pos = self.tensor_info_offset;
                 self.index = 0;
                 return Ok(Emit::Progress);
             }
-            let (_, next) = self.parse_tensor_info(io)?;
+            let (info, next) = self.parse_tensor_info(io)?;
+            let offset_field = next.saturating_sub(8);
+            if info.offset != self.chain.next {
+                let expected = self.chain.next;
+                return Err(Error::malformed(Malformed::UnexpectedOffset { expected }, offset_field));
+            }
+            let end = add(info.offset, info.n_bytes, offset_field)?;
+            let next_start =
+                align_up(end, self.alignment).ok_or(Error::malformed(Malformed::Overflow, end))?;
+            self.chain = DataChain { next: next_start, end };
             self.pos = next;
             self.index = self.index.saturating_add(1);
         }
         Ok(Emit::Progress)
+    }
+
+    /// Once the whole table is scanned: the file must end within the last tensor's padding
+    /// (with no tensors, between the end of the tensor table, `infos_end`, and the data
+    /// section's start). Missing bytes are a truncation, extra bytes a table that does not
+    /// describe the file.
+    fn check_data_size(&self, infos_end: u64) -> Result<()> {
+        let at = self.tensor_info_offset;
+        let (least, most) = if self.header.tensor_count == 0 {
+            (infos_end, self.data_offset)
+        } else {
+            (add(self.data_offset, self.chain.end, at)?, add(self.data_offset, self.chain.next, at)?)
+        };
+        let len = self.file_len();
+        if len < least {
+            return Err(Error::malformed(Malformed::Truncated, len));
+        }
+        if len > most {
+            return Err(Error::malformed(Malformed::DataSizeMismatch { expected: self.chain.next }, most));
+        }
+        Ok(())
     }
 
     fn read_tensor<S: Source + ?Sized>(&mut self, io: &mut S) -> Result<Emit> {

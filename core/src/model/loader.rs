@@ -279,7 +279,14 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
                 n_ctx = n_ctx.min(p.rows as usize);
                 Some(p)
             }
-            Arch::NomicBert => None,
+            Arch::NomicBert => match self.found.position_embd {
+                // Rotary positions: absolute ones would be a variant computed wrongly.
+                Some(p) => {
+                    let name = Name::new("position_embd.weight");
+                    return Err(Error::malformed(Malformed::UnexpectedTensor(name), p.offset));
+                }
+                None => None,
+            },
         };
         if let Some(t) = self.found.token_types {
             expect_cols(&t, n_embd, "token_types.weight")?;
@@ -295,9 +302,11 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
 
         let hparams =
             HParams { n_embd, n_ff, n_head, n_layer, n_ctx, n_vocab, eps: eps as f32, rope_base, pooling };
-        for (i, refs) in self.layers.iter().take(n_layer).enumerate() {
+        let layers = self.layers.get(..n_layer).ok_or(Error::InvalidState)?;
+        for (i, refs) in layers.iter().enumerate() {
             check_layer(i, &hparams, &resolve_layer(arch, i, refs)?)?;
         }
+        check_layers_agree(layers)?;
         Ok(ModelMeta {
             arch,
             hparams,
@@ -446,6 +455,28 @@ fn expect_vector(t: &TensorRef, len: usize, name: &str) -> Result<()> {
     expect_shape(t, len, 1, name)
 }
 
+/// Every layer has the same tensors: an optional tensor (a nomic-bert bias) in every layer or in
+/// none, the same Q/K/V layout everywhere. A layer that differs from the first names the tensor:
+/// missing where the first layer has it, unexpected where it does not.
+fn check_layers_agree(layers: &[LayerRefs]) -> Result<()> {
+    let Some(first) = layers.first() else {
+        return Ok(());
+    };
+    for (i, refs) in layers.iter().enumerate() {
+        for slot in LayerSlot::ALL {
+            let name = || layer_tensor_name(i, slot.suffix());
+            match (slot.get(first), slot.get(refs)) {
+                (Some(_), None) => return Err(Error::malformed(Malformed::MissingTensor(name()), 0)),
+                (None, Some(t)) => {
+                    return Err(Error::malformed(Malformed::UnexpectedTensor(name()), t.offset))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks every tensor of layer `index` against the hyper-parameters.
 fn check_layer(index: usize, hp: &HParams, layer: &Layer) -> Result<()> {
     let (e, f) = (hp.n_embd, hp.n_ff);
@@ -482,4 +513,61 @@ fn check_layer(index: usize, hp: &HParams, layer: &Layer) -> Result<()> {
         check(&n.bias, e, 1, name)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgmlType;
+    use crate::model::Need;
+
+    fn t(offset: u64) -> TensorRef {
+        TensorRef { offset, ty: GgmlType::F32, cols: 1, rows: 1 }
+    }
+
+    /// A layer with every tensor `arch` requires (fused Q/K/V for nomic-bert).
+    fn full_layer(arch: Arch) -> LayerRefs {
+        let mut refs = LayerRefs::default();
+        let fused = arch == Arch::NomicBert;
+        for (i, slot) in LayerSlot::ALL.into_iter().enumerate() {
+            if arch.need(slot, fused) == Need::Required {
+                refs.slots[slot as usize] = Some(t(i as u64));
+            }
+        }
+        refs
+    }
+
+    #[test]
+    fn bert_biases_are_required() {
+        let mut refs = full_layer(Arch::Bert);
+        assert!(resolve_layer(Arch::Bert, 3, &refs).is_ok());
+        refs.slots[LayerSlot::DownBias as usize] = None;
+        let err = resolve_layer(Arch::Bert, 3, &refs).unwrap_err();
+        assert_eq!(err, Error::malformed(Malformed::MissingTensor(Name::new("blk.3.ffn_down.bias")), 0));
+    }
+
+    #[test]
+    fn unused_tensors_are_refused() {
+        let mut refs = full_layer(Arch::Bert);
+        refs.slots[LayerSlot::Gate as usize] = Some(t(99));
+        let err = resolve_layer(Arch::Bert, 0, &refs).unwrap_err();
+        assert_eq!(
+            err,
+            Error::malformed(Malformed::UnexpectedTensor(Name::new("blk.0.ffn_gate.weight")), 99)
+        );
+    }
+
+    #[test]
+    fn optional_tensors_are_in_every_layer_or_none() {
+        let plain = full_layer(Arch::NomicBert);
+        let mut biased = plain;
+        biased.slots[LayerSlot::OutBias as usize] = Some(t(7));
+        assert!(resolve_layer(Arch::NomicBert, 0, &biased).is_ok());
+        assert!(check_layers_agree(&[plain, plain]).is_ok());
+        assert!(check_layers_agree(&[biased, biased]).is_ok());
+        let missing = Malformed::MissingTensor(Name::new("blk.1.attn_output.bias"));
+        assert_eq!(check_layers_agree(&[biased, plain]).unwrap_err(), Error::malformed(missing, 0));
+        let unexpected = Malformed::UnexpectedTensor(Name::new("blk.1.attn_output.bias"));
+        assert_eq!(check_layers_agree(&[plain, biased]).unwrap_err(), Error::malformed(unexpected, 7));
+    }
 }

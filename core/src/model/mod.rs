@@ -188,34 +188,48 @@ pub(crate) enum LayerSlot {
 impl LayerSlot {
     pub(crate) const COUNT: usize = 20;
 
-    pub(crate) fn from_suffix(s: &str) -> Option<Self> {
+    /// Every slot, in declaration order.
+    pub(crate) const ALL: [LayerSlot; LayerSlot::COUNT] = {
         use LayerSlot::*;
-        Some(match s {
-            "attn_qkv.weight" => Qkv,
-            "attn_qkv.bias" => QkvBias,
-            "attn_q.weight" => Q,
-            "attn_q.bias" => QBias,
-            "attn_k.weight" => K,
-            "attn_k.bias" => KBias,
-            "attn_v.weight" => V,
-            "attn_v.bias" => VBias,
-            "attn_output.weight" => Out,
-            "attn_output.bias" => OutBias,
-            "attn_output_norm.weight" => AttnNormW,
-            "attn_output_norm.bias" => AttnNormB,
-            "ffn_up.weight" => Up,
-            "ffn_up.bias" => UpBias,
-            "ffn_gate.weight" => Gate,
-            "ffn_gate.bias" => GateBias,
-            "ffn_down.weight" => Down,
-            "ffn_down.bias" => DownBias,
-            "layer_output_norm.weight" => OutNormW,
-            "layer_output_norm.bias" => OutNormB,
-            _ => return None,
-        })
+        [
+            Qkv, QkvBias, Q, QBias, K, KBias, V, VBias, Out, OutBias, AttnNormW, AttnNormB, Up, UpBias, Gate,
+            GateBias, Down, DownBias, OutNormW, OutNormB,
+        ]
+    };
+
+    /// The tensor name's part after `blk.N.`.
+    pub(crate) const fn suffix(self) -> &'static str {
+        use LayerSlot::*;
+        match self {
+            Qkv => "attn_qkv.weight",
+            QkvBias => "attn_qkv.bias",
+            Q => "attn_q.weight",
+            QBias => "attn_q.bias",
+            K => "attn_k.weight",
+            KBias => "attn_k.bias",
+            V => "attn_v.weight",
+            VBias => "attn_v.bias",
+            Out => "attn_output.weight",
+            OutBias => "attn_output.bias",
+            AttnNormW => "attn_output_norm.weight",
+            AttnNormB => "attn_output_norm.bias",
+            Up => "ffn_up.weight",
+            UpBias => "ffn_up.bias",
+            Gate => "ffn_gate.weight",
+            GateBias => "ffn_gate.bias",
+            Down => "ffn_down.weight",
+            DownBias => "ffn_down.bias",
+            OutNormW => "layer_output_norm.weight",
+            OutNormB => "layer_output_norm.bias",
+        }
     }
 
-    fn get(self, refs: &LayerRefs) -> Option<TensorRef> {
+    /// The slot of a tensor name's part after `blk.N.`, if the engine knows it.
+    pub(crate) fn from_suffix(s: &str) -> Option<Self> {
+        LayerSlot::ALL.into_iter().find(|slot| slot.suffix() == s)
+    }
+
+    pub(crate) fn get(self, refs: &LayerRefs) -> Option<TensorRef> {
         refs.slots.get(self as usize).copied().flatten()
     }
 }
@@ -287,41 +301,88 @@ pub(crate) fn layer_tensor_name(index: usize, suffix: &str) -> Name {
     Name::new(&name)
 }
 
-/// Assembles layer `index`'s [`Layer`] from its slots; a missing required tensor is an error
-/// naming it.
+/// Whether an architecture uses a layer tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// The layer must have it: absent is [`Malformed::MissingTensor`].
+    Required,
+    /// Used when present; present in every layer or in none (a single layer without it is a
+    /// renamed or dropped tensor, [`Malformed::MissingTensor`]).
+    Optional,
+    /// Not part of the architecture: present is [`Malformed::UnexpectedTensor`] (a file of
+    /// another variant, which computing without it would get silently wrong).
+    Unused,
+}
+
+impl Arch {
+    /// What the architecture needs of each layer tensor. `fused` tells whether the layer stores
+    /// Q, K and V as one `attn_qkv` matrix (both layouts are accepted; one of them entirely).
+    ///
+    /// bert checkpoints have every bias; nomic-bert ones (nomic-embed-text) have none, but a
+    /// variant with biases computes correctly, so they are optional there.
+    pub(crate) fn need(self, slot: LayerSlot, fused: bool) -> Need {
+        use LayerSlot::*;
+        use Need::*;
+        let bias = match self {
+            Arch::Bert => Required,
+            Arch::NomicBert => Optional,
+        };
+        match slot {
+            Qkv if fused => Required,
+            Q | K | V if !fused => Required,
+            QkvBias if fused => bias,
+            QBias | KBias | VBias if !fused => bias,
+            Qkv | Q | K | V | QkvBias | QBias | KBias | VBias => Unused,
+            Out | AttnNormW | AttnNormB | Up | Down | OutNormW | OutNormB => Required,
+            OutBias | UpBias | DownBias => bias,
+            Gate => match self {
+                Arch::Bert => Unused,
+                Arch::NomicBert => Required,
+            },
+            GateBias => match self {
+                Arch::Bert => Unused,
+                Arch::NomicBert => Optional,
+            },
+        }
+    }
+}
+
+/// The layer's tensors as the engine uses them, checked against what `arch` needs (see
+/// [`Arch::need`]); `Optional` tensors are taken as found (the loader checks they are in all
+/// layers or none).
 pub(crate) fn resolve_layer(arch: Arch, index: usize, refs: &LayerRefs) -> Result<Layer> {
     use LayerSlot::*;
-    let missing =
-        |suffix: &str| Error::malformed(Malformed::MissingTensor(layer_tensor_name(index, suffix)), 0);
-    let req = |slot: LayerSlot, name: &'static str| slot.get(refs).ok_or_else(|| missing(name));
-    let lin = |w: LayerSlot, b: LayerSlot, name: &'static str| -> Result<Linear> {
-        Ok(Linear { weight: req(w, name)?, bias: b.get(refs) })
-    };
-    let qkv = match Qkv.get(refs) {
-        Some(weight) => self::Qkv::Fused(Linear { weight, bias: QkvBias.get(refs) }),
-        None => self::Qkv::Separate([
-            lin(Q, QBias, "attn_q.weight")?,
-            lin(K, KBias, "attn_k.weight")?,
-            lin(V, VBias, "attn_v.weight")?,
-        ]),
+    let fused = Qkv.get(refs).is_some();
+    for slot in LayerSlot::ALL {
+        let name = || layer_tensor_name(index, slot.suffix());
+        match (arch.need(slot, fused), slot.get(refs)) {
+            (Need::Required, None) => return Err(Error::malformed(Malformed::MissingTensor(name()), 0)),
+            (Need::Unused, Some(t)) => {
+                return Err(Error::malformed(Malformed::UnexpectedTensor(name()), t.offset))
+            }
+            _ => {}
+        }
+    }
+    // Every required slot is now known to be present.
+    let req = |slot: LayerSlot| slot.get(refs).ok_or(Error::InvalidState);
+    let lin =
+        |w: LayerSlot, b: LayerSlot| -> Result<Linear> { Ok(Linear { weight: req(w)?, bias: b.get(refs) }) };
+    let qkv = if fused {
+        self::Qkv::Fused(lin(Qkv, QkvBias)?)
+    } else {
+        self::Qkv::Separate([lin(Q, QBias)?, lin(K, KBias)?, lin(V, VBias)?])
     };
     let ffn_gate = match arch {
-        Arch::NomicBert => Some(lin(Gate, GateBias, "ffn_gate.weight")?),
+        Arch::NomicBert => Some(lin(Gate, GateBias)?),
         Arch::Bert => None,
     };
     Ok(Layer {
         qkv,
-        attn_out: lin(Out, OutBias, "attn_output.weight")?,
-        attn_norm: Norm {
-            weight: req(AttnNormW, "attn_output_norm.weight")?,
-            bias: req(AttnNormB, "attn_output_norm.bias")?,
-        },
-        ffn_up: lin(Up, UpBias, "ffn_up.weight")?,
+        attn_out: lin(Out, OutBias)?,
+        attn_norm: Norm { weight: req(AttnNormW)?, bias: req(AttnNormB)? },
+        ffn_up: lin(Up, UpBias)?,
         ffn_gate,
-        ffn_down: lin(Down, DownBias, "ffn_down.weight")?,
-        out_norm: Norm {
-            weight: req(OutNormW, "layer_output_norm.weight")?,
-            bias: req(OutNormB, "layer_output_norm.bias")?,
-        },
+        ffn_down: lin(Down, DownBias)?,
+        out_norm: Norm { weight: req(OutNormW)?, bias: req(OutNormB)? },
     })
 }
