@@ -1,5 +1,5 @@
 //! A tiny synthetic bert model written by the tests themselves: 32-dim, 2 heads, 2 layers, FFN
-//! 64, 16 positions, an 84-token WordPiece vocab, weights in eight ggml types (F32, F16, BF16,
+//! 64, 32 positions, a 74-token WordPiece vocab, weights in eight ggml types (F32, F16, BF16,
 //! Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), data stored contiguously in table order as ggml writes it.
 //! The header and tensor table take about 3 KiB, so every bit of them can be swept, and a whole
 //! embedding is cheap enough for Miri.
@@ -12,12 +12,19 @@ pub const N_EMBD: usize = 32;
 pub const N_HEAD: u32 = 2;
 pub const N_FF: usize = 64;
 pub const N_LAYER: usize = 2;
-pub const N_CTX: usize = 16;
+pub const N_CTX: usize = 32;
 /// The data section's alignment (GGUF's default).
 pub const ALIGNMENT: usize = 32;
 
-/// A text made only of words the vocab covers, plus one it cannot (`ü` is no piece: `[UNK]`).
-pub const TEXT: &str = "The quick brown fox jumps, hello world! über";
+/// A text of words the vocab covers (`über` loses its accent: `▁u b e r`), and one it cannot
+/// (`42`: `[UNK]`).
+pub const TEXT: &str = "The quick fox jumps, hello world! über 42";
+
+/// [`TEXT`]'s token ids: `[CLS] the quick fox jump ##s , hello world ! u ##b ##e ##r [UNK] [SEP]`.
+pub const TEXT_IDS: [u32; 16] = [2, 5, 6, 8, 9, 55, 71, 10, 11, 72, 58, 21, 27, 53, 1, 3];
+
+/// The ggml type ids [`tensor_data`] writes.
+pub const TYPES: [u32; 8] = [F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1];
 
 /// ggml type ids used here.
 const F32: u32 = 0;
@@ -61,10 +68,10 @@ impl Rng {
 /// lowercase letter as a word start (`▁a`) and as a continuation (`a`), and some punctuation.
 pub fn vocab() -> Vec<String> {
     let mut v: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(String::from).to_vec();
-    for w in ["the", "quick", "brown", "fox", "jump", "hello", "world", "over", "lazy", "dog", "a", "is"] {
+    for w in ["the", "quick", "brown", "fox", "jump", "hello", "world", "over", "lazy", "dog", "is"] {
         v.push(format!("\u{2581}{w}"));
     }
-    v.extend(["s", "ing", "ed"].map(String::from));
+    v.extend(["ing", "ed"].map(String::from));
     for c in 'a'..='z' {
         v.push(format!("\u{2581}{c}"));
         v.push(c.to_string());
@@ -135,9 +142,11 @@ fn bf16_bits(rng: &mut Rng) -> u16 {
 const SCALE_F16: u16 = 0x2400;
 const MIN_F16: u16 = 0xB000;
 
-/// Random data for `rows` rows of `cols` elements of type `ty`; norm weights (`is_norm_weight`)
-/// are near 1.
-fn tensor_data(rng: &mut Rng, ty: u32, cols: usize, rows: usize, is_norm_weight: bool) -> Vec<u8> {
+/// Random data for `rows` rows of `cols` elements of ggml type `ty` (one of the eight above);
+/// norm weights (`is_norm_weight`) are near 1. Block formats have the scale 1/64 (and the
+/// minimum −1/8), F16 and BF16 values are in ±[2^-7, 2^-1): products with small integers and
+/// their sums over a row are exact in f32.
+pub fn tensor_data(rng: &mut Rng, ty: u32, cols: usize, rows: usize, is_norm_weight: bool) -> Vec<u8> {
     let n = cols * rows;
     let mut b = Vec::new();
     match ty {
@@ -196,7 +205,7 @@ pub fn model() -> Vec<u8> {
     let mut rng = Rng::new(0x5EED);
     let (mut infos, mut data) = (Vec::new(), Vec::new());
     for t in tensors(vocab.len()) {
-        while data.len() % ALIGNMENT != 0 {
+        while !data.len().is_multiple_of(ALIGNMENT) {
             data.push(0);
         }
         infos.push(tensor_info(&t.name, &t.ne, t.ty, data.len() as u64));
