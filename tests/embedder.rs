@@ -163,20 +163,28 @@ fn cli_embed_and_tokenize() {
 
     // Errors: one line, exit code 1.
     for args in [
-        vec!["embed", m, "--bogus", "x"],
-        vec!["embed", m],
         vec!["embed", "/nonexistent.gguf", "x"],
         vec!["embed", m, "--no-truncate", &long],
         // An error whose message happens to contain "Broken pipe" is still an error.
         vec!["embed", m, "--no-truncate", &format!("Broken pipe {long}")],
-        vec!["embed", m, "--max-tokens", "zero", "x"],
-        vec!["tokenize", m, "--max-tokens", "5", "--no-truncate", "x"],
     ] {
         let out = stepembed(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("stepembed: error: "), "{err}");
+    }
+    // Usage errors: clap's message and hint, exit code 2 (tests/cli.rs has more).
+    for args in [
+        vec!["embed", m, "--bogus", "x"],
+        vec!["embed", m],
+        vec!["embed", m, "--max-tokens", "zero", "x"],
+        vec!["tokenize", m, "--max-tokens", "5", "--no-truncate", "x"],
+    ] {
+        let out = stepembed(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.starts_with("error: ") && err.contains("--help"), "{args:?}: {err}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

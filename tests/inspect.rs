@@ -1,5 +1,6 @@
 //! `inspect --json` agrees with gguf-py's listing (tests/fixtures/reference/tensors/*.json) on
-//! every committed fixture, and the CLI reports broken files with one line and exit code 1.
+//! every committed fixture, and the CLI reports broken files with one line and exit code 1
+//! (non-finite weights under `--dequant-stats`: tests/cli.rs).
 
 mod common;
 
@@ -94,9 +95,10 @@ fn cli_reports_a_truncated_file_in_one_line() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8(out.stderr).unwrap().lines().count(), 1);
 
+    // A usage error, as clap reports it (exit code 2).
     let out = stepembed(&["inspect", "--bogus", cut.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("unknown option --bogus"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("unexpected argument '--bogus'"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -1,17 +1,185 @@
-//! The `stepembed` command line: argument parsing and the subcommands.
+//! The `stepembed` command line: arguments (parsed by clap) and the subcommands.
 //!
-//! Every failure is one line on stderr and exit code 1.
+//! Exit codes: 0 on success (also when standard output is closed by its reader, as in
+//! `stepembed … | head`); 2 for a usage error, reported by clap with a hint; 1 for every other
+//! failure, reported as one line `stepembed: error: …` on stderr.
+
+mod output;
+mod step_times;
 
 use std::ffi::OsString;
-use std::io::Write;
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use stepembed_core::engine::{Input, PlanKind, Step};
+use stepembed_core::tokenizer;
 
 use crate::embedder::{Embedder, EmbedderOptions};
 use crate::inspect;
+use crate::jsonl::TextLines;
+use output::Output;
+use step_times::StepTimes;
+
+/// Text embeddings from GGUF models (bert, nomic-bert), with the weights streamed from the file,
+/// never loaded.
+#[derive(Debug, Parser)]
+#[command(name = "stepembed", version, arg_required_else_help = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validated listing of a GGUF file's metadata and tensors
+    ///
+    /// Refuses (exit code 1, one line on stderr) any file it cannot fully validate.
+    Inspect(InspectArgs),
+    /// Token ids of texts: one JSON line {"text","ids"} per text
+    ///
+    /// [CLS] and [SEP] included; texts are truncated at the model's context (or --max-tokens)
+    /// unless --no-truncate is given.
+    Tokenize(TokenizeArgs),
+    /// Embeddings of texts: one JSON line {"text","embedding"} per text
+    ///
+    /// Texts are read, tokenized, embedded (several per job: each weight chunk is read once for
+    /// all of them) and written a window at a time, in input order, so memory does not grow with
+    /// the number of texts.
+    Embed(EmbedArgs),
+    /// Check every weight of a model for NaN and infinity
+    ///
+    /// Streams every tensor of the file through a fixed buffer and fails at the first non-finite
+    /// value or block scale, naming its tensor and block; prints one summary line on success.
+    Validate(ValidateArgs),
+}
+
+/// The model file, first positional argument of every command.
+#[derive(Debug, Args)]
+pub struct ModelArg {
+    /// The GGUF model file
+    #[arg(value_name = "MODEL.gguf")]
+    pub model: PathBuf,
+}
+
+/// `stepembed inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Print JSON in the conventions of gguf-py's listings instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// With --json: each tensor's sum, abs_sum and first values
+    ///
+    /// Dequantized, streamed through a fixed buffer; a NaN or infinity is an error naming the
+    /// tensor and block.
+    #[arg(long, requires = "json")]
+    pub dequant_stats: bool,
+}
+
+/// Where the texts of `tokenize` and `embed` come from.
+#[derive(Debug, Args)]
+pub struct TextArgs {
+    /// The texts (after `--` if one starts with '-')
+    #[arg(value_name = "TEXT", required_unless_present = "input")]
+    pub texts: Vec<String>,
+    /// Read the texts from a JSONL file, one {"text": …} per line
+    #[arg(long, value_name = "FILE.jsonl", conflicts_with = "texts")]
+    pub input: Option<PathBuf>,
+}
+
+/// How many tokens a text may have.
+#[derive(Debug, Args)]
+pub struct TokenLimitArgs {
+    /// Most tokens per text, [CLS] and [SEP] included [default: the model's context]
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub max_tokens: Option<usize>,
+    /// Fail on a text longer than the limit instead of truncating it
+    #[arg(long)]
+    pub no_truncate: bool,
+}
+
+/// How the embedder plans its memory.
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    /// The memory plan
+    #[arg(long, value_enum, default_value_t = PlanArg::Fast)]
+    pub plan: PlanArg,
+    /// Use the fastest plan whose arena and vocab index fit N bytes (instead of --plan)
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub arena_bytes: Option<usize>,
+}
+
+/// `--plan`: [`PlanKind`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanArg {
+    /// Vocab index and large reads: the fastest, and the most memory
+    Fast,
+    /// No vocab index (the vocab is streamed): less memory, nearly as fast on long texts
+    Lean,
+    /// The least memory: one weight row per read, slower
+    Smallest,
+}
+
+/// `stepembed tokenize`.
+#[derive(Debug, Args)]
+#[command(mut_arg("no_truncate", |a| a.conflicts_with("max_tokens")))]
+pub struct TokenizeArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    #[command(flatten)]
+    pub texts: TextArgs,
+    #[command(flatten)]
+    pub limit: TokenLimitArgs,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
+}
+
+/// `stepembed embed`.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    #[command(flatten)]
+    pub texts: TextArgs,
+    /// Write the JSON lines to FILE instead of stdout
+    ///
+    /// FILE is replaced only once every text is embedded (a failure leaves it as it was), and
+    /// never when it is the model or the --input file.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub limit: TokenLimitArgs,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
+    /// Then print one JSON line of measurements on stderr
+    ///
+    /// Its keys: texts, tokens, steps, max_step_us, p99_step_us, arena_bytes, index_bytes,
+    /// peak_rss_kib, wall_ms.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+/// `stepembed validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+}
+
+/// A positive integer argument.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("must be a positive integer".into()),
+    }
+}
 
 /// Why a command stopped.
 #[derive(Debug)]
@@ -28,236 +196,249 @@ impl From<String> for CliError {
     }
 }
 
-impl From<std::io::Error> for CliError {
-    fn from(e: std::io::Error) -> Self {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            CliError::ClosedOutput
-        } else {
-            CliError::Message(e.to_string())
-        }
-    }
-}
-
-impl From<serde_json::Error> for CliError {
-    fn from(e: serde_json::Error) -> Self {
-        if e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe) {
-            CliError::ClosedOutput
-        } else {
-            CliError::Message(e.to_string())
-        }
-    }
-}
-
-const USAGE: &str = "usage: stepembed <command> ...
-commands:
-  embed MODEL.gguf (TEXT... | --input FILE.jsonl) [--output FILE] [--max-tokens N]
-        [--plan fast|lean|smallest] [--arena-bytes N] [--no-truncate] [--stats]
-                                   one JSON line {\"text\",\"embedding\"} per text; --stats
-                                   adds one JSON line of measurements on stderr;
-                                   --arena-bytes picks the fastest plan that fits
-  tokenize MODEL.gguf (TEXT... | --input FILE.jsonl) [--max-tokens N | --no-truncate]
-                                   one JSON line {\"text\",\"ids\"} per text ([CLS]/[SEP]
-                                   included; truncated at the model's context by default)
-  inspect MODEL.gguf [--json] [--dequant-stats]
-                                   validated listing of metadata and tensors; with
-                                   --dequant-stats, each tensor's sum, abs_sum and first
-                                   values (dequantized, streamed through a fixed buffer)
-  help                             this text";
-
 /// Runs the command line `args` (without the program name); returns the exit code.
 pub fn run(args: Vec<OsString>) -> i32 {
-    match dispatch(args) {
+    let cli = match Cli::try_parse_from(std::iter::once(OsString::from("stepembed")).chain(args)) {
+        Ok(cli) => cli,
+        // --help and --version (exit code 0) or a usage error (2), printed as clap does.
+        Err(e) => {
+            return match e.print() {
+                Ok(()) => e.exit_code(),
+                Err(w) if w.kind() == std::io::ErrorKind::BrokenPipe && !e.use_stderr() => e.exit_code(),
+                Err(w) => report(&format!("stdout: {w}")),
+            }
+        }
+    };
+    let result = match cli.command {
+        Command::Inspect(a) => cmd_inspect(a),
+        Command::Tokenize(a) => cmd_tokenize(a),
+        Command::Embed(a) => cmd_embed(a),
+        Command::Validate(a) => cmd_validate(a),
+    };
+    match result {
         Ok(()) | Err(CliError::ClosedOutput) => 0,
-        Err(CliError::Message(msg)) => {
-            let _ = writeln!(std::io::stderr(), "stepembed: error: {msg}");
-            1
-        }
+        Err(CliError::Message(msg)) => report(&msg),
     }
 }
 
-fn dispatch(args: Vec<OsString>) -> Result<(), CliError> {
-    let mut args = Args::new(args);
-    match args.command()?.as_str() {
-        "inspect" => cmd_inspect(args),
-        "embed" => cmd_embed(args),
-        "tokenize" => cmd_tokenize(args),
-        "help" | "--help" | "-h" => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        other => Err(CliError::Message(format!("unknown command {other:?} (try `stepembed help`)"))),
-    }
+/// Reports a failure as one line on stderr (if stderr can take it) and returns exit code 1.
+fn report(msg: &str) -> i32 {
+    let _ = writeln!(std::io::stderr(), "stepembed: error: {msg}");
+    1
 }
 
-fn cmd_inspect(mut args: Args) -> Result<(), CliError> {
-    let json = args.flag("--json");
-    let stats = args.flag("--dequant-stats");
-    let path = args.path("MODEL.gguf")?;
-    args.finish()?;
-    if stats && !json {
-        return Err(CliError::Message("--dequant-stats needs --json".into()));
-    }
-    let mut file =
-        crate::io::open(&path).map_err(|e| CliError::Message(format!("{}: {e}", path.display())))?;
-    let listing =
-        inspect::list(&mut file).map_err(|e| CliError::Message(format!("{}: {e}", path.display())))?;
-    let mut out = std::io::stdout().lock();
-    if json {
+/// `msg` prefixed with `path`, the usual form of a file's error.
+fn at(path: &Path, msg: impl std::fmt::Display) -> CliError {
+    CliError::Message(format!("{}: {msg}", path.display()))
+}
+
+fn cmd_inspect(args: InspectArgs) -> Result<(), CliError> {
+    let path = &args.model.model;
+    let mut file = crate::io::open(path).map_err(|e| at(path, e))?;
+    let listing = inspect::list(&mut file).map_err(|e| at(path, e))?;
+    let mut out = Output::stdout();
+    if args.json {
         let mut doc = listing.to_json();
-        if stats {
-            listing
-                .add_dequant_stats(&mut file, &mut doc)
-                .map_err(|e| CliError::Message(format!("{}: {e}", path.display())))?;
+        if args.dequant_stats {
+            listing.add_dequant_stats(&mut file, &mut doc).map_err(|e| at(path, e))?;
         }
-        serde_json::to_writer_pretty(&mut out, &doc)?;
-        writeln!(out)?;
+        let mut text = serde_json::to_string_pretty(&doc).map_err(|e| at(path, e))?;
+        text.push('\n');
+        out.write_str(&text)?;
     } else {
-        write!(out, "{}", listing.to_text())?;
+        out.write_str(&listing.to_text())?;
     }
-    Ok(())
+    out.finish()
 }
 
-/// Texts from the positional arguments or from `--input FILE.jsonl` (one `{"text": …}` per line).
-fn texts(args: &mut Args) -> Result<Vec<String>, CliError> {
-    let input = args.value("--input")?;
-    let mut texts = Vec::new();
-    while let Some(t) = args.positional() {
-        texts.push(t);
-    }
-    match input {
-        Some(path) if texts.is_empty() => {
-            let data =
-                std::fs::read_to_string(&path).map_err(|e| CliError::Message(format!("{path}: {e}")))?;
-            for (i, line) in data.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                let v: serde_json::Value = serde_json::from_str(line)
-                    .map_err(|e| CliError::Message(format!("{path}:{}: {e}", i + 1)))?;
-                let t = v.get("text").and_then(serde_json::Value::as_str);
-                let t =
-                    t.ok_or_else(|| CliError::Message(format!("{path}:{}: no \"text\" string", i + 1)))?;
-                texts.push(t.to_owned());
-            }
-            Ok(texts)
-        }
-        Some(_) => Err(CliError::Message("give texts as arguments or with --input, not both".into())),
-        None if texts.is_empty() => {
-            Err(CliError::Message("no text given (arguments or --input FILE.jsonl)".into()))
-        }
-        None => Ok(texts),
-    }
-}
-
-/// Opens the model named by the first positional, with the CLI's memory options.
-fn open_model(args: &mut Args) -> Result<(PathBuf, EmbedderOptions), CliError> {
-    let plan = match args.value("--plan")?.as_deref() {
-        None | Some("fast") => PlanKind::Fast,
-        Some("lean") => PlanKind::Lean,
-        Some("smallest") => PlanKind::Smallest,
-        Some(other) => {
-            return Err(CliError::Message(format!("--plan must be fast, lean or smallest, not {other:?}")))
-        }
+fn cmd_validate(args: ValidateArgs) -> Result<(), CliError> {
+    let path = &args.model.model;
+    // The scan needs no arena and no vocab index: the smallest plan allocates least.
+    let options = EmbedderOptions { max_texts: 1, plan: PlanKind::Smallest, ..EmbedderOptions::default() };
+    let mut embedder = open_embedder(path, options)?;
+    let summary = embedder.validate().map_err(|e| at(path, e))?;
+    let skipped = match summary.skipped {
+        0 => String::new(),
+        n => format!("; {n} tensors of other types (integers, or not decodable) not checked"),
     };
-    let options = EmbedderOptions {
-        max_tokens: args.number("--max-tokens")?,
+    let mut out = Output::stdout();
+    out.write_str(&format!(
+        "{}: {} tensors ({} bytes) checked, every value finite{skipped}\n",
+        path.display(),
+        summary.tensors,
+        summary.bytes
+    ))?;
+    out.finish()
+}
+
+/// One text and how its errors name it.
+struct Text {
+    /// `FILE:LINE` for a text of a JSONL file, its start for an argument.
+    label: String,
+    text: String,
+}
+
+/// The texts of a command, one at a time (an `--input` file is read as they are needed).
+enum Texts {
+    Args(std::vec::IntoIter<String>),
+    File { reader: TextLines<BufReader<File>>, path: PathBuf },
+}
+
+impl Texts {
+    fn open(args: TextArgs) -> Result<Self, CliError> {
+        match args.input {
+            Some(path) => {
+                let file = File::open(&path).map_err(|e| at(&path, e))?;
+                let reader = TextLines::new(BufReader::new(file), path.display().to_string());
+                Ok(Texts::File { reader, path })
+            }
+            None => Ok(Texts::Args(args.texts.into_iter())),
+        }
+    }
+
+    /// The `--input` file, if the texts come from one.
+    fn path(&self) -> Option<&Path> {
+        match self {
+            Texts::Args(_) => None,
+            Texts::File { path, .. } => Some(path),
+        }
+    }
+
+    fn next(&mut self) -> Result<Option<Text>, CliError> {
+        match self {
+            Texts::Args(texts) => Ok(texts.next().map(|text| Text { label: short_text(&text), text })),
+            Texts::File { reader, path } => match reader.next() {
+                None => Ok(None),
+                Some(Err(e)) => Err(CliError::Message(e.to_string())),
+                Some(Ok(text)) => {
+                    Ok(Some(Text { label: format!("{}:{}", path.display(), reader.line()), text }))
+                }
+            },
+        }
+    }
+}
+
+/// Opens the model `path` as an embedder; errors start with the path.
+fn open_embedder(path: &Path, options: EmbedderOptions) -> Result<Embedder, CliError> {
+    Embedder::open_with(path, options).map_err(|e| match e {
+        // Its message already starts with the path.
+        crate::Error::Open { .. } => CliError::Message(e.to_string()),
+        e => at(path, e),
+    })
+}
+
+/// Embedder options from the command line's limit and memory arguments.
+fn embedder_options(limit: &TokenLimitArgs, memory: &MemoryArgs) -> EmbedderOptions {
+    let plan = match memory.plan {
+        PlanArg::Fast => PlanKind::Fast,
+        PlanArg::Lean => PlanKind::Lean,
+        PlanArg::Smallest => PlanKind::Smallest,
+    };
+    EmbedderOptions {
+        max_tokens: limit.max_tokens,
         plan,
-        memory: args.number("--arena-bytes")?,
-        truncate: !args.flag("--no-truncate"),
+        memory: memory.arena_bytes,
+        truncate: !limit.no_truncate,
         ..EmbedderOptions::default()
-    };
-    let path = args.path("MODEL.gguf")?;
-    Ok((path, options))
+    }
 }
 
-fn cmd_embed(mut args: Args) -> Result<(), CliError> {
+/// Most texts `embed` holds at a time (read, tokenized, embedded, written, then the next ones):
+/// with [`WINDOW_BYTES`], what bounds its memory whatever the number of texts.
+const WINDOW_TEXTS: usize = 256;
+
+/// Most bytes of text `embed` holds at a time (a window holds at least one text).
+const WINDOW_BYTES: usize = 1 << 20;
+
+fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
     let started = Instant::now();
-    let stats = args.flag("--stats");
-    let output = args.value("--output")?;
-    let (path, options) = open_model(&mut args)?;
-    let texts = texts(&mut args)?;
-    args.finish()?;
-    let mut embedder = Embedder::open_with(&path, options)
-        .map_err(|e| CliError::Message(format!("{}: {e}", path.display())))?;
-    let mut out: Box<dyn Write> = match &output {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|e| CliError::Message(format!("{p}: {e}")))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
-    let mut steps_us: Vec<u64> = Vec::new();
-    let mut tokens = 0usize;
-    // Texts are tokenized first, then embedded several per job (each weight chunk read once for
-    // all of them).
-    let mut ids = Vec::with_capacity(texts.len());
-    for text in &texts {
-        ids.push(
-            embedder.tokenize(text).map_err(|e| CliError::Message(format!("{}: {e}", short_text(text))))?,
-        );
-    }
-    let e = embedder.embedding_len();
-    for range in embedder.batches(&ids) {
-        let batch: Vec<&[u32]> = ids[range.clone()].iter().map(Vec::as_slice).collect();
-        let mut job = embedder.job(Input::IdBatch(&batch)).map_err(|e| CliError::Message(e.to_string()))?;
-        let embeddings = loop {
-            let t0 = Instant::now();
-            let step = job.step().map_err(|e| CliError::Message(e.to_string()))?;
-            steps_us.push(t0.elapsed().as_micros() as u64);
-            if let Step::Done(v) = step {
-                break v.to_vec();
-            }
-        };
-        tokens += job.n_tokens();
-        for (text, embedding) in texts[range].iter().zip(embeddings.chunks_exact(e)) {
-            serde_json::to_writer(&mut out, &json!({ "text": text, "embedding": embedding }))?;
-            writeln!(out)?;
+    let path = &args.model.model;
+    let mut texts = Texts::open(args.texts)?;
+    let output = match &args.output {
+        Some(out) => {
+            let inputs: Vec<&Path> = std::iter::once(path.as_path()).chain(texts.path()).collect();
+            Some(Output::file(out, &inputs)?)
         }
+        None => None,
+    };
+    let options = embedder_options(&args.limit, &args.memory);
+    let mut embedder = open_embedder(path, options)?;
+    let mut out = output.unwrap_or_else(Output::stdout);
+    let mut steps = StepTimes::new();
+    let (mut n_texts, mut n_tokens) = (0usize, 0usize);
+    let mut window: Vec<Text> = Vec::with_capacity(WINDOW_TEXTS);
+    let e = embedder.embedding_len();
+    loop {
+        window.clear();
+        let mut bytes = 0;
+        while window.len() < WINDOW_TEXTS && bytes < WINDOW_BYTES {
+            let Some(text) = texts.next()? else { break };
+            bytes += text.text.len();
+            window.push(text);
+        }
+        if window.is_empty() {
+            break;
+        }
+        let ids = window
+            .iter()
+            .map(|t| embedder.tokenize(&t.text).map_err(|e| CliError::Message(format!("{}: {e}", t.label))))
+            .collect::<Result<Vec<_>, _>>()?;
+        for range in embedder.batches(&ids) {
+            let batch: Vec<&[u32]> = ids[range.clone()].iter().map(Vec::as_slice).collect();
+            let mut job =
+                embedder.job(Input::IdBatch(&batch)).map_err(|e| CliError::Message(e.to_string()))?;
+            let embeddings = loop {
+                let t0 = Instant::now();
+                let step = job.step().map_err(|e| CliError::Message(e.to_string()))?;
+                steps.record(t0.elapsed().as_micros() as u64);
+                if let Step::Done(v) = step {
+                    break v.to_vec();
+                }
+            };
+            n_tokens += job.n_tokens();
+            for (t, embedding) in window[range].iter().zip(embeddings.chunks_exact(e)) {
+                out.json_line(&json!({ "text": t.text, "embedding": embedding }))?;
+            }
+        }
+        n_texts += window.len();
     }
-    out.flush()?;
-    if stats {
-        let mut sorted = steps_us.clone();
-        sorted.sort_unstable();
-        let p99 = sorted.get((sorted.len() * 99).div_ceil(100).saturating_sub(1)).copied().unwrap_or(0);
+    out.finish()?;
+    if args.stats {
         let line = json!({
-            "texts": texts.len(),
-            "tokens": tokens,
-            "steps": steps_us.len(),
-            "max_step_us": sorted.last().copied().unwrap_or(0),
-            "p99_step_us": p99,
+            "texts": n_texts,
+            "tokens": n_tokens,
+            "steps": steps.count(),
+            "max_step_us": steps.max(),
+            "p99_step_us": steps.p99(),
             "arena_bytes": embedder.plan().arena_bytes(),
             "index_bytes": embedder.plan().index_bytes(),
             "peak_rss_kib": peak_rss_kib(),
             "wall_ms": started.elapsed().as_millis() as u64,
         });
-        eprintln!("{line}");
+        writeln!(std::io::stderr(), "{line}").map_err(|e| CliError::Message(format!("stderr: {e}")))?;
     }
     Ok(())
 }
 
-fn cmd_tokenize(mut args: Args) -> Result<(), CliError> {
-    let (path, mut options) = open_model(&mut args)?;
-    let texts = texts(&mut args)?;
-    args.finish()?;
-    if !options.truncate && options.max_tokens.is_some() {
-        return Err(CliError::Message("--max-tokens and --no-truncate exclude each other".into()));
-    }
+fn cmd_tokenize(args: TokenizeArgs) -> Result<(), CliError> {
+    let path = &args.model.model;
+    let mut texts = Texts::open(args.texts)?;
     // The embedder's arena is allocated but never touched here (zeroed pages cost no memory
     // until written); its vocab index is what makes tokenizing fast.
-    options.max_texts = 1;
-    let mut embedder = Embedder::open_with(&path, options)
-        .map_err(|e| CliError::Message(format!("{}: {e}", path.display())))?;
+    let options = EmbedderOptions { max_texts: 1, ..embedder_options(&args.limit, &args.memory) };
+    let mut embedder = open_embedder(path, options)?;
     let limit = options.max_tokens.unwrap_or(embedder.meta().hparams.n_ctx);
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for text in &texts {
+    let mut out = Output::stdout();
+    while let Some(t) = texts.next()? {
         let ids = if options.truncate {
-            embedder.tokenize_with(text, limit, true)
+            embedder.tokenize_with(&t.text, limit, true)
         } else {
-            // Every piece takes at least one char: this bound is never reached.
-            embedder.tokenize_with(text, text.chars().count() + 2, false)
+            embedder.tokenize_with(&t.text, tokenizer::max_ids(&t.text), false)
         }
-        .map_err(|e| CliError::Message(format!("{}: {e}", short_text(text))))?;
-        serde_json::to_writer(&mut out, &json!({ "text": text, "ids": ids }))?;
-        writeln!(out)?;
+        .map_err(|e| CliError::Message(format!("{}: {e}", t.label)))?;
+        out.json_line(&json!({ "text": t.text, "ids": ids }))?;
     }
-    out.flush()?;
-    Ok(())
+    out.finish()
 }
 
 /// The start of a text, for error messages.
@@ -278,96 +459,4 @@ fn peak_rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// A tiny argument parser: flags may come anywhere; the rest are positionals, in order.
-struct Args {
-    items: Vec<Option<String>>,
-}
-
-impl Args {
-    fn new(args: Vec<OsString>) -> Self {
-        let items = args.into_iter().map(|a| Some(a.to_string_lossy().into_owned())).collect();
-        Args { items }
-    }
-
-    /// Takes the first positional as the command name.
-    fn command(&mut self) -> Result<String, CliError> {
-        self.positional().ok_or_else(|| CliError::Message(format!("no command given\n{USAGE}")))
-    }
-
-    fn positional(&mut self) -> Option<String> {
-        let mut only_positionals = false;
-        for item in &mut self.items {
-            match item.as_deref() {
-                Some("--") if !only_positionals => {
-                    only_positionals = true;
-                    *item = None;
-                }
-                Some(s) if only_positionals || !s.starts_with("--") || s == "-" => return item.take(),
-                _ => {}
-            }
-        }
-        None
-    }
-
-    /// Whether boolean `--flag` is present (removes it).
-    fn flag(&mut self, name: &str) -> bool {
-        let mut found = false;
-        for item in &mut self.items {
-            if item.as_deref() == Some(name) {
-                *item = None;
-                found = true;
-            }
-        }
-        found
-    }
-
-    /// The value of `--name VALUE` (or `--name=VALUE`), removed; an error when the value is
-    /// missing.
-    fn value(&mut self, name: &str) -> Result<Option<String>, CliError> {
-        let prefix = format!("{name}=");
-        let mut i = 0;
-        while i < self.items.len() {
-            match self.items[i].as_deref() {
-                Some(a) if a == name => {
-                    self.items[i] = None;
-                    let v = self.items.get_mut(i + 1).and_then(Option::take);
-                    return v.map(Some).ok_or_else(|| CliError::Message(format!("{name} needs a value")));
-                }
-                Some(a) if a.starts_with(&prefix) => {
-                    let v = a[prefix.len()..].to_owned();
-                    self.items[i] = None;
-                    return Ok(Some(v));
-                }
-                _ => i += 1,
-            }
-        }
-        Ok(None)
-    }
-
-    /// The value of `--name N` as a positive integer.
-    fn number(&mut self, name: &str) -> Result<Option<usize>, CliError> {
-        match self.value(name)? {
-            None => Ok(None),
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if n > 0 => Ok(Some(n)),
-                _ => Err(CliError::Message(format!("{name} needs a positive integer, not {v:?}"))),
-            },
-        }
-    }
-
-    /// A required positional path.
-    fn path(&mut self, what: &str) -> Result<PathBuf, CliError> {
-        self.positional().map(PathBuf::from).ok_or_else(|| CliError::Message(format!("missing {what}")))
-    }
-
-    /// Fails on anything not consumed (an unknown flag or an extra argument).
-    fn finish(self) -> Result<(), CliError> {
-        match self.items.into_iter().flatten().next() {
-            None => Ok(()),
-            Some(a) if a.starts_with("--") => Err(CliError::Message(format!("unknown option {a}"))),
-            Some(a) => Err(CliError::Message(format!("unexpected argument {a:?}"))),
-        }
-    }
 }

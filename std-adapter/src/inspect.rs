@@ -8,6 +8,8 @@ use stepembed_core::gguf::{self, ArrayReader, Event, Layout, Reader, TensorInfo,
 use stepembed_core::io::{read_exact_at, Source};
 use stepembed_core::{Error, Malformed};
 
+use crate::validate::{self, ScanError};
+
 /// How many elements of each array a listing shows (gguf-py's reference listings show 5).
 pub const ARRAY_HEAD: usize = 5;
 
@@ -144,7 +146,8 @@ fn float_json(x: f64) -> Json {
 impl Listing {
     /// Adds `sum`, `abs_sum` and `first` (see [`DequantStats`]) to every tensor of `json` (a
     /// [`Listing::to_json`]), streaming each tensor once; `null` for types that cannot be decoded.
-    pub fn add_dequant_stats<S: Source>(&self, io: &mut S, json: &mut Json) -> Result<(), Error> {
+    /// The first tensor holding a NaN or an infinity is the error ([`dequant_stats`]).
+    pub fn add_dequant_stats<S: Source>(&self, io: &mut S, json: &mut Json) -> Result<(), ScanError> {
         let Some(tensors) = json.get_mut("tensors").and_then(Json::as_array_mut) else {
             return Ok(());
         };
@@ -252,20 +255,18 @@ pub struct DequantStats {
 }
 
 /// Streams `t` through a fixed buffer and computes its [`DequantStats`]; `None` for a type the
-/// engine cannot decode.
-pub fn dequant_stats<S: Source>(io: &mut S, t: &TensorInfo) -> Result<Option<DequantStats>, Error> {
+/// engine cannot decode. A block that decodes to NaN or infinity is [`ScanError::NonFinite`]:
+/// statistics over it would mean nothing.
+pub fn dequant_stats<S: Source>(io: &mut S, t: &TensorInfo) -> Result<Option<DequantStats>, ScanError> {
     if !stepembed_core::quant::is_computable(t.ty) {
         return Ok(None);
     }
     let kernels = stepembed_core::quant::Kernels::detect();
-    let mut raw = vec![
-        0u8;
-        64 * 1024 * t.ty.block_bytes() as usize / t.ty.block_elems() as usize
-            + t.ty.block_bytes() as usize
-    ];
-    let mut vals = vec![0f32; raw.len() / t.ty.block_bytes() as usize * t.ty.block_elems() as usize];
+    let (block_bytes, block_elems) = (t.ty.block_bytes() as usize, t.ty.block_elems() as usize);
+    let mut raw = vec![0u8; 64 * 1024 * block_bytes / block_elems + block_bytes];
+    let mut vals = vec![0f32; raw.len() / block_bytes * block_elems];
     let mut stats = DequantStats { sum: 0.0, abs_sum: 0.0, first: Vec::new() };
-    gguf::stream_tensor(io, t, &mut raw, |_, chunk| {
+    validate::scan_tensor(io, t, &mut raw, |chunk| {
         let n = kernels.dequantize(t.ty, chunk, &mut vals)?;
         for &v in &vals[..n] {
             stats.sum += f64::from(v);

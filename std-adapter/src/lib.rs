@@ -14,6 +14,8 @@ pub mod embedder;
 pub mod error;
 pub mod inspect;
 pub mod io;
+pub mod jsonl;
+pub mod validate;
 
 pub use embedder::{Embedder, EmbedderOptions, Running};
 pub use error::{Error, Result};

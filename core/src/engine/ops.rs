@@ -96,6 +96,12 @@ pub(crate) fn scaled_max(row: &[f32], scale: f32) -> f32 {
     m * scale
 }
 
+/// Whether every value of `v` is finite (neither NaN nor infinite). No early exit, so that the
+/// loop vectorises.
+pub(crate) fn all_finite(v: &[f32]) -> bool {
+    v.iter().fold(true, |ok, x| ok & x.is_finite())
+}
+
 /// Scales `v` to unit L2 norm (a zero vector stays zero).
 pub(crate) fn l2_normalize(v: &mut [f32]) {
     let norm = libm::sqrt(v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>());
@@ -186,6 +192,17 @@ mod tests {
         }
         assert!((f64::from(sum) - expect.iter().sum::<f64>()).abs() < 1e-5);
         assert_eq!(scaled_max(&[], 1.0), f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn finiteness() {
+        assert!(all_finite(&[]));
+        assert!(all_finite(&[0.0; 40].map(|v: f32| v + f32::MAX)));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut v = [1.0f32; 37];
+            v[36] = bad;
+            assert!(!all_finite(&v), "{bad}");
+        }
     }
 
     #[test]

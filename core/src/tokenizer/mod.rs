@@ -36,8 +36,9 @@
 //!    * Scan: nothing to build; pass [`Lookup::Scan`]. The vocab is streamed from the file once
 //!      per window of text.
 //! 3. Size the work memory with [`work_bytes`] (mode, window chars) and the output with
-//!    [`Options::max_tokens`]; [`Tokenize::new`], then [`Tokenize::step`] until [`Step::Done`];
-//!    [`Tokenize::ids`] is `[CLS] … [SEP]`.
+//!    [`Options::max_tokens`] (untruncated, [`max_ids`] of the text never runs out);
+//!    [`Tokenize::new`], then [`Tokenize::step`] until [`Step::Done`]; [`Tokenize::ids`] is
+//!    `[CLS] … [SEP]`.
 //!
 //! Both modes give identical ids. Nothing allocates, nothing panics, nothing is `unsafe`.
 
@@ -50,6 +51,7 @@ pub mod unicode;
 mod vocab;
 
 pub use index::{IndexBuilder, VocabIndex};
+pub use normalize::max_ids;
 pub use tokenize::{
     work_bytes, Lookup, Mode, Options, Tokenize, MAX_WINDOW_CHARS, MIN_WINDOW_CHARS, SCAN_SCRATCH,
 };

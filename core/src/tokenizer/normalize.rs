@@ -32,6 +32,32 @@ pub(crate) const QUEUE_CAPACITY: usize = 3 * (RUN_CAPACITY + 2 * MAX_DECOMPOSITI
 /// Queue event: the special token `vocab.special(i)` (a char is its code point, below 0x110000).
 pub(crate) const SPECIAL_EVENT: u32 = 0x8000_0000;
 
+/// An upper bound on the ids `text` tokenizes to, `[CLS]` and `[SEP]` included, whatever the
+/// vocab: sizing [`Options::max_tokens`](super::Options::max_tokens) with it, an untruncated
+/// tokenization never fails with [`InputError::TooManyTokens`](crate::InputError::TooManyTokens).
+///
+/// Why it holds: every piece covers at least one normalized char, or is a special token, which
+/// covers at least one raw char of its own (matched in the raw text, never normalized). A raw
+/// char yields the chars the [`Normalizer`] makes of it — its NFD decomposition without Mn marks,
+/// each lowercased (NFD can turn one char into several, e.g. a Hangul syllable into 3 jamo) —
+/// and none when it is dropped or becomes a space. So the bound counts each raw char as that
+/// many, and at least 1.
+/// Work: O(`text.len()`).
+pub fn max_ids(text: &str) -> usize {
+    text.chars().map(|c| normalized_len(c).max(1)).fold(2, usize::saturating_add)
+}
+
+/// How many chars the normalizer makes of the raw char `c`, outside special tokens (spaces
+/// excluded: they only separate words).
+fn normalized_len(c: char) -> usize {
+    if c == '\0' || c == '\u{FFFD}' || is_control(c) || is_whitespace(c) {
+        return 0;
+    }
+    let decomposition = decompose_canonical(c);
+    let kept = decomposition.as_slice().iter().filter(|d| !is_mark_nonspacing(**d));
+    kept.map(|d| d.to_lowercase().count()).fold(0, usize::saturating_add)
+}
+
 /// Where the normalizer is in the text. The run and queue live in caller memory.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Normalizer {
@@ -190,5 +216,26 @@ impl Normalizer {
         *slot = ev;
         self.len = self.len.saturating_add(1);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_ids;
+
+    #[test]
+    fn max_ids_counts_what_nfd_and_lowercasing_make_of_each_char() {
+        assert_eq!(max_ids(""), 2);
+        assert_eq!(max_ids("a b"), 2 + 3, "a space counts as 1 (a special token may cover it)");
+        // A Hangul syllable decomposes into 2 or 3 jamo, each of which can be its own piece.
+        assert_eq!(max_ids("말"), 2 + 3);
+        assert_eq!(max_ids("가"), 2 + 2);
+        // U+0130 decomposes into I + U+0307 (Mn, dropped), which lowercases to one char.
+        assert_eq!(max_ids("İ"), 2 + 1);
+        // A combining mark alone yields nothing, but still counts 1.
+        assert_eq!(max_ids("\u{301}"), 2 + 1);
+        // U+1E09 (ḉ) decomposes into c + U+0327 + U+0301: one kept char.
+        assert_eq!(max_ids("\u{1E09}"), 2 + 1);
+        assert_eq!(max_ids(&"word ".repeat(600)), 2 + 3000);
     }
 }

@@ -1,13 +1,11 @@
 //! [`Job`]: one embedding computation as a state machine the host advances with
 //! [`Job::step`].
 //!
-//! Index arithmetic here is on sizes bounded by the plan (token counts ≤ `Limits::max_tokens`,
-//! dimensions ≤ the loader's bounds) whose products are lengths of regions that exist in the
-//! arena, so it cannot overflow; every access goes through `get`, so a bug is an error, not a
-//! panic. Divisors are dimensions validated non-zero when the model was loaded.
-#![allow(clippy::arithmetic_side_effects)]
+//! Index arithmetic is checked (see [`checked`]) and every access goes through `get`, so a bug
+//! is an error, not a panic.
 
 mod attention;
+mod checked;
 mod layer;
 
 use crate::engine::arena::{carve, Regions};
@@ -18,6 +16,7 @@ use crate::io::{read_exact_at, Source};
 use crate::model::{Arch, Layer, Linear, Model, Norm, Pooling, Qkv, TensorRef};
 use crate::quant::Kernels;
 use crate::tokenizer::{self, Lookup, Tokenize};
+use checked::{add, mul, nth_row, span, sub, units};
 
 /// Work units one [`Job::step`] may do by default: about a quarter of a millisecond on one core
 /// of the machine the README's numbers come from (AVX-512 kernels), a few milliseconds with the
@@ -37,10 +36,14 @@ const EMBED_COST: u64 = 100;
 const BIAS_COST: u64 = 10;
 const POOL_COST: u64 = 20;
 /// Work units per (query, key) pair of one head besides its 2·head_dim multiply-adds: the
-/// exponential, the softmax bookkeeping and the value transposition.
+/// exponential, the softmax bookkeeping and the value transposition; also the finiteness check
+/// of each query's output (head_dim values, done once per query with its last pair).
 const ATTENTION_PAIR_COST: u64 = 750;
 /// Work units per tokenizer unit (a char normalized, a vocab entry compared, …).
 const TOKENIZER_COST: u64 = 1000;
+/// Work units per computed value checked for finiteness (every stage checks what it computed,
+/// see [`Job::non_finite`]).
+const FINITE_COST: u64 = 1;
 
 /// What a job embeds.
 #[derive(Debug, Clone, Copy)]
@@ -319,10 +322,10 @@ impl<'a> Job<'a> {
             }));
         }
         self.r.ids.get_mut(n..end).ok_or(Error::InvalidState)?.copy_from_slice(ids);
-        let span = self.r.spans.get_mut(2 * text..2 * text + 2).ok_or(Error::InvalidState)?;
-        span.copy_from_slice(&[n as u32, ids.len() as u32]);
+        let slot = self.r.spans.get_mut(nth_row(text, 2)?).ok_or(Error::InvalidState)?;
+        slot.copy_from_slice(&[n as u32, ids.len() as u32]);
         self.n_tokens = end;
-        self.filled = text + 1;
+        self.filled = add(text, 1)?;
         Ok(())
     }
 
@@ -357,8 +360,9 @@ impl<'a> Job<'a> {
         self.r.tok_out = out;
         self.r.tok_work = work;
         pushed?;
-        if text + 1 < self.n_texts {
-            self.phase = Phase::Tokenize { text: text + 1 };
+        let next = add(text, 1)?;
+        if next < self.n_texts {
+            self.phase = Phase::Tokenize { text: next };
         } else {
             self.start_embedding();
         }
@@ -443,9 +447,16 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// The error for a NaN or an infinity computed by what the job works on now (the stage and
+    /// layer that [`Job::step`] reports as next while the work is under way).
+    fn non_finite(&self) -> Error {
+        let (stage, layer) = self.stage_name();
+        Error::NonFinite { stage, layer: layer.map(|l| u16::try_from(l).unwrap_or(u16::MAX)) }
+    }
+
     /// The span (first token, token count) of text `i`.
     fn span(&self, i: usize) -> Result<(usize, usize)> {
-        match self.r.spans.get(2 * i..2 * i + 2) {
+        match self.r.spans.get(nth_row(i, 2)?) {
             Some(&[start, len]) => Ok((start as usize, len as usize)),
             _ => Err(Error::InvalidState),
         }
@@ -466,14 +477,15 @@ impl<'a> Job<'a> {
         match self.phase {
             Phase::Tokenize { text } => self.tokenize_step(io, text, budget),
             Phase::Embed { token } => {
-                let count = self.tokens_for(token, EMBED_COST.saturating_mul(e as u64), budget);
+                let count =
+                    self.tokens_for(token, (EMBED_COST + FINITE_COST).saturating_mul(e as u64), budget);
                 for t in token..token.saturating_add(count) {
                     self.embed_token(io, t)?;
                 }
                 let next = token.saturating_add(count);
                 self.phase =
                     if next >= n { Phase::EmbedNorm { token: 0 } } else { Phase::Embed { token: next } };
-                Ok(EMBED_COST.saturating_mul((count * e) as u64))
+                Ok(units(EMBED_COST + FINITE_COST, &[count, e]))
             }
             Phase::EmbedNorm { token } => {
                 let norm = self.model.meta().embd_norm;
@@ -484,13 +496,14 @@ impl<'a> Job<'a> {
             }
             Phase::Layer { index, stage } => self.layer_step(io, index, stage, budget),
             Phase::Pool { text, token } => {
-                let (next, units) = self.pool(text, token, budget)?;
+                let (next, spent) = self.pool(text, token, budget)?;
+                let next_text = add(text, 1)?;
                 self.phase = match next {
                     Some(token) => Phase::Pool { text, token },
-                    None if text + 1 < self.n_texts => Phase::Pool { text: text + 1, token: 0 },
+                    None if next_text < self.n_texts => Phase::Pool { text: next_text, token: 0 },
                     None => Phase::Done,
                 };
-                Ok(units)
+                Ok(spent)
             }
             Phase::Done => Ok(0),
         }
@@ -513,9 +526,10 @@ impl<'a> Job<'a> {
     fn embed_token<S: Source + ?Sized>(&mut self, io: &mut S, t: usize) -> Result<()> {
         let meta = *self.model.meta();
         let e = self.plan.n_embd;
+        let non_finite = self.non_finite();
         let id = *self.r.ids.get(t).ok_or(Error::InvalidState)? as usize;
         let pos = self.position_of(t)?;
-        let x = self.r.x.get_mut(t * e..(t + 1) * e).ok_or(Error::InvalidState)?;
+        let x = self.r.x.get_mut(nth_row(t, e)?).ok_or(Error::InvalidState)?;
         read_row(io, &self.kernels, self.r.chunk, &meta.token_embd, id, x)?;
         let extra = [meta.position_embd.map(|p| (p, pos)), meta.token_types.map(|t| (t, 0))];
         for (tensor, row) in extra.into_iter().flatten() {
@@ -525,15 +539,16 @@ impl<'a> Job<'a> {
                 *a += *b;
             }
         }
-        Ok(())
+        ensure_finite(x, non_finite)
     }
 
     /// Position of token `t` within its text. O(log texts): texts lie one after another, so
     /// `t` is in the last one that starts at or before it.
     fn position_of(&self, t: usize) -> Result<usize> {
         let (mut lo, mut hi) = (0, self.n_texts);
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
+        while hi.saturating_sub(lo) > 1 {
+            // lo < mid < hi: the midpoint, without overflow.
+            let mid = lo.midpoint(hi);
             if self.span(mid)?.0 <= t {
                 lo = mid;
             } else {
@@ -541,10 +556,10 @@ impl<'a> Job<'a> {
             }
         }
         let (start, len) = self.span(lo)?;
-        if t < start || t >= start + len {
+        if !span(start, len)?.contains(&t) {
             return Err(Error::InvalidState);
         }
-        Ok(t - start)
+        sub(t, start)
     }
 
     /// LayerNorm of tokens from `token` on, as the budget allows: x ← LN(x), or x ← LN(y) when
@@ -567,17 +582,19 @@ impl<'a> Job<'a> {
             read_row(io, &self.kernels, self.r.chunk, &norm.weight, 0, g)?;
             read_row(io, &self.kernels, self.r.chunk, &norm.bias, 0, b)?;
         }
-        let count = self.tokens_for(token, NORM_COST * e as u64, budget);
+        let count = self.tokens_for(token, units(NORM_COST + FINITE_COST, &[e]), budget);
+        let non_finite = self.non_finite();
         let (g, b) = self.r.scratch.split_at_checked(e).ok_or(Error::InvalidState)?;
         let b = b.get(..e).ok_or(Error::InvalidState)?;
-        for t in token..token + count {
-            let x = self.r.x.get_mut(t * e..(t + 1) * e).ok_or(Error::InvalidState)?;
+        for t in span(token, count)? {
+            let x = self.r.x.get_mut(nth_row(t, e)?).ok_or(Error::InvalidState)?;
             if from_y {
-                x.copy_from_slice(self.r.wide.get(t * e..(t + 1) * e).ok_or(Error::InvalidState)?);
+                x.copy_from_slice(self.r.wide.get(nth_row(t, e)?).ok_or(Error::InvalidState)?);
             }
             ops::layer_norm(x, g, b, eps);
+            ensure_finite(x, non_finite)?;
         }
-        Ok((token + count, NORM_COST * (count * e) as u64))
+        Ok((add(token, count)?, units(NORM_COST + FINITE_COST, &[count, e])))
     }
 
     /// Pools text `text` from its token `token` on, as far as `budget` allows. Mean pooling sums
@@ -588,11 +605,12 @@ impl<'a> Job<'a> {
     fn pool(&mut self, text: usize, token: usize, budget: u64) -> Result<(Option<usize>, u64)> {
         let e = self.plan.n_embd;
         let (start, len) = self.span(text)?;
-        let out = self.r.out.get_mut(text * e..(text + 1) * e).ok_or(Error::InvalidState)?;
-        let units = match self.model.hparams().pooling {
+        let non_finite = self.non_finite();
+        let out = self.r.out.get_mut(nth_row(text, e)?).ok_or(Error::InvalidState)?;
+        let spent = match self.model.hparams().pooling {
             Pooling::Cls => {
-                out.copy_from_slice(self.r.x.get(start * e..(start + 1) * e).ok_or(Error::InvalidState)?);
-                e as u64
+                out.copy_from_slice(self.r.x.get(nth_row(start, e)?).ok_or(Error::InvalidState)?);
+                units(1, &[e])
             }
             Pooling::Mean => {
                 let (sum, comp) = self.r.scratch.split_at_mut_checked(e).ok_or(Error::InvalidState)?;
@@ -601,40 +619,46 @@ impl<'a> Job<'a> {
                     sum.fill(0.0);
                     comp.fill(0.0);
                 }
-                let fit = usize::try_from(budget / (POOL_COST * e as u64).max(1)).unwrap_or(usize::MAX);
-                let count = fit.max(1).min(len - token);
-                let rows = self.r.x.get((start + token) * e..(start + token + count) * e);
-                for row in rows.ok_or(Error::InvalidState)?.chunks_exact(e) {
-                    for ((s, c), &v) in sum.iter_mut().zip(comp.iter_mut()).zip(row) {
+                let per_token = units(POOL_COST, &[e]).max(1);
+                let fit = usize::try_from(budget.checked_div(per_token).unwrap_or(0)).unwrap_or(usize::MAX);
+                let count = fit.max(1).min(sub(len, token)?);
+                let first = add(start, token)?;
+                let rows = self.r.x.get(mul(first, e)?..mul(add(first, count)?, e)?);
+                for token_x in rows.ok_or(Error::InvalidState)?.chunks_exact(e) {
+                    for ((s, c), &v) in sum.iter_mut().zip(comp.iter_mut()).zip(token_x) {
                         let t = *s + v;
                         *c += if s.abs() >= v.abs() { (*s - t) + v } else { (v - t) + *s };
                         *s = t;
                     }
                 }
-                let units = POOL_COST * (count * e) as u64;
-                if token + count < len {
-                    return Ok((Some(token + count), units));
+                let spent = units(POOL_COST, &[count, e]);
+                let next = add(token, count)?;
+                if next < len {
+                    return Ok((Some(next), spent));
                 }
                 let inv = 1.0 / len as f64;
                 for ((o, &s), &c) in out.iter_mut().zip(sum.iter()).zip(comp.iter()) {
                     *o = ((f64::from(s) + f64::from(c)) * inv) as f32;
                 }
-                units
+                spent
             }
         };
         if self.options.normalize {
             ops::l2_normalize(out);
         }
-        Ok((None, units))
+        ensure_finite(out, non_finite)?;
+        Ok((None, spent.saturating_add(units(FINITE_COST, &[e]))))
     }
 
     /// A rough count of the job's work units, for progress reports.
     fn estimate_total(&self) -> u64 {
         let hp = self.model.hparams();
-        let (n, e, f) = (self.n_tokens as u64, hp.n_embd as u64, hp.n_ff as u64);
+        let (n, e, f) = (self.n_tokens, hp.n_embd, hp.n_ff);
         let gates = if self.model.meta().arch == Arch::NomicBert { 3 } else { 2 };
-        let per_layer = n * e * (4 * e + gates * f) + 2 * n * n * e;
-        per_layer * hp.n_layer as u64
+        // Per layer: n·e·(4·e + gates·f) in the projections, 2·n²·e in attention.
+        let projections = units(4, &[n, e, e]).saturating_add(units(gates, &[n, e, f]));
+        let per_layer = projections.saturating_add(units(2, &[n, n, e]));
+        per_layer.saturating_mul(hp.n_layer as u64)
     }
 }
 
@@ -665,8 +689,18 @@ struct Tokens {
 }
 
 impl Tokens {
-    fn range(self) -> core::ops::Range<usize> {
-        self.first..self.first + self.count
+    fn range(self) -> Result<core::ops::Range<usize>> {
+        span(self.first, self.count)
+    }
+}
+
+/// `Ok` when every value of `v` is finite, `non_finite` (the stage's [`Error::NonFinite`])
+/// otherwise.
+fn ensure_finite(v: &[f32], non_finite: Error) -> Result<()> {
+    if ops::all_finite(v) {
+        Ok(())
+    } else {
+        Err(non_finite)
     }
 }
 
