@@ -2,7 +2,11 @@
 #![allow(dead_code)]
 
 pub mod engine;
+pub mod faulty;
+pub mod gguf_layout;
 pub mod gguf_writer;
+pub mod soak;
+pub mod tiny_bert;
 
 use std::path::PathBuf;
 
@@ -53,4 +57,13 @@ pub fn shared_fixtures() -> Option<PathBuf> {
         dir.display()
     );
     None
+}
+
+/// The texts of `tests/fixtures/texts.jsonl`.
+pub fn texts() -> Vec<String> {
+    String::from_utf8(read("texts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_owned())
+        .collect()
 }
