@@ -332,17 +332,21 @@ impl<S: Source> Embedder<S> {
                 tokens => ids.push(tokens.map(|t| t.ids)),
             }
         }
-        self.embed_ids_each(ids, deadline, || Ok(())).await
+        self.embed_ids_each(ids, deadline, fail_fast, || Ok(())).await
     }
 
     /// Embeds tokenized texts packed into shared jobs by [`Embedder::batches`], one result per
-    /// entry: an entry that is already an error stays one, and a job that fails is rerun text by
-    /// text so that only the failing texts fail. Before every step `deadline` and `check` are
-    /// tested; their error stops the call (the job is dropped).
+    /// entry: an entry that is already an error stays one. A job that fails is the call's error
+    /// with `fail_fast`; otherwise it is rerun text by text so that only the failing texts fail
+    /// (a non-finite value from one text's corrupt embedding row, say) — except when the source
+    /// failed, which no text caused: then every text of the job gets that error (a transient
+    /// read error is reported, never hidden by a rerun). Before every step `deadline` and
+    /// `check` are tested; their error stops the call (the job is dropped).
     pub(crate) async fn embed_ids_each(
         &mut self,
         ids: Vec<Result<Vec<u32>>>,
         deadline: Deadline,
+        fail_fast: bool,
         mut check: impl FnMut() -> Result<()>,
     ) -> Result<Vec<Result<Vec<f32>>>> {
         let mut out: Vec<Result<Vec<f32>>> = Vec::with_capacity(ids.len());
@@ -367,7 +371,13 @@ impl<S: Source> Embedder<S> {
                         out[*slot] = Ok(v.to_vec());
                     }
                 }
+                Err(err) if fail_fast => return Err(err),
                 Err(err) if batch.len() == 1 => out[slots[range.start]] = Err(err),
+                Err(Error::Core(err @ stepembed_core::Error::Io { .. })) => {
+                    for slot in &slots[range] {
+                        out[*slot] = Err(Error::Core(err));
+                    }
+                }
                 Err(_) => {
                     for (slot, seq) in slots[range].iter().zip(&batch) {
                         out[*slot] = self.run_ids(&[seq], deadline, &mut check).await?;

@@ -319,7 +319,7 @@ async fn serve_batch<S: Source>(
         }
         results.push((request.id, texts));
     }
-    let embedded = embedder.embed_ids_each(ids, Deadline::NONE, || check(running)).await?;
+    let embedded = embedder.embed_ids_each(ids, Deadline::NONE, false, || check(running)).await?;
     for ((request, text), embedding) in slots.into_iter().zip(embedded) {
         if let Some(slot) = results.get_mut(request).and_then(|(_, texts)| texts.get_mut(text)) {
             match embedding {
