@@ -98,11 +98,9 @@ impl<'m> VocabIndex<'m> {
         let tokens = vocab.tokens();
         let cap = capacity(vocab.count()) as usize;
         let n_spans = (vocab.count() as usize).saturating_add(1);
-        let (_, words, _) = bytemuck::pod_align_to::<u8, u32>(mem);
-        let (table, rest) = words.split_at_checked(cap.saturating_add(n_spans)).ok_or(too_small)?;
+        let keys = key_bytes(&tokens) as usize;
+        let (table, bytes) = split_memory(mem, cap.saturating_add(n_spans), keys).ok_or(too_small)?;
         let (slots, spans) = table.split_at_checked(cap).ok_or(too_small)?;
-        let bytes: &'m [u8] = bytemuck::cast_slice(rest);
-        let bytes = bytes.get(..key_bytes(&tokens) as usize).ok_or(too_small)?;
         let longest = spans
             .windows(2)
             .map(|w| match w {
@@ -197,6 +195,24 @@ pub struct IndexBuilder<'m> {
     failed: Option<Error>,
 }
 
+/// The index's memory: `words` u32s (slots, then spans) from the first 4-byte boundary of `mem`
+/// on, then `keys` bytes right after them — the keys need no alignment, so at most 3 bytes are
+/// lost to it, the slack [`VocabIndex::bytes_needed`] counts. `None` when `mem` is too short.
+fn split_memory(mem: &[u8], words: usize, keys: usize) -> Option<(&[u32], &[u8])> {
+    let head = bytemuck::pod_align_to::<u8, u32>(mem).0.len();
+    let table_bytes = words.checked_mul(4)?;
+    let (table, rest) = mem.get(head..)?.split_at_checked(table_bytes)?;
+    Some((bytemuck::try_cast_slice(table).ok()?, rest.get(..keys)?))
+}
+
+/// [`split_memory`] for building the index.
+fn split_memory_mut(mem: &mut [u8], words: usize, keys: usize) -> Option<(&mut [u32], &mut [u8])> {
+    let head = bytemuck::pod_align_to::<u8, u32>(mem).0.len();
+    let table_bytes = words.checked_mul(4)?;
+    let (table, rest) = mem.get_mut(head..)?.split_at_mut_checked(table_bytes)?;
+    Some((bytemuck::try_cast_slice_mut(table).ok()?, rest.get_mut(..keys)?))
+}
+
 impl<'m> IndexBuilder<'m> {
     /// A builder for `vocab`'s index in `mem`, which must hold [`VocabIndex::bytes_needed`] bytes
     /// (else [`Error::BufferTooSmall`]). O(count): clears the slots.
@@ -210,16 +226,9 @@ impl<'m> IndexBuilder<'m> {
         let cap = capacity(vocab.count()) as usize;
         let n_spans = (vocab.count() as usize).saturating_add(1);
         let keys = key_bytes(&tokens) as usize;
-        let (_, words, _) = bytemuck::pod_align_to_mut::<u8, u32>(mem);
         let too_small = Error::BufferTooSmall { needed, given };
-        let words_needed = cap.saturating_add(n_spans);
-        if words.len() < words_needed {
-            return Err(too_small);
-        }
-        let (table, rest) = words.split_at_mut(words_needed);
+        let (table, bytes) = split_memory_mut(mem, cap.saturating_add(n_spans), keys).ok_or(too_small)?;
         let (slots, spans) = table.split_at_mut(cap);
-        let bytes: &'m mut [u8] = bytemuck::cast_slice_mut(rest);
-        let bytes = bytes.get_mut(..keys).ok_or(too_small)?;
         slots.fill(0);
         if let Some(first) = spans.first_mut() {
             *first = 0;
