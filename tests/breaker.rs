@@ -71,23 +71,34 @@ fn a_full_queue_is_busy_at_once() {
 fn the_step_tuner_scales_the_budget_toward_the_target() {
     let target = Duration::from_millis(1);
     let mut t = StepTuner::new(target, 8_000_000);
-    // The first step recalibrates at once: 4 ms measured → a quarter of the budget.
-    t.record(Duration::from_millis(4));
+    // The first step recalibrates at once: 8M units in 4 ms → 2M units per ms.
+    t.record(Duration::from_millis(4), 8_000_000);
     assert_eq!(t.budget(), 2_000_000);
-    // Then windows of WINDOW steps, by their median.
+    // Then windows of WINDOW steps, by their median time per unit: a step that ends a phase
+    // early (few units, little time) tells the same rate, not "steps are short".
     for i in 0..StepTuner::WINDOW - 1 {
-        t.record(Duration::from_micros(if i % 5 == 0 { 9000 } else { 500 }));
+        let (took, units) = match i % 5 {
+            0 => (Duration::from_micros(9000), 2_000_000),
+            1 => (Duration::from_micros(5), 20_000),
+            _ => (Duration::from_micros(500), 2_000_000),
+        };
+        t.record(took, units);
         assert_eq!(t.budget(), 2_000_000);
     }
-    t.record(Duration::from_micros(500));
+    t.record(Duration::from_micros(500), 2_000_000);
+    assert_eq!(t.budget(), 4_000_000);
+    // A step that did nothing is not counted.
+    for _ in 0..10 * StepTuner::WINDOW {
+        t.record(Duration::from_secs(1), 0);
+    }
     assert_eq!(t.budget(), 4_000_000);
     // At most MAX_FACTOR per adjustment, and never outside the bounds.
     for _ in 0..StepTuner::WINDOW {
-        t.record(Duration::from_nanos(1));
+        t.record(Duration::from_nanos(1), 4_000_000);
     }
     assert_eq!(t.budget(), 32_000_000);
     for _ in 0..10 * StepTuner::WINDOW {
-        t.record(Duration::from_secs(1));
+        t.record(Duration::from_secs(1), 1_000);
     }
     assert_eq!(t.budget(), StepTuner::MIN_BUDGET);
 }

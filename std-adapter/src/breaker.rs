@@ -79,15 +79,18 @@ impl QueueLimit {
 }
 
 /// Calibrates the work budget per step ([`stepembed_core::engine::JobOptions::budget`]) so that
-/// steps last about a target time: the budget is scaled by target / median step time after the
-/// first step (a starting budget may be far off for the machine), then after every
+/// steps last about a target time. It measures the time per work unit of the steps (a step that
+/// ends a phase early does less than its budget, so step durations alone would push the budget
+/// up without bound) and sets the budget to target / median time per unit: after the first
+/// step (a starting budget may be far off for the machine), then after every
 /// [`StepTuner::WINDOW`] steps, by at most [`StepTuner::MAX_FACTOR`] either way and within
 /// [`StepTuner::MIN_BUDGET`]..=[`StepTuner::MAX_BUDGET`].
 #[derive(Debug, Clone)]
 pub struct StepTuner {
     target: Duration,
     budget: u64,
-    samples: Vec<Duration>,
+    /// Seconds per work unit of the steps of the current window.
+    samples: Vec<f64>,
     /// Steps to measure before the next adjustment.
     window: usize,
 }
@@ -108,25 +111,30 @@ impl StepTuner {
         StepTuner { target, budget, samples: Vec::with_capacity(Self::WINDOW), window: 1 }
     }
 
-    /// The budget to use for the next job.
+    /// The budget to use for the next step.
     pub fn budget(&self) -> u64 {
         self.budget
     }
 
-    /// Records one step's duration, and recalibrates when a window of steps is complete.
-    pub fn record(&mut self, step: Duration) {
-        self.samples.push(step);
+    /// Records one step: how long it took and how many work units it did (as its
+    /// [`stepembed_core::engine::Progress::done`] advanced); recalibrates when a window of steps
+    /// is complete. A step that did no units tells nothing and is not counted.
+    pub fn record(&mut self, step: Duration, units: u64) {
+        if units == 0 {
+            return;
+        }
+        self.samples.push(step.as_secs_f64() / units as f64);
         if self.samples.len() < self.window {
             return;
         }
         self.window = Self::WINDOW;
-        self.samples.sort_unstable();
-        let median = self.samples[self.samples.len() / 2].max(Duration::from_nanos(1));
+        self.samples.sort_unstable_by(f64::total_cmp);
+        let per_unit = self.samples[self.samples.len() / 2].max(1e-15);
         self.samples.clear();
-        let factor = (self.target.as_secs_f64() / median.as_secs_f64())
-            .clamp(1.0 / Self::MAX_FACTOR, Self::MAX_FACTOR);
-        // The product is within [MIN_BUDGET / 8, MAX_BUDGET * 8], far inside f64's exact range.
-        let scaled = (self.budget as f64 * factor) as u64;
-        self.budget = scaled.clamp(Self::MIN_BUDGET, Self::MAX_BUDGET);
+        let wanted = self.target.as_secs_f64() / per_unit;
+        let current = self.budget as f64;
+        let scaled = wanted.clamp(current / Self::MAX_FACTOR, current * Self::MAX_FACTOR);
+        // Within [MIN_BUDGET / 8, MAX_BUDGET * 8], far inside f64's exact integer range.
+        self.budget = (scaled as u64).clamp(Self::MIN_BUDGET, Self::MAX_BUDGET);
     }
 }

@@ -273,7 +273,7 @@ impl<S: Source> Embedder<S> {
         let job = Job::new(model, &self.plan, &mut self.arena, input, lookup, options)?;
         self.step_stats.jobs += 1;
         let (tuner, stats) = (self.tuner.as_mut(), &mut self.step_stats);
-        Ok(Running { job, source: &mut self.source, tuner, stats, deadline })
+        Ok(Running { job, source: &mut self.source, tuner, stats, deadline, done_units: 0 })
     }
 
     /// Embeds one text (blocking).
@@ -496,6 +496,8 @@ pub struct Running<'e, S: Source> {
     tuner: Option<&'e mut StepTuner>,
     stats: &'e mut StepStats,
     deadline: Deadline,
+    /// The job's work units done when the last step ended (what the step tuner measures by).
+    done_units: u64,
 }
 
 impl<S: Source> std::fmt::Debug for Running<'_, S> {
@@ -517,8 +519,12 @@ impl<S: Source> Running<'_, S> {
         let step = self.job.step(self.source);
         let took = start.elapsed();
         self.stats.record(took);
-        if let Some(tuner) = self.tuner.as_mut() {
-            tuner.record(took);
+        if let Ok(Step::Pending(progress)) = &step {
+            let units = progress.done.saturating_sub(self.done_units);
+            self.done_units = progress.done;
+            if let Some(tuner) = self.tuner.as_mut() {
+                tuner.record(took, units);
+            }
         }
         Ok(step?)
     }
