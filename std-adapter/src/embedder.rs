@@ -2,16 +2,29 @@
 //!
 //! It loads the model's metadata (never its weights), plans the memory once, allocates the
 //! arena and the vocab index once, and then runs core [`Job`]s: to the end for
-//! [`Embedder::embed`], one step per poll for [`Embedder::embed_async`], or step by step under
-//! the caller's control with [`Embedder::job`].
+//! [`Embedder::embed`], one step per poll for [`Embedder::embed_async`] and
+//! [`Embedder::embed_batch_async`], or step by step under the caller's control with
+//! [`Embedder::job`].
+//!
+//! The async functions do one bounded step per poll and yield between steps, but each step
+//! *reads* from the source synchronously: with a cold page cache a step may wait for the disk.
+//! They suit a single-threaded executor interleaving other tasks; a host that must never wait
+//! runs them on a thread of its own.
+//!
+//! Every job goes through the breakers of [`crate::breaker`]: the optional per-call
+//! [`EmbedderOptions::timeout`] and the step-time target [`EmbedderOptions::step_target`].
 
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_lite::future::{block_on, yield_now};
 
 use stepembed_core::engine::{Input, Job, JobOptions, Limits, Plan, PlanKind, Step, DEFAULT_BUDGET};
 use stepembed_core::io::Source;
 use stepembed_core::model::{LayerRefs, Model, ModelLoader, ModelMeta};
 use stepembed_core::tokenizer::{self, IndexBuilder, Lookup, Tokenize, VocabIndex};
 
+use crate::breaker::{Deadline, StepTuner};
 use crate::error::{Error, Result};
 use crate::io::FileSource;
 
@@ -36,6 +49,12 @@ pub struct EmbedderOptions {
     pub normalize: bool,
     /// Cut texts longer than `max_tokens` (default true); when false they are an error.
     pub truncate: bool,
+    /// Most time one call may take (default none): past it the call fails with
+    /// [`Error::Timeout`] and its job is dropped.
+    pub timeout: Option<Duration>,
+    /// Target time per step (default none): the budget is recalibrated from measured step
+    /// times ([`StepTuner`]), `budget` being the starting point.
+    pub step_target: Option<Duration>,
 }
 
 impl Default for EmbedderOptions {
@@ -48,6 +67,8 @@ impl Default for EmbedderOptions {
             budget: DEFAULT_BUDGET,
             normalize: true,
             truncate: true,
+            timeout: None,
+            step_target: None,
         }
     }
 }
@@ -62,7 +83,77 @@ pub struct Embedder<S: Source = FileSource> {
     /// The vocab index, built once (empty when the plan streams the vocab instead).
     pub(crate) index: Vec<u8>,
     pub(crate) options: EmbedderOptions,
+    /// Calibrates the budget when [`EmbedderOptions::step_target`] is set.
+    pub(crate) tuner: Option<StepTuner>,
+    /// Every job step's duration.
+    pub(crate) step_stats: StepStats,
 }
+
+/// Step counts and durations of an [`Embedder`]'s jobs.
+#[derive(Debug, Clone)]
+pub struct StepStats {
+    jobs: u64,
+    steps: u64,
+    max: Duration,
+    /// The latest [`StepStats::RECENT`] step times in µs, a ring written at `steps % RECENT`.
+    recent: Vec<u32>,
+}
+
+impl StepStats {
+    /// Steps kept for [`StepStats::p99`].
+    pub const RECENT: usize = 1024;
+
+    fn new() -> Self {
+        StepStats { jobs: 0, steps: 0, max: Duration::ZERO, recent: Vec::with_capacity(Self::RECENT) }
+    }
+
+    fn record(&mut self, step: Duration) {
+        let us = u32::try_from(step.as_micros()).unwrap_or(u32::MAX);
+        let slot = (self.steps % Self::RECENT as u64) as usize;
+        match self.recent.get_mut(slot) {
+            Some(old) => *old = us,
+            None => self.recent.push(us),
+        }
+        self.steps += 1;
+        self.max = self.max.max(step);
+    }
+
+    /// Jobs started (each one pass over the weights for all its texts).
+    pub fn jobs(&self) -> u64 {
+        self.jobs
+    }
+
+    /// Steps done.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The longest step.
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+
+    /// The 99th percentile of the latest [`StepStats::RECENT`] step times (zero before any).
+    pub fn p99(&self) -> Duration {
+        let mut recent = self.recent.clone();
+        recent.sort_unstable();
+        let rank = (recent.len() * 99).div_ceil(100).saturating_sub(1);
+        Duration::from_micros(recent.get(rank).copied().unwrap_or(0).into())
+    }
+}
+
+/// A text's token ids and whether they were cut to fit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokens {
+    /// [CLS] … [SEP].
+    pub ids: Vec<u32>,
+    /// Whether the text had more tokens than the limit and was cut.
+    pub truncated: bool,
+}
+
+/// Work units per tokenizer unit (a char normalized, a vocab entry compared, …), as the core's
+/// jobs count them: converts [`EmbedderOptions::budget`] into tokenizer and index-builder steps.
+const TOKENIZER_UNIT_COST: u64 = 1000;
 
 impl<S: Source> std::fmt::Debug for Embedder<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,16 +174,30 @@ impl Embedder<FileSource> {
 
     /// Opens a GGUF model file.
     pub fn open_with(path: impl AsRef<Path>, options: EmbedderOptions) -> Result<Self> {
+        block_on(Embedder::open_async(path, options))
+    }
+
+    /// Opens a GGUF model file, yielding between the bounded steps that build the vocab index
+    /// (see [`Embedder::from_source_async`]).
+    pub async fn open_async(path: impl AsRef<Path>, options: EmbedderOptions) -> Result<Self> {
         let path = path.as_ref();
         let file = crate::io::open(path).map_err(|source| Error::Open { path: path.into(), source })?;
-        Embedder::from_source(file, options)
+        Embedder::from_source_async(file, options).await
     }
 }
 
 impl<S: Source> Embedder<S> {
     /// Loads the model from any `Read + Seek` source: reads its metadata and tensor table,
     /// plans, allocates the arena and builds the vocab index (when planned).
-    pub fn from_source(mut source: S, options: EmbedderOptions) -> Result<Self> {
+    pub fn from_source(source: S, options: EmbedderOptions) -> Result<Self> {
+        block_on(Embedder::from_source_async(source, options))
+    }
+
+    /// [`Embedder::from_source`], yielding between steps of at most one budget
+    /// ([`EmbedderOptions::budget`]) while the vocab index is built. Reading the metadata and
+    /// tensor table is one step. Nothing is allocated when the plan does not fit
+    /// [`EmbedderOptions::memory`].
+    pub async fn from_source_async(mut source: S, options: EmbedderOptions) -> Result<Self> {
         let (meta, layers) = load(&mut source)?;
         let model = Model::new(meta, &layers)?;
         let max_tokens = options.max_tokens.unwrap_or(meta.hparams.n_ctx).min(meta.hparams.n_ctx);
@@ -106,11 +211,17 @@ impl<S: Source> Embedder<S> {
         if !index.is_empty() {
             let mut builder = IndexBuilder::new(&meta.vocab, &mut index)?;
             let mut scratch = vec![0u8; 4096];
-            while builder.step(&mut source, &mut scratch, u32::MAX)? == tokenizer::Step::Pending {}
+            while builder.step(&mut source, &mut scratch, tokenizer_budget(options.budget))?
+                == tokenizer::Step::Pending
+            {
+                yield_now().await;
+            }
             builder.finish()?;
         }
         let arena = vec![0u8; plan.arena_bytes()];
-        Ok(Embedder { source, meta, layers, plan, arena, index, options })
+        let tuner = options.step_target.map(|target| StepTuner::new(target, options.budget));
+        let step_stats = StepStats::new();
+        Ok(Embedder { source, meta, layers, plan, arena, index, options, tuner, step_stats })
     }
 
     /// The model's metadata.
@@ -133,56 +244,161 @@ impl<S: Source> Embedder<S> {
         self.arena.len() + self.index.len()
     }
 
+    /// Step counts and durations of the jobs run so far.
+    pub fn step_stats(&self) -> &StepStats {
+        &self.step_stats
+    }
+
+    /// The options in use (the budget as last calibrated when a step target is set).
+    pub fn options(&self) -> EmbedderOptions {
+        let budget = self.tuner.as_ref().map_or(self.options.budget, StepTuner::budget);
+        EmbedderOptions { budget, ..self.options }
+    }
+
     /// A job for `input` that the caller steps: [`Running::step`] does one bounded step. This is
-    /// what a host loop uses to interleave embedding with its own work.
+    /// what a host loop uses to interleave embedding with its own work. The job's deadline is
+    /// [`EmbedderOptions::timeout`] from now.
     pub fn job<'e>(&'e mut self, input: Input<'e>) -> Result<Running<'e, S>> {
-        let o = self.options;
-        let options = JobOptions { normalize: o.normalize, budget: o.budget, truncate: o.truncate };
+        let deadline = Deadline::after(self.options.timeout);
+        self.job_until(input, deadline)
+    }
+
+    /// [`Embedder::job`] with an explicit deadline.
+    pub fn job_until<'e>(&'e mut self, input: Input<'e>, deadline: Deadline) -> Result<Running<'e, S>> {
+        let EmbedderOptions { normalize, truncate, .. } = self.options;
+        let budget = self.options().budget;
+        let options = JobOptions { normalize, budget, truncate };
         let model = Model::new(self.meta, &self.layers)?;
         let lookup = lookup(&self.meta, &self.index)?;
         let job = Job::new(model, &self.plan, &mut self.arena, input, lookup, options)?;
-        Ok(Running { job, source: &mut self.source })
+        self.step_stats.jobs += 1;
+        let (tuner, stats) = (self.tuner.as_mut(), &mut self.step_stats);
+        Ok(Running { job, source: &mut self.source, tuner, stats, deadline })
     }
 
     /// Embeds one text (blocking).
     pub fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
-        let mut job = self.job(Input::Text(text))?;
-        loop {
-            if let Step::Done(e) = job.step()? {
-                return Ok(e.to_vec());
-            }
-        }
+        block_on(self.embed_async(text))
     }
 
     /// Embeds one text, one step per poll: between steps the future yields, so other tasks of
-    /// the executor run. Cancelling (dropping) the future is safe at any point.
+    /// the executor run. Cancelling (dropping) the future is safe at any point. See the module
+    /// documentation on reads.
     pub async fn embed_async(&mut self, text: &str) -> Result<Vec<f32>> {
         let mut job = self.job(Input::Text(text))?;
         loop {
             if let Step::Done(e) = job.step()? {
                 return Ok(e.to_vec());
             }
-            futures_lite::future::yield_now().await;
+            yield_now().await;
         }
     }
 
     /// Embeds texts, several per job: each job's weight chunks are read once for all its texts.
-    /// Texts are tokenized first and packed into jobs by [`Embedder::batches`].
+    /// Texts are tokenized first and packed into jobs by [`Embedder::batches`]. Fails fast: the
+    /// first text that fails fails the call (see [`Embedder::embed_batch_each`]).
     pub fn embed_batch(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let ids: Vec<Vec<u32>> = texts.iter().map(|t| self.tokenize(t)).collect::<Result<_>>()?;
-        let e = self.embedding_len();
-        let mut out = Vec::with_capacity(texts.len());
-        for range in self.batches(&ids) {
-            let batch: Vec<&[u32]> = ids[range].iter().map(Vec::as_slice).collect();
-            let mut job = self.job(Input::IdBatch(&batch))?;
-            let all = loop {
-                if let Step::Done(all) = job.step()? {
-                    break all.to_vec();
+        block_on(self.embed_batch_async(texts))
+    }
+
+    /// [`Embedder::embed_batch`], one step per poll (see [`Embedder::embed_async`]). The
+    /// deadline ([`EmbedderOptions::timeout`]) covers the whole batch.
+    pub async fn embed_batch_async(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let deadline = Deadline::after(self.options.timeout);
+        self.batch_each(texts, deadline, true).await?.into_iter().collect()
+    }
+
+    /// Embeds texts like [`Embedder::embed_batch`], but a text that fails (too long, …) only
+    /// fails its own entry: the others are still returned. A deadline that passes fails the
+    /// whole call.
+    pub fn embed_batch_each(&mut self, texts: &[&str]) -> Result<Vec<Result<Vec<f32>>>> {
+        let deadline = Deadline::after(self.options.timeout);
+        block_on(self.batch_each(texts, deadline, false))
+    }
+
+    /// Tokenizes and embeds `texts`, one result per text; with `fail_fast` a text that fails
+    /// to tokenize is the error of the call, before anything is embedded.
+    async fn batch_each(
+        &mut self,
+        texts: &[&str],
+        deadline: Deadline,
+        fail_fast: bool,
+    ) -> Result<Vec<Result<Vec<f32>>>> {
+        let mut ids = Vec::with_capacity(texts.len());
+        for text in texts {
+            deadline.check()?;
+            match self.tokens_async(text).await {
+                Err(e) if fail_fast => return Err(e),
+                tokens => ids.push(tokens.map(|t| t.ids)),
+            }
+        }
+        self.embed_ids_each(ids, deadline, || Ok(())).await
+    }
+
+    /// Embeds tokenized texts packed into shared jobs by [`Embedder::batches`], one result per
+    /// entry: an entry that is already an error stays one, and a job that fails is rerun text by
+    /// text so that only the failing texts fail. Before every step `deadline` and `check` are
+    /// tested; their error stops the call (the job is dropped).
+    pub(crate) async fn embed_ids_each(
+        &mut self,
+        ids: Vec<Result<Vec<u32>>>,
+        deadline: Deadline,
+        mut check: impl FnMut() -> Result<()>,
+    ) -> Result<Vec<Result<Vec<f32>>>> {
+        let mut out: Vec<Result<Vec<f32>>> = Vec::with_capacity(ids.len());
+        let mut seqs = Vec::new();
+        let mut slots = Vec::new();
+        for (slot, entry) in ids.into_iter().enumerate() {
+            match entry {
+                Ok(seq) => {
+                    seqs.push(seq);
+                    slots.push(slot);
+                    out.push(Ok(Vec::new()));
                 }
-            };
-            out.extend(all.chunks_exact(e).map(<[f32]>::to_vec));
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        let e = self.embedding_len();
+        for range in self.batches(&seqs) {
+            let batch: Vec<&[u32]> = seqs[range.clone()].iter().map(Vec::as_slice).collect();
+            match self.run_ids(&batch, deadline, &mut check).await? {
+                Ok(all) => {
+                    for (slot, v) in slots[range].iter().zip(all.chunks_exact(e)) {
+                        out[*slot] = Ok(v.to_vec());
+                    }
+                }
+                Err(err) if batch.len() == 1 => out[slots[range.start]] = Err(err),
+                Err(_) => {
+                    for (slot, seq) in slots[range].iter().zip(&batch) {
+                        out[*slot] = self.run_ids(&[seq], deadline, &mut check).await?;
+                    }
+                }
+            }
         }
         Ok(out)
+    }
+
+    /// Runs one [`Input::IdBatch`] job, yielding between steps: the inner result is the job's,
+    /// the outer one the deadline's or `check`'s.
+    async fn run_ids(
+        &mut self,
+        batch: &[&[u32]],
+        deadline: Deadline,
+        check: &mut impl FnMut() -> Result<()>,
+    ) -> Result<Result<Vec<f32>>> {
+        let mut job = match self.job_until(Input::IdBatch(batch), Deadline::NONE) {
+            Ok(job) => job,
+            Err(e) => return Ok(Err(e)),
+        };
+        loop {
+            deadline.check()?;
+            check()?;
+            match job.step() {
+                Ok(Step::Done(all)) => return Ok(Ok(all.to_vec())),
+                Ok(Step::Pending(_)) => yield_now().await,
+                Err(e) => return Ok(Err(e)),
+            }
+        }
     }
 
     /// Splits tokenized texts into consecutive batches of at most `max_texts` texts and
@@ -215,6 +431,36 @@ impl<S: Source> Embedder<S> {
     /// The token ids of `text`, at most `max_tokens` of them ([CLS] and [SEP] included),
     /// truncated when `truncate`, else an error when more are needed.
     pub fn tokenize_with(&mut self, text: &str, max_tokens: usize, truncate: bool) -> Result<Vec<u32>> {
+        block_on(self.tokenize_async(text, max_tokens, truncate))
+    }
+
+    /// The token ids of `text` as [`Embedder::tokenize`] gives them, and whether the text was
+    /// cut, tokenized in bounded steps (see [`Embedder::tokenize_async`]).
+    pub async fn tokens_async(&mut self, text: &str) -> Result<Tokens> {
+        let max = self.plan.limits().max_tokens.max(2);
+        if !self.options.truncate {
+            let ids = self.tokenize_async(text, max, false).await?;
+            return Ok(Tokens { ids, truncated: false });
+        }
+        // One token more than the limit tells whether cutting was needed: the cut keeps [CLS],
+        // the first pieces and [SEP], exactly as tokenizing with the limit does.
+        let mut ids = self.tokenize_async(text, max + 1, true).await?;
+        let truncated = ids.len() > max;
+        if truncated {
+            ids.truncate(max - 1);
+            ids.push(self.meta.vocab.sep());
+        }
+        Ok(Tokens { ids, truncated })
+    }
+
+    /// [`Embedder::tokenize_with`], yielding between steps of at most one budget.
+    pub async fn tokenize_async(
+        &mut self,
+        text: &str,
+        max_tokens: usize,
+        truncate: bool,
+    ) -> Result<Vec<u32>> {
+        let budget = tokenizer_budget(self.options().budget);
         let lookup = lookup(&self.meta, &self.index)?;
         // An index needs no more than the smallest window; a scan makes one pass over the vocab
         // per window, so it gets one holding most texts whole.
@@ -226,7 +472,10 @@ impl<S: Source> Embedder<S> {
         let mut out = vec![0u32; max_tokens.max(2)];
         let options = tokenizer::Options { max_tokens: max_tokens.max(2), truncate };
         let mut tok = Tokenize::new(&self.meta.vocab, lookup, text, &mut work, &mut out, options)?;
-        Ok(tok.run(&mut self.source)?.to_vec())
+        while tok.step(&mut self.source, budget)? == tokenizer::Step::Pending {
+            yield_now().await;
+        }
+        Ok(tok.ids().to_vec())
     }
 }
 
@@ -234,6 +483,9 @@ impl<S: Source> Embedder<S> {
 pub struct Running<'e, S: Source> {
     job: Job<'e>,
     source: &'e mut S,
+    tuner: Option<&'e mut StepTuner>,
+    stats: &'e mut StepStats,
+    deadline: Deadline,
 }
 
 impl<S: Source> std::fmt::Debug for Running<'_, S> {
@@ -243,15 +495,33 @@ impl<S: Source> std::fmt::Debug for Running<'_, S> {
 }
 
 impl<S: Source> Running<'_, S> {
-    /// One bounded step of work (see [`Job::step`]).
+    /// One bounded step of work (see [`Job::step`]) of the budget the step-time target calls
+    /// for, timed for it; past the job's deadline it is [`Error::Timeout`] instead.
     pub fn step(&mut self) -> Result<Step<'_>> {
-        Ok(self.job.step(self.source)?)
+        self.deadline.check()?;
+        if let Some(tuner) = self.tuner.as_ref() {
+            // Recalibrated within the job too: a single long text is thousands of steps.
+            self.job.set_budget(tuner.budget());
+        }
+        let start = Instant::now();
+        let step = self.job.step(self.source);
+        let took = start.elapsed();
+        self.stats.record(took);
+        if let Some(tuner) = self.tuner.as_mut() {
+            tuner.record(took);
+        }
+        Ok(step?)
     }
 
     /// Tokens in the job (known once tokenizing is done).
     pub fn n_tokens(&self) -> usize {
         self.job.n_tokens()
     }
+}
+
+/// A tokenizer step's budget (tokenizer units) for a job budget of `budget` work units.
+fn tokenizer_budget(budget: u64) -> u32 {
+    u32::try_from(budget / TOKENIZER_UNIT_COST).unwrap_or(u32::MAX).max(1)
 }
 
 /// The lookup for an embedder's vocab index (scan when there is none).

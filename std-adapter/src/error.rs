@@ -1,4 +1,6 @@
-//! The std adapter's error: the core's, or a failure to open a file.
+//! The std adapter's error: the core's, a failure to open a file, or a circuit breaker that
+//! tripped (see [`crate::breaker`]). [`Error::code`] names each kind with a stable string that
+//! bindings expose (Node: `ERR_` + the code).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -16,6 +18,43 @@ pub enum Error {
     },
     /// The core failed (malformed model, unsupported type, input beyond limits, I/O, …).
     Core(stepembed_core::Error),
+    /// The call's deadline passed before it finished; its work was dropped.
+    Timeout,
+    /// The queue already holds its limit of unfinished calls.
+    Busy {
+        /// The limit.
+        max_queue: usize,
+    },
+    /// The caller cancelled the call.
+    Aborted,
+    /// The embedder was closed before the call finished.
+    Closed,
+    /// A caller-supplied option or argument is out of range.
+    InvalidArgument(String),
+}
+
+impl Error {
+    /// A stable name of the error's kind, one of `IO`, `MALFORMED`, `UNSUPPORTED`, `TOO_LONG`,
+    /// `MEMORY`, `NON_FINITE`, `TIMEOUT`, `BUSY`, `ABORTED`, `CLOSED`, `INVALID_ARG` and
+    /// `INTERNAL` (a bug).
+    pub fn code(&self) -> &'static str {
+        use stepembed_core::error::InputError;
+        use stepembed_core::Error as Core;
+        match self {
+            Error::Open { .. } | Error::Core(Core::Io { .. }) => "IO",
+            Error::Core(Core::Malformed { .. }) => "MALFORMED",
+            Error::Core(Core::Unsupported(_)) => "UNSUPPORTED",
+            Error::Core(Core::Input(InputError::TooManyTokens { .. })) => "TOO_LONG",
+            Error::Core(Core::Input(_)) | Error::InvalidArgument(_) => "INVALID_ARG",
+            Error::Core(Core::ArenaTooSmall { .. }) => "MEMORY",
+            Error::Core(Core::NonFinite { .. }) => "NON_FINITE",
+            Error::Core(_) => "INTERNAL",
+            Error::Timeout => "TIMEOUT",
+            Error::Busy { .. } => "BUSY",
+            Error::Aborted => "ABORTED",
+            Error::Closed => "CLOSED",
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -23,6 +62,11 @@ impl fmt::Display for Error {
         match self {
             Error::Open { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Core(e) => write!(f, "{e}"),
+            Error::Timeout => f.write_str("the call's deadline passed"),
+            Error::Busy { max_queue } => write!(f, "busy: {max_queue} calls are already queued"),
+            Error::Aborted => f.write_str("the call was aborted"),
+            Error::Closed => f.write_str("the embedder is closed"),
+            Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
         }
     }
 }
@@ -32,6 +76,7 @@ impl std::error::Error for Error {
         match self {
             Error::Open { source, .. } => Some(source),
             Error::Core(e) => Some(e),
+            _ => None,
         }
     }
 }

@@ -9,15 +9,17 @@
 //! # Ok::<(), stepembed::Error>(())
 //! ```
 
+pub mod breaker;
 pub mod cli;
 pub mod embedder;
 pub mod error;
 pub mod inspect;
 pub mod io;
 pub mod jsonl;
+pub mod service;
 pub mod validate;
 
-pub use embedder::{Embedder, EmbedderOptions, Running};
+pub use embedder::{Embedder, EmbedderOptions, Running, StepStats, Tokens};
 pub use error::{Error, Result};
 
 pub use stepembed_core as core;

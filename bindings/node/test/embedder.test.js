@@ -1,0 +1,227 @@
+'use strict';
+// The Node binding against the committed fixtures: results equal the CLI's, both execution
+// modes, batches, the breakers (abort, timeout, busy, memory), load failures and close().
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { monitorEventLoopDelay } = require('node:perf_hooks');
+
+const { Embedder } = require('stepembed');
+
+const repo = path.join(__dirname, '..', '..', '..');
+const models = path.join(repo, 'tests', 'fixtures', 'models');
+const MINILM = path.join(models, 'minilm-l6-Q4_K_M.gguf');
+const NOMIC = path.join(models, 'nomic-small-2L-Q4_K_M.gguf');
+const MODES = ['worker', 'cooperative'];
+const TEXTS = ['Hello world', 'The quick brown fox jumps over the lazy dog.', 'naïve café, 東京'];
+const LONG = 'word '.repeat(2000);
+
+/** The CLI's embedding of `text` (`cargo run --release -- embed MODEL TEXT`). */
+function cliEmbedding(model, text) {
+  const out = execFileSync('cargo', ['run', '--release', '--quiet', '--', 'embed', model, text], {
+    cwd: repo,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  return JSON.parse(out.trim().split('\n').pop()).embedding;
+}
+
+function maxAbsDiff(a, b) {
+  assert.equal(a.length, b.length);
+  let max = 0;
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
+  return max;
+}
+
+async function rejectsWith(promise, code) {
+  await assert.rejects(promise, (e) => {
+    assert.ok(e instanceof Error, `not an Error: ${e}`);
+    assert.equal(e.code, code, `${e.code}: ${e.message}`);
+    assert.ok(e.message.length > 0 && !e.message.includes('\n'), `message: ${e.message}`);
+    return true;
+  });
+}
+
+test('embeddings equal the CLI to 1e-6, in both modes and in batches', async () => {
+  for (const model of [MINILM, NOMIC]) {
+    const expected = TEXTS.map((t) => cliEmbedding(model, t));
+    for (const execution of MODES) {
+      const e = await Embedder.open(model, { execution });
+      assert.equal(e.dimensions, expected[0].length);
+      assert.equal(e.model.dimensions, expected[0].length);
+      assert.ok(['bert', 'nomic-bert'].includes(e.model.architecture));
+      for (const [i, text] of TEXTS.entries()) {
+        const v = await e.embed(text);
+        assert.ok(v instanceof Float32Array);
+        assert.ok(maxAbsDiff(v, expected[i]) <= 1e-6, `${execution} ${text}`);
+      }
+      const batch = await e.embedBatch(TEXTS);
+      assert.equal(batch.length, TEXTS.length);
+      for (const [i, v] of batch.entries()) assert.ok(maxAbsDiff(v, expected[i]) <= 1e-6, `batch ${i}`);
+      assert.deepEqual(await e.embedBatch([]), []);
+      e.close();
+    }
+  }
+});
+
+test('concurrent calls are coalesced into shared passes', async () => {
+  for (const execution of MODES) {
+    const e = await Embedder.open(MINILM, { execution });
+    const texts = Array.from({ length: 50 }, (_, i) => `text number ${i}`);
+    const alone = await e.embed(texts[7]);
+    const before = e.stats().passes;
+    const all = await Promise.all(texts.map((t) => e.embed(t)));
+    assert.ok(maxAbsDiff(all[7], alone) <= 1e-6);
+    // At most 16 texts share a pass; the first call may start alone before the others arrive.
+    const passes = e.stats().passes - before;
+    assert.ok(passes <= 5, `${execution}: ${passes} passes for 50 calls`);
+    assert.equal(e.stats().jobsDone, 51);
+    assert.equal(e.stats().jobsQueued, 0);
+    e.close();
+  }
+});
+
+test('embedWithInfo and tokenize report tokens and truncation', async () => {
+  for (const execution of MODES) {
+    const e = await Embedder.open(MINILM, { execution });
+    assert.deepEqual([...(await e.tokenize('Hello world'))], [101, 7592, 2088, 102]);
+    const short = await e.embedWithInfo('Hello world');
+    assert.deepEqual([short.tokens, short.truncated], [4, false]);
+    const long = await e.embedWithInfo(LONG);
+    assert.deepEqual([long.tokens, long.truncated], [512, true]);
+    assert.equal(long.embedding.length, 384);
+    e.close();
+    const strict = await Embedder.open(MINILM, { execution, truncate: false, maxTokens: 64 });
+    await rejectsWith(strict.embed(LONG), 'ERR_TOO_LONG');
+    // One failing text does not lose the others.
+    const error = await strict.embedBatch(['Hello world', LONG]).then(
+      () => assert.fail('resolved'),
+      (err) => err,
+    );
+    assert.equal(error.code, 'ERR_TOO_LONG');
+    assert.equal(error.index, 1);
+    assert.ok(error.results[0] instanceof Float32Array);
+    assert.equal(error.results[1].code, 'ERR_TOO_LONG');
+    strict.close();
+  }
+});
+
+test('abort before the start and mid-job; the embedder is usable afterwards', async () => {
+  for (const execution of MODES) {
+    const e = await Embedder.open(MINILM, { execution });
+    await rejectsWith(e.embed('x', { signal: AbortSignal.abort() }), 'ERR_ABORTED');
+    const controller = new AbortController();
+    const pending = e.embed(LONG, { signal: controller.signal });
+    setTimeout(() => controller.abort(), 5);
+    await rejectsWith(pending, 'ERR_ABORTED');
+    assert.equal((await e.embed('Hello world')).length, 384);
+    assert.equal(e.stats().jobsQueued, 0);
+    e.close();
+  }
+});
+
+test('a call past its deadline times out', async () => {
+  for (const execution of MODES) {
+    const e = await Embedder.open(MINILM, { execution, timeoutMs: 1 });
+    await rejectsWith(e.embedBatch([LONG, LONG, LONG]), 'ERR_TIMEOUT');
+    e.close();
+  }
+});
+
+test('a full queue rejects at once with ERR_BUSY', async () => {
+  for (const execution of MODES) {
+    const e = await Embedder.open(MINILM, { execution, maxQueue: 1 });
+    const calls = [e.embed('one'), e.embed('two'), e.embed('three')];
+    const settled = await Promise.allSettled(calls);
+    assert.equal(settled[0].status, 'fulfilled');
+    for (const s of settled.slice(1)) assert.equal(s.reason.code, 'ERR_BUSY');
+    assert.equal((await e.embed('after')).length, 384);
+    e.close();
+  }
+});
+
+test('a memory cap too small rejects ready and calls with ERR_MEMORY', async () => {
+  for (const execution of MODES) {
+    const e = new Embedder(MINILM, { execution, memory: 1000 });
+    await rejectsWith(e.ready, 'ERR_MEMORY');
+    await rejectsWith(e.embed('x'), 'ERR_MEMORY');
+  }
+  const small = await Embedder.open(NOMIC, { memory: 400_000, maxTokens: 64 });
+  assert.ok(small.stats().arenaBytes + small.stats().indexBytes <= 400_000);
+  assert.equal((await small.embed('Hello world')).length, small.dimensions);
+  small.close();
+});
+
+test('missing and corrupt files reject ready without crashing', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepembed-node-'));
+  const notGguf = path.join(dir, 'not.gguf');
+  fs.writeFileSync(notGguf, 'this is not a model file at all');
+  const truncated = path.join(dir, 'truncated.gguf');
+  fs.writeFileSync(truncated, fs.readFileSync(MINILM).subarray(0, 100_000));
+  for (const execution of MODES) {
+    for (const [file, code] of [
+      [path.join(dir, 'missing.gguf'), 'ERR_IO'],
+      [notGguf, 'ERR_MALFORMED'],
+      [truncated, 'ERR_MALFORMED'],
+    ]) {
+      const e = new Embedder(file, { execution });
+      await rejectsWith(e.ready, code);
+      await rejectsWith(e.embed('x'), code);
+      await rejectsWith(Embedder.open(file, { execution }), code);
+    }
+  }
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('invalid arguments throw or reject with ERR_INVALID_ARG', async () => {
+  assert.throws(() => new Embedder(MINILM, { execution: 'threads' }), { code: 'ERR_INVALID_ARG' });
+  assert.throws(() => new Embedder(MINILM, { maxQueue: 0 }), { code: 'ERR_INVALID_ARG' });
+  const e = await Embedder.open(MINILM);
+  await rejectsWith(e.embed(42), 'ERR_INVALID_ARG');
+  e.close();
+});
+
+test('close() rejects pending calls and later ones with ERR_CLOSED', async () => {
+  for (const execution of MODES) {
+    const e = new Embedder(MINILM, { execution });
+    const early = e.embed('before ready');
+    await e.ready;
+    const pending = e.embedBatch([LONG, LONG]);
+    e.close();
+    await rejectsWith(pending, 'ERR_CLOSED');
+    await early.catch(() => {}); // resolved or closed, depending on timing
+    await rejectsWith(e.embed('x'), 'ERR_CLOSED');
+    assert.equal(e.stats().arenaBytes, 0);
+    const loading = new Embedder(MINILM, { execution });
+    loading.close();
+    await rejectsWith(loading.ready, 'ERR_CLOSED');
+  }
+});
+
+test('the event loop keeps turning while embedding (sanity bound; numbers go to the bench)', async () => {
+  for (const execution of MODES) {
+    const e = await Embedder.open(MINILM, { execution });
+    const delay = monitorEventLoopDelay({ resolution: 1 });
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 1);
+    delay.enable();
+    await Promise.all([e.embedBatch([LONG, LONG]), e.embed(LONG)]);
+    delay.disable();
+    clearInterval(ticker);
+    const ms = (ns) => (ns / 1e6).toFixed(1);
+    const seen = `${execution}: event-loop delay p99 ${ms(delay.percentile(99))} ms, max ${ms(delay.max)} ms`;
+    assert.ok(delay.max / 1e6 < 50, seen);
+    assert.ok(ticks > 3, `${execution}: timers ran only ${ticks} times`);
+    e.close();
+  }
+});
+
+test('require and import both load the package', async () => {
+  const imported = await import('stepembed');
+  assert.equal(imported.Embedder, Embedder);
+  assert.equal(imported.default.Embedder, Embedder);
+});
