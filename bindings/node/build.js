@@ -1,21 +1,17 @@
 'use strict';
 // `npm install` builds the native addon from source with cargo (no prebuilt download) and copies
-// it to stepembed.node. In the repository the addon depends on ../../std-adapter; in a packed
-// tarball (see pack.js) the sources travel in stepembed-src/ and the manifest is pointed there.
+// it to stepembed.node. In the repository the addon crate is this folder; in a packed tarball
+// (see pack.js) the repository's Rust sources travel in stepembed-src/, laid out the same way.
 
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 
 const here = __dirname;
-const manifest = path.join(here, 'Cargo.toml');
-const repoAdapter = path.join(here, '..', '..', 'std-adapter', 'Cargo.toml');
-const packedAdapter = path.join(here, 'stepembed-src', 'std-adapter', 'Cargo.toml');
-
-if (!fs.existsSync(repoAdapter) && fs.existsSync(packedAdapter)) {
-  const text = fs.readFileSync(manifest, 'utf8');
-  fs.writeFileSync(manifest, text.replace('path = "../../std-adapter"', 'path = "stepembed-src/std-adapter"'));
-}
+const inRepository = fs.existsSync(path.join(here, '..', '..', 'std-adapter', 'Cargo.toml'));
+const manifest = inRepository
+  ? path.join(here, 'Cargo.toml')
+  : path.join(here, 'stepembed-src', 'bindings', 'node', 'Cargo.toml');
 
 const cargo = process.env.CARGO || 'cargo';
 const targetDir = process.env.CARGO_TARGET_DIR || path.join(here, 'target');
@@ -35,3 +31,7 @@ const library = {
   win32: 'stepembed_node.dll',
 }[process.platform] ?? 'libstepembed_node.so';
 fs.copyFileSync(path.join(targetDir, 'release', library), path.join(here, 'stepembed.node'));
+// An installed package keeps only the addon, not cargo's build tree (~250 MB).
+if (!inRepository && !process.env.CARGO_TARGET_DIR) {
+  fs.rmSync(targetDir, { recursive: true, force: true });
+}

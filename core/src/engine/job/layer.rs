@@ -67,7 +67,7 @@ impl<'a> Job<'a> {
                     n,
                     dst,
                     stride,
-                    non_finite,
+                    Some(non_finite),
                 )?;
                 let next = add(row, rows)?;
                 let stage = if next < mul(3, dg)? {
@@ -140,7 +140,7 @@ impl<'a> Job<'a> {
                     n,
                     dst.get_mut(row..).ok_or(Error::InvalidState)?,
                     e,
-                    non_finite,
+                    Some(non_finite),
                 )?;
                 let next = add(row, rows)?;
                 let stage = if next < e { Stage::Out { row: next } } else { Stage::AttnNorm { token: 0 } };
@@ -220,7 +220,9 @@ impl<'a> Job<'a> {
                     n,
                     dst,
                     slab_stride,
-                    non_finite,
+                    // The activation checks its result, which is not finite where up or gate
+                    // is not.
+                    None,
                 )?;
                 let next = add(row, rows)?;
                 let stage =
@@ -257,7 +259,10 @@ impl<'a> Job<'a> {
                     n,
                     y.get_mut(row..).ok_or(Error::InvalidState)?,
                     e,
-                    non_finite,
+                    // y accumulates over the slabs, and a NaN or an infinity stays one when
+                    // finite values (or more of them) are added: only the last slab's sums are
+                    // checked.
+                    (s1 >= hp.n_ff).then_some(non_finite),
                 )?;
                 let next = add(row, rows)?;
                 let stage = if next < e {
@@ -463,8 +468,9 @@ fn qkv_rows(qkv: &Qkv, part: usize, n_embd: usize) -> Result<(Linear, usize)> {
 }
 
 /// Reads `rows` weight rows from `first` on (columns `[c0, c1)` of each) into `chunk`,
-/// accumulates `out[t·out_stride + r] += Σ W[r]·x[t]` for all `n` tokens, and checks the sums:
-/// a NaN or an infinity among them is `non_finite`. Returns the work units.
+/// accumulates `out[t·out_stride + r] += Σ W[r]·x[t]` for all `n` tokens, and, given
+/// `check = Some(non_finite)`, checks the sums: a NaN or an infinity among them is
+/// `non_finite`. Returns the work units.
 #[allow(clippy::too_many_arguments)]
 fn matmul_rows<S: Source + ?Sized>(
     io: &mut S,
@@ -480,7 +486,7 @@ fn matmul_rows<S: Source + ?Sized>(
     n: usize,
     out: &mut [f32],
     out_stride: usize,
-    non_finite: Error,
+    check: Option<Error>,
 ) -> Result<u64> {
     let k = c1.saturating_sub(c0);
     let (col_off, span) = w.col_span(c0, c1);
@@ -493,9 +499,12 @@ fn matmul_rows<S: Source + ?Sized>(
         }
     }
     kernels.matmul_acc(w.ty, raw, rows, k, x, x_stride, n, out, out_stride, scratch)?;
-    for sums in out.chunks(out_stride.max(1)).take(n) {
-        ensure_finite(sums.get(..rows).ok_or(Error::InvalidState)?, non_finite)?;
+    let mut per_token = k as u64;
+    if let Some(non_finite) = check {
+        for sums in out.chunks(out_stride.max(1)).take(n) {
+            ensure_finite(sums.get(..rows).ok_or(Error::InvalidState)?, non_finite)?;
+        }
+        per_token = per_token.saturating_add(FINITE_COST);
     }
-    let per_token = (k as u64).saturating_add(FINITE_COST);
     Ok((rows as u64).saturating_mul(per_token).saturating_mul(n as u64))
 }
