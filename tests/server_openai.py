@@ -40,7 +40,7 @@ def texts():
         "Embeddings map text to vectors; similar meanings land close together.",
     ]
     out = list(base)
-    for n in (5, 20, 60, 120):
+    for n in (5, 20, 40, 80):
         out.append(" ".join(f"token{i % 31} word{i}" for i in range(n)))
     return out
 
