@@ -64,6 +64,10 @@ pub enum Command {
     /// Streams every tensor of the file through a fixed buffer and fails at the first non-finite
     /// value or block scale, naming its tensor and block; prints one summary line on success.
     Validate(ValidateArgs),
+    /// OpenAI-compatible embedding server (also TEI's /embed and Ollama's /api/embed)
+    ///
+    /// Loopback only by default; ctrl-C or SIGTERM finishes the requests in flight, then exits.
+    Serve(crate::server::ServeArgs),
 }
 
 /// The model file, first positional argument of every command.
@@ -259,6 +263,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
         Command::Tokenize(a) => cmd_tokenize(a),
         Command::Embed(a) => cmd_embed(a),
         Command::Validate(a) => cmd_validate(a),
+        Command::Serve(a) => cmd_serve(a),
     };
     match result {
         Ok(()) | Err(CliError::ClosedOutput) => 0,
@@ -304,6 +309,13 @@ fn cmd_inspect(args: InspectArgs) -> Result<(), CliError> {
         out.write_str(&listing.to_text())?;
     }
     out.finish()
+}
+
+/// `serve`: runs the HTTP server until ctrl-C or SIGTERM.
+fn cmd_serve(args: crate::server::ServeArgs) -> Result<(), CliError> {
+    crate::server::ServerConfig::try_from(args)
+        .and_then(crate::server::run)
+        .map_err(|e| CliError::Message(e.to_string()))
 }
 
 fn cmd_validate(args: ValidateArgs) -> Result<(), CliError> {

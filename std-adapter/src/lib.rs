@@ -16,6 +16,7 @@ pub mod error;
 pub mod inspect;
 pub mod io;
 pub mod jsonl;
+pub mod server;
 pub mod service;
 pub mod validate;
 
