@@ -47,7 +47,7 @@ use tokio::sync::{oneshot, Semaphore};
 
 use crate::embedder::{Embedder, EmbedderOptions};
 use crate::error::Error;
-use crate::service::{self, Completion, Embedded, Inbox, ServiceOptions, Work};
+use crate::service::{self, Completion, Embedded, Inbox, Item, ServiceOptions, Work};
 
 /// `stepembed serve`'s command line.
 #[derive(Debug, clap::Args)]
@@ -349,13 +349,13 @@ impl Backend {
 
     /// Runs `work` on `texts`; the request is cancelled if the returned future is dropped
     /// (the client went away) before it completes.
-    async fn run(&self, work: Work, texts: Vec<String>) -> Outcome {
+    async fn run(&self, work: Work, texts: Vec<Item>) -> Outcome {
         let (reply, completion) = oneshot::channel();
         let id = {
             // Held across the submission so that the completion cannot arrive before its
             // receiver is registered.
             let mut pending = lock(&self.pending);
-            let id = self.inbox.submit(work, texts)?;
+            let id = self.inbox.submit_items(work, texts)?;
             pending.insert(id, reply);
             id
         };
@@ -517,8 +517,10 @@ fn texts(value: Option<&Value>, param: &'static str) -> Result<Vec<String>, ApiE
             return Err(ApiError::invalid(param, format!("'{param}' must not be empty")));
         }
         Value::Array(items) if items.iter().all(|v| v.is_number() || v.is_array()) => {
-            return Err(ApiError::invalid(param, "token-id input is not supported: send the texts")
-                .with_code("unsupported_input"));
+            return Err(ApiError::invalid(
+                param,
+                format!("'{param}' must be a string or an array of strings"),
+            ));
         }
         Value::Array(items) => {
             items.iter().map(|item| item.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>().ok_or_else(
@@ -539,6 +541,36 @@ fn texts(value: Option<&Value>, param: &'static str) -> Result<Vec<String>, ApiE
         return Err(ApiError::invalid(param, format!("'{param}' must not contain empty strings")));
     }
     Ok(texts)
+}
+
+/// The inputs of an OpenAI request: what [`texts`] accepts, or token ids — an array of integers
+/// (one input) or an array of such arrays — embedded as given.
+fn inputs(value: Option<&Value>, param: &'static str) -> Result<Vec<Item>, ApiError> {
+    let ids = |v: &Value| -> Option<Vec<u32>> {
+        v.as_array()?.iter().map(|n| n.as_u64().and_then(|n| u32::try_from(n).ok())).collect()
+    };
+    let bad_ids =
+        || ApiError::invalid(param, format!("token ids in '{param}' must be non-empty arrays of u32"));
+    match value {
+        Some(v @ Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_number) => {
+            Ok(vec![Item::Ids(ids(v).filter(|i| !i.is_empty()).ok_or_else(bad_ids)?)])
+        }
+        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_array) => {
+            if items.len() > MAX_INPUTS {
+                return Err(ApiError::invalid(param, format!("'{param}' has more than {MAX_INPUTS} inputs")));
+            }
+            items
+                .iter()
+                .map(|v| ids(v).filter(|i| !i.is_empty()).map(Item::Ids).ok_or_else(bad_ids))
+                .collect()
+        }
+        other => Ok(texts(other, param)?.into_iter().map(Item::Text).collect()),
+    }
+}
+
+/// Texts as service items.
+fn text_items(texts: Vec<String>) -> Vec<Item> {
+    texts.into_iter().map(Item::Text).collect()
 }
 
 /// An optional boolean field.
@@ -570,7 +602,7 @@ struct Finish {
 }
 
 /// Embeds `texts` and finishes every vector by `finish`; returns them with the token count.
-async fn embed(app: &App, texts: Vec<String>, finish: Finish) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
+async fn embed(app: &App, texts: Vec<Item>, finish: Finish) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
     let results = app.backend.run(Work::Embed, texts).await?;
     let mut vectors = Vec::with_capacity(results.len());
     let mut tokens = 0;
@@ -628,7 +660,7 @@ async fn openai_embeddings(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = parse_body(body)?;
-    let texts = texts(body.get("input"), "input")?;
+    let texts = inputs(body.get("input"), "input")?;
     let model = model_name(&body, &app)?;
     let base64 = match body.get("encoding_format") {
         None | Some(Value::Null) => false,
@@ -678,7 +710,7 @@ async fn tei_embed(
     let normalize = flag(&body, "normalize", true)?;
     let truncate = flag(&body, "truncate", false)?;
     let too_long = (!truncate).then_some(StatusCode::PAYLOAD_TOO_LARGE);
-    let (vectors, _) = embed(&app, texts, Finish { dims: None, normalize, too_long }).await?;
+    let (vectors, _) = embed(&app, text_items(texts), Finish { dims: None, normalize, too_long }).await?;
     Ok(json_response(vectors_json(&vectors)))
 }
 
@@ -692,7 +724,8 @@ async fn ollama_embed(
     let model = model_name(&body, &app)?;
     let truncate = flag(&body, "truncate", true)?;
     let too_long = (!truncate).then_some(StatusCode::BAD_REQUEST);
-    let (vectors, tokens) = embed(&app, texts, Finish { dims: None, normalize: true, too_long }).await?;
+    let (vectors, tokens) =
+        embed(&app, text_items(texts), Finish { dims: None, normalize: true, too_long }).await?;
     Ok(json_response(format!(
         r#"{{"model":{},"embeddings":{},"prompt_eval_count":{tokens}}}"#,
         Value::String(model),
@@ -713,7 +746,7 @@ async fn tokenize(
     };
     let single = value.is_string();
     let texts = texts((!value.is_null()).then_some(value), param)?;
-    let results = app.backend.run(Work::Tokenize, texts).await?;
+    let results = app.backend.run(Work::Tokenize, text_items(texts)).await?;
     let ids = results.into_iter().map(|r| r.map(|e| e.tokens.ids)).collect::<crate::Result<Vec<_>>>()?;
     let tokens = match (single, ids.as_slice()) {
         (true, [one]) => json!(one),
@@ -908,7 +941,16 @@ mod tests {
         for bad in [json!([]), json!(""), json!(["a", ""]), json!(3), json!(["a", 1]), json!({"a": 1})] {
             assert_eq!(texts(Some(&bad), "input").unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
         }
-        assert_eq!(texts(Some(&json!([1, 2])), "input").unwrap_err().code, Some("unsupported_input"));
+        assert_eq!(texts(Some(&json!([1, 2])), "input").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(inputs(Some(&json!([1, 2])), "input").unwrap(), [Item::Ids(vec![1, 2])]);
+        assert_eq!(
+            inputs(Some(&json!([[1], [2, 3]])), "input").unwrap(),
+            [Item::Ids(vec![1]), Item::Ids(vec![2, 3])]
+        );
+        assert_eq!(inputs(Some(&json!(["a"])), "input").unwrap(), [Item::Text("a".into())]);
+        for bad in [json!([[]]), json!([-1]), json!([1.5]), json!([[1], "a"]), json!([1u64 << 40])] {
+            assert!(inputs(Some(&bad), "input").is_err(), "{bad}");
+        }
         assert!(texts(None, "input").is_err());
     }
 

@@ -13,6 +13,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use stepembed_core::io::Source;
+use stepembed_core::InputError;
 
 use crate::breaker::{Deadline, QueueLimit};
 use crate::embedder::{Embedder, Tokens};
@@ -42,6 +43,17 @@ pub enum Work {
     Embed,
     /// Token ids of its texts only.
     Tokenize,
+}
+
+/// One input of a request: a text, or token ids to embed as given ([CLS] and [SEP] included if
+/// wanted: what [`Embedder::tokenize`] returns embeds like its text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// A text, tokenized by the service.
+    Text(String),
+    /// Token ids, used as they are: empty, longer than the plan's token limit or outside the vocab
+    /// is this item's error.
+    Ids(Vec<u32>),
 }
 
 /// One text's result.
@@ -104,7 +116,7 @@ struct Shared {
 struct Queued {
     id: u64,
     work: Work,
-    texts: Vec<String>,
+    texts: Vec<Item>,
     deadline: Deadline,
 }
 
@@ -133,6 +145,11 @@ impl Inbox {
     /// [`Error::Closed`] after [`Inbox::close`]. Exactly one [`Completion`] follows for the id
     /// unless the inbox is closed first.
     pub fn submit(&self, work: Work, texts: Vec<String>) -> Result<u64> {
+        self.submit_items(work, texts.into_iter().map(Item::Text).collect())
+    }
+
+    /// [`Inbox::submit`] for texts and token ids alike.
+    pub fn submit_items(&self, work: Work, texts: Vec<Item>) -> Result<u64> {
         let mut shared = self.lock();
         if shared.closed {
             return Err(Error::Closed);
@@ -308,9 +325,12 @@ async fn serve_batch<S: Source>(
     let mut slots = Vec::new();
     for request in batch {
         let mut texts = Vec::with_capacity(request.texts.len());
-        for text in &request.texts {
+        for item in &request.texts {
             check(running)?;
-            let tokens = embedder.tokens_async(text).await;
+            let tokens = match item {
+                Item::Text(text) => embedder.tokens_async(text).await,
+                Item::Ids(ids) => given_ids(embedder, ids),
+            };
             if let (Work::Embed, Ok(t)) = (request.work, &tokens) {
                 ids.push(Ok(t.ids.clone()));
                 slots.push((results.len(), texts.len()));
@@ -333,4 +353,22 @@ async fn serve_batch<S: Source>(
         }
     }
     Ok(results)
+}
+
+/// Token ids given by a caller as an item's tokens, if the job can take them: not empty, within
+/// the plan's token limit and the vocab.
+fn given_ids<S: Source>(embedder: &Embedder<S>, ids: &[u32]) -> Result<Tokens> {
+    let input = |e| Error::Core(stepembed_core::Error::Input(e));
+    let max = embedder.plan().limits().max_tokens;
+    if ids.is_empty() {
+        return Err(input(InputError::Empty));
+    }
+    if ids.len() > max {
+        return Err(input(InputError::TooManyTokens { tokens: ids.len(), max }));
+    }
+    let n_vocab = embedder.meta().hparams.n_vocab;
+    if let Some(&id) = ids.iter().find(|&&id| id as usize >= n_vocab) {
+        return Err(input(InputError::TokenIdOutOfRange(id)));
+    }
+    Ok(Tokens { ids: ids.to_vec(), truncated: false })
 }
