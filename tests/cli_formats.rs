@@ -309,3 +309,31 @@ fn a_small_memory_cap_works_for_short_argument_texts() {
     let out = stepembed(&["embed", &m, "Hello world", "--arena-bytes", &cap.to_string()]);
     assert_eq!(ok_lines(&out).len(), 1);
 }
+
+#[test]
+fn pooling_cls_takes_the_first_tokens_vector() {
+    use stepembed::core::engine::{Input, Step};
+    use stepembed::core::model::Pooling;
+    let m = model("bert-tiny-F16");
+    let text = "what is rust";
+    let cls = ok_lines(&stepembed(&["embed", &m, "--pooling", "cls", text]));
+    let mean = ok_lines(&stepembed(&["embed", &m, "--pooling", "mean", text]));
+    let default = ok_lines(&stepembed(&["embed", &m, text]));
+    assert_eq!(mean, default, "the file says mean");
+    assert_ne!(cls[0]["embedding"], mean[0]["embedding"]);
+    let options =
+        |pooling| EmbedderOptions { max_tokens: Some(5), pooling: Some(pooling), ..Default::default() };
+    let library = Embedder::open_with(&m, options(Pooling::Cls)).unwrap().embed(text).unwrap();
+    assert_eq!(floats(&cls[0]["embedding"]), library);
+    // A one-token input has one vector: its mean is its [CLS] vector.
+    let one = |pooling| {
+        let mut e = Embedder::open_with(&m, options(pooling)).unwrap();
+        let mut job = e.job(Input::Ids(&[101])).unwrap();
+        loop {
+            if let Step::Done(v) = job.step().unwrap() {
+                return v.to_vec();
+            }
+        }
+    };
+    assert_eq!(one(Pooling::Cls), one(Pooling::Mean));
+}

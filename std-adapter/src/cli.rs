@@ -18,6 +18,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use stepembed_core::engine::{Input, PlanKind, Step};
+use stepembed_core::model::Pooling;
 use stepembed_core::tokenizer;
 
 use crate::embedder::{Embedder, EmbedderOptions};
@@ -138,6 +139,15 @@ pub struct MemoryArgs {
     pub memory: Option<usize>,
 }
 
+/// `--pooling`: [`Pooling`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PoolingArg {
+    /// The mean of every token's vector ([CLS] and [SEP] included)
+    Mean,
+    /// The [CLS] token's vector
+    Cls,
+}
+
 /// `--plan`: [`PlanKind`] on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlanArg {
@@ -192,6 +202,9 @@ pub struct EmbedArgs {
     /// Do not scale embeddings to unit length (with --dims: only cut them)
     #[arg(long)]
     pub no_normalize: bool,
+    /// How token vectors become the embedding [default: the model's pooling_type]
+    #[arg(long, value_enum)]
+    pub pooling: Option<PoolingArg>,
     #[command(flatten)]
     pub limit: TokenLimitArgs,
     #[command(flatten)]
@@ -598,6 +611,10 @@ fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
     let mut options = embedder_options(&args.limit, &args.memory);
     // With --dims the engine's vector is cut first, then scaled here.
     options.normalize = !args.no_normalize && args.dims.is_none();
+    options.pooling = args.pooling.map(|p| match p {
+        PoolingArg::Mean => Pooling::Mean,
+        PoolingArg::Cls => Pooling::Cls,
+    });
     let prefix = args.texts.prefix.as_deref();
     let mut errors = Skipped { skip: args.skip_errors, count: 0 };
     // Texts given as arguments are all known: tokenize them first (scanning the vocab, with the

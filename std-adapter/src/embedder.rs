@@ -21,7 +21,7 @@ use futures_lite::future::{block_on, yield_now};
 
 use stepembed_core::engine::{Input, Job, JobOptions, Limits, Plan, PlanKind, Step, DEFAULT_BUDGET};
 use stepembed_core::io::Source;
-use stepembed_core::model::{LayerRefs, Model, ModelLoader, ModelMeta};
+use stepembed_core::model::{LayerRefs, Model, ModelLoader, ModelMeta, Pooling};
 use stepembed_core::tokenizer::{self, IndexBuilder, Lookup, Tokenize, VocabIndex};
 
 use crate::breaker::{Deadline, StepTuner};
@@ -55,6 +55,9 @@ pub struct EmbedderOptions {
     /// Target time per step (default none): the budget is recalibrated from measured step
     /// times ([`StepTuner`]), `budget` being the starting point.
     pub step_target: Option<Duration>,
+    /// How token vectors become the embedding (default: the file's `pooling_type`): mean or
+    /// [CLS], both of which every architecture here computes.
+    pub pooling: Option<Pooling>,
 }
 
 impl Default for EmbedderOptions {
@@ -69,6 +72,7 @@ impl Default for EmbedderOptions {
             truncate: true,
             timeout: None,
             step_target: None,
+            pooling: None,
         }
     }
 }
@@ -198,7 +202,10 @@ impl<S: Source> Embedder<S> {
     /// tensor table is one step. Nothing is allocated when the plan does not fit
     /// [`EmbedderOptions::memory`].
     pub async fn from_source_async(mut source: S, options: EmbedderOptions) -> Result<Self> {
-        let (meta, layers) = load(&mut source)?;
+        let (mut meta, layers) = load(&mut source)?;
+        if let Some(pooling) = options.pooling {
+            meta.hparams.pooling = pooling;
+        }
         let model = Model::new(meta, &layers)?;
         let max_tokens = options.max_tokens.unwrap_or(meta.hparams.n_ctx).min(meta.hparams.n_ctx);
         // Limits the plan refuses (fewer than 2 tokens) come back as its typed error.
