@@ -567,7 +567,7 @@ impl Sink {
             for (((text, truncated), ids), embedding) in texts.zip(embeddings.chunks_exact(e)) {
                 let mut vector = embedding[..self.dims.unwrap_or(e).min(e)].to_vec();
                 if self.normalize_cut {
-                    formats::l2_normalize(&mut vector);
+                    stepembed_core::engine::l2_normalize(&mut vector);
                 }
                 let row = Row {
                     index: text.index,

@@ -619,23 +619,13 @@ async fn embed(app: &App, texts: Vec<Item>, finish: Finish) -> Result<(Vec<Vec<f
         let mut vector = embedded.embedding;
         vector.truncate(finish.dims.unwrap_or(usize::MAX));
         if finish.normalize {
-            l2_normalize(&mut vector);
+            // The core's own normalization, so full-length vectors equal `Embedder::embed`'s.
+            stepembed_core::engine::l2_normalize(&mut vector);
         }
         vectors.push(vector);
     }
     app.metrics.tokens.fetch_add(tokens as u64, Ordering::Relaxed);
     Ok((vectors, tokens))
-}
-
-/// Scales `v` to unit length (a zero vector stays zero), rounding exactly as the core's
-/// normalization does, so that full-length vectors equal [`Embedder::embed`]'s.
-fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
-    if norm > 0.0 {
-        for x in v {
-            *x = (f64::from(*x) / norm) as f32;
-        }
-    }
 }
 
 /// `vector` as JSON: floats (shortest round-trip form) or, for base64, its little-endian f32
@@ -915,16 +905,6 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalization_matches_the_cores() {
-        let mut v = [3.0f32, 4.0];
-        l2_normalize(&mut v);
-        assert_eq!(v, [0.6, 0.8]);
-        let mut zero = [0.0f32; 3];
-        l2_normalize(&mut zero);
-        assert_eq!(zero, [0.0; 3]);
-    }
 
     #[test]
     fn base64_is_little_endian_f32() {

@@ -7,4 +7,5 @@ mod ops;
 mod plan;
 
 pub use job::{Input, Job, JobOptions, Progress, Step, DEFAULT_BUDGET};
+pub use ops::l2_normalize;
 pub use plan::{Limits, Plan, PlanKind, MAX_TOKENS};

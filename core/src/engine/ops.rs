@@ -102,8 +102,10 @@ pub(crate) fn all_finite(v: &[f32]) -> bool {
     v.iter().fold(true, |ok, x| ok & x.is_finite())
 }
 
-/// Scales `v` to unit L2 norm (a zero vector stays zero).
-pub(crate) fn l2_normalize(v: &mut [f32]) {
+/// Scales `v` to unit L2 norm, the norm summed in f64 (a zero vector stays zero). What a job does
+/// to its pooled vectors; public so that hosts cutting a vector first (Matryoshka dimensions)
+/// normalize it with the same rounding.
+pub fn l2_normalize(v: &mut [f32]) {
     let norm = libm::sqrt(v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>());
     if norm > 0.0 {
         for x in v {
@@ -158,6 +160,9 @@ mod tests {
         let mut v = [3.0f32, 4.0];
         l2_normalize(&mut v);
         assert_eq!(v, [0.6, 0.8]);
+        let mut zero = [0.0f32; 3];
+        l2_normalize(&mut zero);
+        assert_eq!(zero, [0.0; 3]);
     }
 
     #[test]

@@ -158,16 +158,6 @@ pub(super) fn npy_header(rows: usize, dims: usize) -> Vec<u8> {
     header
 }
 
-/// `v` scaled to unit length (the norm summed in f64); a zero vector is left as it is.
-pub(super) fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
-    if norm > 0.0 {
-        for x in v {
-            *x = (f64::from(*x) / norm) as f32;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,15 +175,5 @@ mod tests {
             )));
             assert!(dict.ends_with(" \n"));
         }
-    }
-
-    #[test]
-    fn l2_normalize_gives_unit_length_and_keeps_zero() {
-        let mut v = [3.0f32, 4.0];
-        l2_normalize(&mut v);
-        assert_eq!(v, [0.6, 0.8]);
-        let mut zero = [0.0f32; 3];
-        l2_normalize(&mut zero);
-        assert_eq!(zero, [0.0; 3]);
     }
 }
