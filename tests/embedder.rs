@@ -86,6 +86,30 @@ fn async_embedding_yields_between_steps() {
 }
 
 #[test]
+fn opening_yields_while_reading_the_header() {
+    // The smallest plan builds no vocab index, so every yield counted here is the loader's.
+    let options = EmbedderOptions { plan: stepembed::core::engine::PlanKind::Smallest, ..Default::default() };
+    let ticks = Cell::new(0u32);
+    let done = Cell::new(false);
+    let open = async {
+        let e = Embedder::open_async(model("minilm-l6-Q4_K_M"), options).await;
+        done.set(true);
+        e
+    };
+    let other = async {
+        while !done.get() {
+            ticks.set(ticks.get() + 1);
+            futures_lite::future::yield_now().await;
+        }
+    };
+    let (e, ()) = futures_lite::future::block_on(futures_lite::future::zip(open, other));
+    let e = e.unwrap();
+    assert_eq!(e.plan().index_bytes(), 0);
+    // minilm has 25 metadata entries and 101 tensors: at least one yield per few of them.
+    assert!(ticks.get() > 40, "the other task ran only {} times while the header was read", ticks.get());
+}
+
+#[test]
 fn a_host_can_step_a_job_itself() {
     let options = EmbedderOptions { budget: 10_000, ..Default::default() };
     let mut e = Embedder::open_with(model("bert-tiny-F16"), options).unwrap();

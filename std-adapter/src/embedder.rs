@@ -21,7 +21,7 @@ use futures_lite::future::{block_on, yield_now};
 
 use stepembed_core::engine::{Input, Job, JobOptions, Limits, Plan, PlanKind, Step, DEFAULT_BUDGET};
 use stepembed_core::io::Source;
-use stepembed_core::model::{LayerRefs, Model, ModelLoader, ModelMeta, Pooling};
+use stepembed_core::model::{LayerRefs, LoadStep, Model, ModelLoader, ModelMeta, Pooling};
 use stepembed_core::tokenizer::{self, IndexBuilder, Lookup, Tokenize, VocabIndex};
 
 use crate::breaker::{Deadline, StepTuner};
@@ -197,12 +197,12 @@ impl<S: Source> Embedder<S> {
         block_on(Embedder::from_source_async(source, options))
     }
 
-    /// [`Embedder::from_source`], yielding between steps of at most one budget
-    /// ([`EmbedderOptions::budget`]) while the vocab index is built. Reading the metadata and
-    /// tensor table is one step. Nothing is allocated when the plan does not fit
-    /// [`EmbedderOptions::memory`].
+    /// [`Embedder::from_source`], yielding between the loader's bounded steps (one metadata
+    /// entry, a few array elements or tensor infos each; see [`load_async`]) and between steps of
+    /// at most one budget ([`EmbedderOptions::budget`]) while the vocab index is built. Nothing
+    /// is allocated when the plan does not fit [`EmbedderOptions::memory`].
     pub async fn from_source_async(mut source: S, options: EmbedderOptions) -> Result<Self> {
-        let (mut meta, layers) = load(&mut source)?;
+        let (mut meta, layers) = load_async(&mut source).await?;
         if let Some(pooling) = options.pooling {
             meta.hparams.pooling = pooling;
         }
@@ -555,13 +555,29 @@ fn lookup<'m>(meta: &ModelMeta, index: &'m [u8]) -> Result<Lookup<'m>> {
     Ok(Lookup::Index(VocabIndex::open(&meta.vocab, index)?))
 }
 
-/// Loads a model's metadata and layer table, sizing the layer storage to the model.
+/// Loads a model's metadata and layer table, sizing the layer storage to the model. Blocks
+/// until done; [`load_async`] is the same in bounded steps.
 pub fn load<S: Source>(source: &mut S) -> Result<(ModelMeta, Vec<LayerRefs>)> {
+    block_on(load_async(source))
+}
+
+/// [`load`], yielding after every [`ModelLoader::step`] (a bounded piece of reading: one
+/// metadata entry, a few array elements or tensor infos), so that a host polling it in slices
+/// (the Node addon's cooperative mode) is never held for the whole header. A model with more
+/// layers than first guessed is read again with room for all of them.
+pub async fn load_async<S: Source>(source: &mut S) -> Result<(ModelMeta, Vec<LayerRefs>)> {
     let mut scratch = vec![0u8; 8192];
     let mut layers = vec![LayerRefs::default(); 64];
     loop {
         let mut loader = ModelLoader::new(&mut scratch, &mut layers)?;
-        match loader.load(source) {
+        let loaded = loop {
+            match loader.step(source) {
+                Ok(LoadStep::Pending) => yield_now().await,
+                Ok(LoadStep::Done(meta)) => break Ok(meta),
+                Err(e) => break Err(e),
+            }
+        };
+        match loaded {
             Ok(meta) => {
                 layers.truncate(meta.hparams.n_layer);
                 return Ok((meta, layers));
