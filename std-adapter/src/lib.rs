@@ -1,7 +1,8 @@
 //! # stepembed
 //!
 //! The std adapter over [`stepembed_core`]: file-backed sources, the blocking and async
-//! [`Embedder`], and the `stepembed` command-line tool.
+//! [`Embedder`], the request [`service`] every host shares, and — with the default `cli` feature —
+//! the `stepembed` command-line tool and its HTTP server.
 //!
 //! ```no_run
 //! let mut embedder = stepembed::Embedder::open("model.gguf")?;
@@ -10,14 +11,19 @@
 //! ```
 
 pub mod breaker;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod embedder;
 pub mod error;
+#[cfg(feature = "cli")]
 pub mod inspect;
 pub mod io;
+#[cfg(feature = "cli")]
 pub mod jsonl;
+#[cfg(feature = "cli")]
 pub mod server;
 pub mod service;
+#[cfg(feature = "cli")]
 pub mod validate;
 
 pub use embedder::{Embedder, EmbedderOptions, Running, StepStats, Tokens};
