@@ -10,8 +10,8 @@
 // (default 512) tokens.
 //
 // Build against the llama.cpp tree (never commit the binary):
-//   cc -O2 -o llama_embed_ids llama_embed_ids.c -I$LLAMA/include -I$LLAMA/ggml/include \
-//      -L$LLAMA/build/bin -lllama -Wl,-rpath,$LLAMA/build/bin
+//   cc -O2 -o llama_embed_ids llama_embed_ids.c -I$LLAMA/include -I$LLAMA/ggml/include
+//      -L$LLAMA/build/bin -lllama -Wl,-rpath,$LLAMA/build/bin   (one line)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

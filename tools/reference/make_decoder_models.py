@@ -124,8 +124,8 @@ def main():
         if a.rope_base_swa is not None:
             w.add_rope_freq_base_swa(a.rope_base_swa)
         if a.dense:
-            w.add_dense_features_dims("2", E, a.dense)
-            w.add_dense_features_dims("3", a.dense, E)
+            w.add_dense_features_dims("dense_2", E, a.dense)
+            w.add_dense_features_dims("dense_3", a.dense, E)
     r = gguf.GGUFReader(a.vocab)
     V = spm_vocab(w, r, a.vocab_size) if gemma else bpe_vocab(w, r, a.vocab_size)
     w.add_add_bos_token(gemma)
