@@ -4,12 +4,13 @@
     compare_llama.py ids LLAMA_EMBED_IDS MODEL.gguf REF.jsonl [--ctx N] [--fa auto|on|off]
         REF.jsonl lines {"ids", "embedding"} (decoder.py's output); llama.cpp embeds the same ids
         with llama_embed_ids (built from llama_embed_ids.c).
-    compare_llama.py texts LLAMA_BIN_DIR MODEL.gguf TEXTS.jsonl OUT.jsonl [--ctx N] [--ref-model F32.gguf]
-        for each {"text"}: ids from llama-tokenize (BOS/EOS as the file says, special tokens parsed,
-        as llama-embedding tokenizes), decoder.py's embedding of those ids (on --ref-model when given,
-        e.g. an F32 copy, else MODEL), llama-embedding's vector for the text, and their cosine. OUT.jsonl
-        lines: {"text", "ids", "embedding" (float64), "llama_embedding", "cosine"}; texts llama.cpp
-        cannot embed get "error" instead.
+    compare_llama.py texts LLAMA_BIN_DIR MODEL.gguf TEXTS.jsonl OUT.jsonl --llama A.gguf [--llama B.gguf] [--ctx N]
+        for each {"text"}: ids from llama-tokenize on MODEL (BOS/EOS as the file says, special tokens
+        parsed, as llama-embedding tokenizes), decoder.py's float64 embedding of those ids on MODEL, and
+        llama-embedding's vector for the text on each --llama file (e.g. an F32 copy and MODEL itself),
+        with flash attention off (exact on F32: llama.cpp's CPU flash attention rounds K/V to f16) and
+        auto (what a user gets). OUT.jsonl lines: {"text", "ids", "embedding", "llama": {"FILE fa off|auto":
+        {"embedding", "cosine"} or {"error"}}}; a text the reference cannot take gets "error" instead.
 
 Prints one line per input (index, tokens, cosine) and the minimum.
 """
@@ -49,15 +50,20 @@ def compare_ids(a):
 
 
 def tokenize(bin_dir, model, text):
-    p = subprocess.run([os.path.join(bin_dir, "llama-tokenize"), "-m", model, "-p", text, "--ids", "--log-disable"],
-                       capture_output=True, text=True, check=True)
+    """llama-tokenize's ids for text (read from a file, so an empty text works too)."""
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt") as f:
+        f.write(text)
+        f.flush()
+        p = subprocess.run([os.path.join(bin_dir, "llama-tokenize"), "-m", model, "-f", f.name, "--ids",
+                            "--log-disable"], capture_output=True, text=True, check=True)
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def llama_embedding(bin_dir, model, text, ctx):
+def llama_embedding(bin_dir, model, text, ctx, fa):
+    """llama-embedding's pooled vector for text (one thread, flash attention `fa`), or (None, error)."""
     cmd = [os.path.join(bin_dir, "llama-embedding"), "-m", model, "-p", text, "--embd-normalize", "-1",
            "--embd-output-format", "json", "-t", "1", "-c", str(ctx), "-b", str(ctx), "-ub", str(ctx),
-           "--embd-separator", "\x01"]
+           "--embd-separator", "\x01", "-fa", fa]
     p = subprocess.run(cmd, capture_output=True, text=True)
     try:
         return json.loads(p.stdout)["data"][0]["embedding"], None
@@ -66,31 +72,37 @@ def llama_embedding(bin_dir, model, text, ctx):
 
 
 def compare_texts(a):
-    ref_model = decoder.Model(a.ref_model or a.model)
-    cos = []
+    m = decoder.Model(a.model)
+    runs = [(f, fa) for f in a.llama for fa in ("off", "auto")]
+    cos = {f"{os.path.basename(f)} fa {fa}": [] for f, fa in runs}
     with open(a.out, "w") as out:
         for i, line in enumerate(open(a.texts)):
             text = json.loads(line)["text"]
             rec = {"text": text}
             try:
-                ids = tokenize(a.bin_dir, a.model, text)[: ref_model.n_ctx]
-                rec["ids"] = ids
-                rec["embedding"] = decoder.embed(ref_model, ids).tolist()
+                rec["ids"] = tokenize(a.bin_dir, a.model, text)
+                rec["embedding"] = decoder.embed(m, rec["ids"]).tolist()
             except (subprocess.CalledProcessError, ValueError) as e:
                 rec["error"] = f"reference: {e}"
+            report = []
             if "error" not in rec:
-                vec, err = llama_embedding(a.bin_dir, a.model, text, a.ctx)
-                if vec is None:
-                    rec["error"] = f"llama-embedding: {err}"
-                else:
-                    rec["llama_embedding"] = vec
-                    rec["cosine"] = cosine(rec["embedding"], vec)
-                    cos.append(rec["cosine"])
-            print(f"{i:3d} {len(rec.get('ids', [])):5d} tokens  " +
-                  (f"cosine {rec['cosine']:.9f}" if "cosine" in rec else rec["error"]), flush=True)
+                rec["llama"] = {}
+                for f, fa in runs:
+                    name = f"{os.path.basename(f)} fa {fa}"
+                    vec, err = llama_embedding(a.bin_dir, f, text, a.ctx, fa)
+                    if vec is None:
+                        rec["llama"][name] = {"error": err}
+                        report.append(f"{name}: {err}")
+                    else:
+                        c = cosine(rec["embedding"], vec)
+                        rec["llama"][name] = {"embedding": vec, "cosine": c}
+                        cos[name].append(c)
+                        report.append(f"{name} {c:.9f}")
+            print(f"{i:3d} {len(rec.get('ids', [])):5d} tokens  " + ("  ".join(report) or rec["error"]), flush=True)
             out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    if cos:
-        print(f"min cosine {min(cos):.9f} over {len(cos)} texts")
+    for name, c in cos.items():
+        if c:
+            print(f"{name}: min cosine {min(c):.9f} over {len(c)} texts")
 
 
 def main():
@@ -101,7 +113,8 @@ def main():
     s.add_argument("--ctx", type=int, default=512); s.add_argument("--fa", default="auto")
     s = sub.add_parser("texts")
     s.add_argument("bin_dir"); s.add_argument("model"); s.add_argument("texts"); s.add_argument("out")
-    s.add_argument("--ctx", type=int, default=2048); s.add_argument("--ref-model")
+    s.add_argument("--llama", action="append", required=True, help="a file for llama-embedding (repeatable)")
+    s.add_argument("--ctx", type=int, default=2048)
     a = ap.parse_args()
     compare_ids(a) if a.cmd == "ids" else compare_texts(a)
 
