@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Cosine between decoder.py's float64 embeddings and llama.cpp's.
+
+    compare_llama.py ids LLAMA_EMBED_IDS MODEL.gguf REF.jsonl [--ctx N] [--fa auto|on|off]
+        REF.jsonl lines {"ids", "embedding"} (decoder.py's output); llama.cpp embeds the same ids
+        with llama_embed_ids (built from llama_embed_ids.c).
+    compare_llama.py texts LLAMA_BIN_DIR MODEL.gguf TEXTS.jsonl OUT.jsonl --llama A.gguf [--llama B.gguf] [--ctx N]
+        for each {"text"}: ids from llama-tokenize on MODEL (BOS/EOS as the file says, special tokens
+        parsed, as llama-embedding tokenizes), decoder.py's float64 embedding of those ids on MODEL, and
+        llama-embedding's vector for the text on each --llama file (e.g. an F32 copy and MODEL itself),
+        with flash attention off (exact on F32: llama.cpp's CPU flash attention rounds K/V to f16) and
+        auto (what a user gets). OUT.jsonl lines: {"text", "ids", "embedding", "llama": {"FILE fa off|auto":
+        {"embedding", "cosine"} or {"error"}}}; a text the reference cannot take gets "error" instead.
+
+Prints one line per input (index, tokens, cosine) and the minimum.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import decoder  # noqa: E402
+
+
+def cosine(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def compare_ids(a):
+    refs = [json.loads(line) for line in open(a.ref) if line.strip()]
+    with tempfile.TemporaryDirectory() as d:
+        ids_txt, out_txt = os.path.join(d, "ids.txt"), os.path.join(d, "out.txt")
+        with open(ids_txt, "w") as f:
+            for r in refs:
+                f.write(" ".join(map(str, r["ids"])) + "\n")
+        subprocess.run([a.tool, a.model, ids_txt, out_txt, str(a.ctx), a.fa], check=True,
+                       stderr=subprocess.DEVNULL)
+        got = [[float(v) for v in line.split()] for line in open(out_txt)]
+    cos = []
+    for i, (r, g) in enumerate(zip(refs, got)):
+        cos.append(cosine(r["embedding"], g))
+        print(f"{i:3d} {len(r['ids']):5d} tokens  cosine {cos[-1]:.9f}")
+    print(f"min cosine {min(cos):.9f} over {len(cos)} sequences")
+
+
+def tokenize(bin_dir, model, text):
+    """llama-tokenize's ids for text (read from a file, so an empty text works too)."""
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt") as f:
+        f.write(text)
+        f.flush()
+        p = subprocess.run([os.path.join(bin_dir, "llama-tokenize"), "-m", model, "-f", f.name, "--ids",
+                            "--log-disable"], capture_output=True, text=True, check=True)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def llama_embedding(bin_dir, model, text, ctx, fa):
+    """llama-embedding's pooled vector for text (one thread, flash attention `fa`), or (None, error)."""
+    cmd = [os.path.join(bin_dir, "llama-embedding"), "-m", model, "-p", text, "--embd-normalize", "-1",
+           "--embd-output-format", "json", "-t", "1", "-c", str(ctx), "-b", str(ctx), "-ub", str(ctx),
+           "--embd-separator", "\x01", "-fa", fa]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        return json.loads(p.stdout)["data"][0]["embedding"], None
+    except (ValueError, KeyError, IndexError):
+        return None, (p.stderr.strip().splitlines() or ["?"])[-1][:300]
+
+
+def compare_texts(a):
+    m = decoder.Model(a.model)
+    runs = [(f, fa) for f in a.llama for fa in ("off", "auto")]
+    cos = {f"{os.path.basename(f)} fa {fa}": [] for f, fa in runs}
+    with open(a.out, "w") as out:
+        for i, line in enumerate(open(a.texts)):
+            text = json.loads(line)["text"]
+            rec = {"text": text}
+            try:
+                rec["ids"] = tokenize(a.bin_dir, a.model, text)
+                rec["embedding"] = decoder.embed(m, rec["ids"]).tolist()
+            except (subprocess.CalledProcessError, ValueError) as e:
+                rec["error"] = f"reference: {e}"
+            report = []
+            if "error" not in rec:
+                rec["llama"] = {}
+                for f, fa in runs:
+                    name = f"{os.path.basename(f)} fa {fa}"
+                    vec, err = llama_embedding(a.bin_dir, f, text, a.ctx, fa)
+                    if vec is None:
+                        rec["llama"][name] = {"error": err}
+                        report.append(f"{name}: {err}")
+                    else:
+                        c = cosine(rec["embedding"], vec)
+                        rec["llama"][name] = {"embedding": vec, "cosine": c}
+                        cos[name].append(c)
+                        report.append(f"{name} {c:.9f}")
+            print(f"{i:3d} {len(rec.get('ids', [])):5d} tokens  " + ("  ".join(report) or rec["error"]), flush=True)
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    for name, c in cos.items():
+        if c:
+            print(f"{name}: min cosine {min(c):.9f} over {len(c)} texts")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("ids")
+    s.add_argument("tool"); s.add_argument("model"); s.add_argument("ref")
+    s.add_argument("--ctx", type=int, default=512); s.add_argument("--fa", default="auto")
+    s = sub.add_parser("texts")
+    s.add_argument("bin_dir"); s.add_argument("model"); s.add_argument("texts"); s.add_argument("out")
+    s.add_argument("--llama", action="append", required=True, help="a file for llama-embedding (repeatable)")
+    s.add_argument("--ctx", type=int, default=2048)
+    a = ap.parse_args()
+    compare_ids(a) if a.cmd == "ids" else compare_texts(a)
+
+
+if __name__ == "__main__":
+    main()
