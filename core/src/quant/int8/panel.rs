@@ -86,19 +86,25 @@ impl Form {
 pub(crate) const MAX_BLOCK_WORDS: usize = CODE_WORDS + 2 * 2 * FIELD;
 
 /// One 32-element block of one row, decoded to codes: values `scale[s] · (u − o) + min[s]` for
-/// the elements of sub-block `s` (`min` zero and `scale[1]` unused where the form says so).
+/// the elements of sub-block `s` (`min` zero and `scale[1]` unused where the form says so). The
+/// codes are eight little-endian words, word `g` holding the codes of elements `4g .. 4g + 4`
+/// (a panel group's lane).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Block32 {
-    pub u: [u8; QB],
+    pub u: [u32; 8],
     pub scale: [f32; 2],
     pub min: [f32; 2],
 }
 
-const EMPTY: Block32 = Block32 { u: [0; QB], scale: [0.0; 2], min: [0.0; 2] };
+const EMPTY: Block32 = Block32 { u: [0; 8], scale: [0.0; 2], min: [0.0; 2] };
 
 /// Decodes one weight block of `ty` (its `block_bytes` in `b`) into `out`; returns how many
 /// 32-element blocks it filled (1, or 8 for the 256-element types; 0 for a type without a
 /// [`Form`] or a short `b`).
+///
+/// The codes are built four at a time in 32-bit words ("SWAR"): every field of these formats
+/// keeps four consecutive elements in the same bits of four consecutive bytes, so one shift and
+/// mask of a word yields a group's codes.
 pub(crate) fn decode(ty: GgmlType, b: &[u8], out: &mut [Block32; 8]) -> usize {
     macro_rules! with {
         ($l:ident, $f:ident, $n:expr) => {
@@ -134,77 +140,97 @@ fn head<const N: usize>(b: &[u8]) -> Option<(&[u8; N], &[u8])> {
     b.split_first_chunk::<N>()
 }
 
-/// Nibbles of 16 bytes: element `i` in the low nibble of byte `i`, `i + 16` in its high nibble.
+/// `N` little-endian words from `4N` bytes.
 #[inline(always)]
-fn nibbles(qs: &[u8], u: &mut [u8; QB]) {
-    let (lo, hi) = u.split_at_mut(QB / 2);
-    for ((&q, l), h) in qs.iter().zip(lo).zip(hi) {
-        *l = q & 0x0f;
-        *h = q >> 4;
+fn words<const N: usize>(b: &[u8]) -> [u32; N] {
+    let (chunks, _) = b.as_chunks::<4>();
+    let mut w = [0u32; N];
+    for (w, c) in w.iter_mut().zip(chunks) {
+        *w = u32::from_le_bytes(*c);
     }
+    w
 }
 
-/// The fifth bits of a Q5_0 / Q5_1 block (bit `i` of `qh` for element `i`) added to its nibbles.
+/// The same bits of every byte.
+const fn bytes(v: u8) -> u32 {
+    u32::from_le_bytes([v; 4])
+}
+
+/// Codes of 16 nibble bytes (element `i` low nibble of byte `i`, `i + 16` its high nibble).
 #[inline(always)]
-fn fifth_bits(qh: u32, u: &mut [u8; QB]) {
-    for (i, v) in u.iter_mut().enumerate() {
-        *v |= (((qh >> i) & 1) as u8) << 4;
+fn nibbles(qs: &[u8]) -> [u32; 8] {
+    let w = words::<4>(qs);
+    let [a, b, c, d] = w.map(|w| w & bytes(0x0f));
+    let [e, f, g, h] = w.map(|w| (w >> 4) & bytes(0x0f));
+    [a, b, c, d, e, f, g, h]
+}
+
+/// `0x10` in byte `e` of word `g` where bit `4g + e` of `qh` is set: the fifth bits of Q5_0 /
+/// Q5_1. (Multiplying a 4-bit value by `0x0020_4081` copies bit `e` to bit `8e`: the four
+/// shifted copies occupy disjoint bits, so nothing carries.)
+#[inline(always)]
+fn fifth_bits(qh: u32) -> [u32; 8] {
+    let mut out = [0u32; 8];
+    for (o, shift) in out.iter_mut().zip((0u32..32).step_by(4)) {
+        *o = (((qh >> shift) & 0x0f).wrapping_mul(0x0020_4081) & bytes(1)) << 4;
     }
+    out
+}
+
+/// Word-wise `a | b`.
+#[inline(always)]
+fn or(a: [u32; 8], b: [u32; 8]) -> [u32; 8] {
+    let mut o = a;
+    for (o, b) in o.iter_mut().zip(b) {
+        *o |= b;
+    }
+    o
+}
+
+/// Word-wise `(w >> shift) & mask`.
+#[inline(always)]
+fn field(w: &[u32; 8], shift: u32, mask: u32) -> [u32; 8] {
+    w.map(|w| (w >> shift) & mask)
 }
 
 fn q4_0(b: &[u8; layout::q4_0::BYTES], out: &mut [Block32; 8]) {
     let (Some((&[d0, d1], qs)), [o, ..]) = (head::<2>(b), out) else { return };
-    nibbles(qs, &mut o.u);
-    o.scale = [f16_at(d0, d1), 0.0];
-    o.min = [0.0; 2];
+    *o = Block32 { u: nibbles(qs), scale: [f16_at(d0, d1), 0.0], min: [0.0; 2] };
 }
 
 fn q4_1(b: &[u8; layout::q4_1::BYTES], out: &mut [Block32; 8]) {
     let (Some((&[d0, d1, m0, m1], qs)), [o, ..]) = (head::<4>(b), out) else { return };
-    nibbles(qs, &mut o.u);
-    o.scale = [f16_at(d0, d1), 0.0];
-    o.min = [f16_at(m0, m1), 0.0];
+    *o = Block32 { u: nibbles(qs), scale: [f16_at(d0, d1), 0.0], min: [f16_at(m0, m1), 0.0] };
 }
 
 fn q5_0(b: &[u8; layout::q5_0::BYTES], out: &mut [Block32; 8]) {
     let (Some((&[d0, d1, h0, h1, h2, h3], qs)), [o, ..]) = (head::<6>(b), out) else { return };
-    nibbles(qs, &mut o.u);
-    fifth_bits(u32::from_le_bytes([h0, h1, h2, h3]), &mut o.u);
-    o.scale = [f16_at(d0, d1), 0.0];
-    o.min = [0.0; 2];
+    let u = or(nibbles(qs), fifth_bits(u32::from_le_bytes([h0, h1, h2, h3])));
+    *o = Block32 { u, scale: [f16_at(d0, d1), 0.0], min: [0.0; 2] };
 }
 
 fn q5_1(b: &[u8; layout::q5_1::BYTES], out: &mut [Block32; 8]) {
     let (Some((&[d0, d1, m0, m1, h0, h1, h2, h3], qs)), [o, ..]) = (head::<8>(b), out) else { return };
-    nibbles(qs, &mut o.u);
-    fifth_bits(u32::from_le_bytes([h0, h1, h2, h3]), &mut o.u);
-    o.scale = [f16_at(d0, d1), 0.0];
-    o.min = [f16_at(m0, m1), 0.0];
+    let u = or(nibbles(qs), fifth_bits(u32::from_le_bytes([h0, h1, h2, h3])));
+    *o = Block32 { u, scale: [f16_at(d0, d1), 0.0], min: [f16_at(m0, m1), 0.0] };
 }
 
 fn q8_0(b: &[u8; layout::q8_0::BYTES], out: &mut [Block32; 8]) {
     let (Some((&[d0, d1], qs)), [o, ..]) = (head::<2>(b), out) else { return };
-    for (v, &q) in o.u.iter_mut().zip(qs) {
-        *v = q ^ 0x80;
-    }
-    o.scale = [f16_at(d0, d1), 0.0];
-    o.min = [0.0; 2];
+    let u = words::<8>(qs).map(|w| w ^ bytes(0x80));
+    *o = Block32 { u, scale: [f16_at(d0, d1), 0.0], min: [0.0; 2] };
 }
 
-/// The IQ4 level of a 4-bit index plus 128 (1..=241).
+/// IQ4 level codes (`level + 128`, 1..=241) of the four 4-bit indices in the bytes of `w`.
 #[inline(always)]
-fn level_code(i: u8) -> u8 {
-    (IQ4_LEVELS.get(usize::from(i)).copied().unwrap_or(0) as u8) ^ 0x80
+fn levels(w: u32) -> u32 {
+    let code = |i: u8| (IQ4_LEVELS.get(usize::from(i & 0x0f)).copied().unwrap_or(0) as u8) ^ 0x80;
+    u32::from_le_bytes(w.to_le_bytes().map(code))
 }
 
 fn iq4_nl(b: &[u8; layout::iq4_nl::BYTES], out: &mut [Block32; 8]) {
     let (Some((&[d0, d1], qs)), [o, ..]) = (head::<2>(b), out) else { return };
-    nibbles(qs, &mut o.u);
-    for v in o.u.iter_mut() {
-        *v = level_code(*v);
-    }
-    o.scale = [f16_at(d0, d1), 0.0];
-    o.min = [0.0; 2];
+    *o = Block32 { u: nibbles(qs).map(levels), scale: [f16_at(d0, d1), 0.0], min: [0.0; 2] };
 }
 
 /// The shifts of the four 2-bit fields of a byte, one per block of a 128-element half.
@@ -215,14 +241,13 @@ fn q2_k(b: &[u8; layout::q2_k::BYTES], out: &mut [Block32; 8]) {
     let Some((qs, rest)) = head::<64>(rest) else { return };
     let Some((&[d0, d1, m0, m1], _)) = head::<4>(rest) else { return };
     let (d, dmin) = (f16_at(d0, d1), f16_at(m0, m1));
-    // Half h: blocks 4h + s are bits 2s.. of quant bytes 32h..32h+32; block 4h + s uses scale
-    // bytes 8h + 2s and 8h + 2s + 1 for its halves.
+    // Half h: block 4h + s is bits 2s.. of quant bytes 32h..32h+32; its halves use scale bytes
+    // 8h + 2s and 8h + 2s + 1.
     for ((out_h, qs_h), sc_h) in out.chunks_exact_mut(4).zip(qs.chunks_exact(32)).zip(scales.chunks_exact(8))
     {
+        let w = words::<8>(qs_h);
         for ((o, shift), sc) in out_h.iter_mut().zip(SHIFTS2).zip(sc_h.chunks_exact(2)) {
-            for (v, &q) in o.u.iter_mut().zip(qs_h) {
-                *v = (q >> shift) & 3;
-            }
+            o.u = field(&w, shift, bytes(3));
             for ((scale, min), &sc) in o.scale.iter_mut().zip(o.min.iter_mut()).zip(sc) {
                 *scale = d * f32::from(sc & 0x0f);
                 *min = -(dmin * f32::from(sc >> 4));
@@ -238,13 +263,13 @@ fn q3_k(b: &[u8; layout::q3_k::BYTES], out: &mut [Block32; 8]) {
     let Some((&[d0, d1], _)) = head::<2>(rest) else { return };
     let d = f16_at(d0, d1);
     let scales = q3_k_scales(packed);
+    let hm = words::<8>(hmask);
     // Block j = 4h + s: low bits as Q2_K's, high bit j of hmask byte l (code = low + 4·high).
     let mut blocks = out.iter_mut().zip(0u32..).zip(scales.chunks_exact(2));
     for qs_h in qs.chunks_exact(32) {
+        let w = words::<8>(qs_h);
         for (((o, j), sc), shift) in (&mut blocks).take(4).zip(SHIFTS2) {
-            for ((v, &q), &m) in o.u.iter_mut().zip(qs_h).zip(hmask) {
-                *v = ((q >> shift) & 3) | (((m >> j) & 1) << 2);
-            }
+            o.u = or(field(&w, shift, bytes(3)), field(&hm, j, bytes(1)).map(|h| h << 2));
             for (scale, &sc) in o.scale.iter_mut().zip(sc) {
                 *scale = d * (f32::from(sc) - 32.0);
             }
@@ -259,17 +284,17 @@ fn q3_k(b: &[u8; layout::q3_k::BYTES], out: &mut [Block32; 8]) {
 fn k_blocks(d: f32, dmin: f32, packed: &[u8; 12], qs: &[u8], qh: Option<&[u8; 32]>, out: &mut [Block32; 8]) {
     let sm = k_scales_mins(packed);
     let (sc, mn) = sm.split_at(8);
+    let qh = qh.map(|q| words::<8>(q));
     // Blocks 2c and 2c + 1 are the low and high nibbles of quant bytes 32c..32c+32.
-    let quants = qs.chunks_exact(32).flat_map(|q| [(q, 0u32), (q, 4)]);
-    for ((((o, (q, shift)), j), &sc), &m) in out.iter_mut().zip(quants).zip(0u32..).zip(sc).zip(mn) {
-        for (v, &q) in o.u.iter_mut().zip(q) {
-            *v = (q >> shift) & 0x0f;
-        }
-        if let Some(qh) = qh {
-            for (v, &h) in o.u.iter_mut().zip(qh) {
-                *v |= ((h >> j) & 1) << 4;
-            }
-        }
+    let quants = qs.chunks_exact(32).flat_map(|q| {
+        let w = words::<8>(q);
+        [field(&w, 0, bytes(0x0f)), field(&w, 4, bytes(0x0f))]
+    });
+    for ((((o, u), j), &sc), &m) in out.iter_mut().zip(quants).zip(0u32..).zip(sc).zip(mn) {
+        o.u = match &qh {
+            Some(qh) => or(u, field(qh, j, bytes(1)).map(|h| h << 4)),
+            None => u,
+        };
         o.scale = [d * f32::from(sc), 0.0];
         o.min = [-(dmin * f32::from(m)), 0.0];
     }
@@ -300,13 +325,12 @@ fn q6_k(b: &[u8; layout::q6_k::BYTES], out: &mut [Block32; 8]) {
         out.chunks_exact_mut(4).zip(ql.chunks_exact(64)).zip(qh.chunks_exact(32)).zip(scales.chunks_exact(8))
     {
         let Some((ql_a, ql_b)) = ql_h.split_at_checked(32) else { return };
-        let quarters = [(ql_a, 0u32), (ql_b, 0), (ql_a, 4), (ql_b, 4)];
+        let (a, b, h) = (words::<8>(ql_a), words::<8>(ql_b), words::<8>(qh_h));
+        let quarters = [(&a, 0u32), (&b, 0), (&a, 4), (&b, 4)];
         for (((o, (l, lshift)), hshift), sc) in
             out_h.iter_mut().zip(quarters).zip(SHIFTS2).zip(sc_h.chunks_exact(2))
         {
-            for ((v, &l), &hb) in o.u.iter_mut().zip(l).zip(qh_h) {
-                *v = ((l >> lshift) & 0x0f) | (((hb >> hshift) & 3) << 4);
-            }
+            o.u = or(field(l, lshift, bytes(0x0f)), field(&h, hshift, bytes(3)).map(|h| h << 4));
             for (scale, &sc) in o.scale.iter_mut().zip(sc) {
                 *scale = d * f32::from(sc as i8);
             }
@@ -321,26 +345,20 @@ fn iq4_xs(b: &[u8; layout::iq4_xs::BYTES], out: &mut [Block32; 8]) {
     let d = f16_at(d0, d1);
     let scales = iq4_xs_scales(u16::from_le_bytes([h0, h1]), scales_l);
     for ((o, q), &sc) in out.iter_mut().zip(qs.chunks_exact(16)).zip(&scales) {
-        nibbles(q, &mut o.u);
-        for v in o.u.iter_mut() {
-            *v = level_code(*v);
-        }
-        o.scale = [d * (f32::from(sc) - 32.0), 0.0];
-        o.min = [0.0; 2];
+        *o = Block32 { u: nibbles(q).map(levels), scale: [d * (f32::from(sc) - 32.0), 0.0], min: [0.0; 2] };
     }
 }
 
 /// Writes block `b` of the row in lane `lane` (< [`ROWS`]) into panel block `unit`
-/// ([`Form::block_words`] words).
+/// ([`Form::block_words`] words): code word `g` to word `16 g + lane`, the fields to word
+/// `lane` of each field.
 #[inline(always)]
 fn put(form: Form, unit: &mut [f32], lane: usize, b: &Block32) {
     let (codes, fields) = unit.split_at_mut(CODE_WORDS.min(unit.len()));
-    let codes: &mut [u8] = bytemuck::cast_slice_mut(codes);
-    // Group g of lane l: bytes 64 g + 4 l ..; lane < 16 and g < 8 keep that inside 512.
-    let at = lane.wrapping_mul(4);
-    for (group, four) in codes.chunks_exact_mut(64).zip(b.u.as_chunks::<4>().0) {
-        if let Some(dst) = group.get_mut(at..).and_then(|g| g.first_chunk_mut::<4>()) {
-            *dst = *four;
+    let codes: &mut [u32] = bytemuck::cast_slice_mut(codes);
+    for (group, &u) in codes.chunks_exact_mut(ROWS).zip(&b.u) {
+        if let Some(c) = group.get_mut(lane) {
+            *c = u;
         }
     }
     for ((sub, &scale), &min) in fields.chunks_exact_mut(form.sub_words()).zip(&b.scale).zip(&b.min) {

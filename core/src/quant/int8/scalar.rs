@@ -21,10 +21,11 @@ use super::panel::{Form, CODE_WORDS, FIELD, ROWS};
 use super::BlockQ8;
 
 /// The exact integer part of sub-block `sub` of a panel block for the row in `lane`: groups
-/// `groups` of four codes times the token block's values, minus `offset · S`.
+/// `groups` of four codes (word `16 g + lane`, little-endian) times the token block's values,
+/// minus `offset · S`.
 #[inline(always)]
 fn int_dot(
-    codes: &[u8],
+    codes: &[u32],
     lane: usize,
     x: &BlockQ8,
     groups: core::ops::Range<usize>,
@@ -33,11 +34,11 @@ fn int_dot(
 ) -> i32 {
     let mut sum = 0i32;
     for g in groups {
-        let at = g.wrapping_mul(64).wrapping_add(lane.wrapping_mul(4));
-        let (Some(u), Some(q)) = (codes.get(at..).and_then(|c| c.first_chunk::<4>()), x.group(g)) else {
+        let at = g.wrapping_mul(ROWS).wrapping_add(lane);
+        let (Some(u), Some(q)) = (codes.get(at), x.group(g)) else {
             break;
         };
-        for (&u, &q) in u.iter().zip(q) {
+        for (u, &q) in u.to_le_bytes().into_iter().zip(q) {
             // |u · q| ≤ 255 · 127 and 32 of them: far inside i32.
             sum = sum.wrapping_add(i32::from(u).wrapping_mul(i32::from(q)));
         }
@@ -51,7 +52,7 @@ fn row_dot(form: Form, panel: &[f32], lane: usize, x: &[BlockQ8]) -> f32 {
     let mut acc = 0.0f32;
     for (unit, xb) in panel.chunks_exact(form.block_words()).zip(x) {
         let (codes, fields) = unit.split_at(CODE_WORDS.min(unit.len()));
-        let codes: &[u8] = bytemuck::cast_slice(codes);
+        let codes: &[u32] = bytemuck::cast_slice(codes);
         let whole = [(0..8, None)];
         let halves = [(0..4, Some(0)), (4..8, Some(1))];
         let subs: &[_] = if form.halves { &halves } else { &whole };

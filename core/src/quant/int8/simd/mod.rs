@@ -118,8 +118,54 @@ macro_rules! panel_kernel {
             Some((codes.as_chunks::<64>().0.try_into().ok()?, fields))
         }
 
-        /// `T` tokens (`x[t]`: `n_blocks` blocks each) times the panel; the sums of rows
-        /// `0..n_rows` are added to `out[t][..n_rows]`.
+        /// One sub-block of `N` groups for `T` tokens: the exact integer sums (`init` plus the
+        /// products of `codes` and each token's groups `x[t]`), then scaled into `acc` with the
+        /// sub-block's per-row fields `f` (scales, then mins if `MIN`), token scales `d` and
+        /// sums `s`, exactly as the scalar twin does.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        #[allow(clippy::too_many_arguments)]
+        fn sub_block<const T: usize, const N: usize, const MIN: bool, const WIDE: bool>(
+            codes: &[[u8; 64]; N],
+            x: [&[[i8; 4]; N]; T],
+            init: [i32; T],
+            d: [f32; T],
+            s: [i32; T],
+            f: &[f32],
+            acc: &mut [[VF; PARTS]; T],
+        ) {
+            let mut ia = init.map(|v| [splat_i(v); PARTS]);
+            for (g, group) in codes.iter().enumerate() {
+                let w: [_; PARTS] = core::array::from_fn(|p| prep::<WIDE>(codes_of(group, p)));
+                for (a, xt) in ia.iter_mut().zip(&x) {
+                    let xv = xt.get(g).map_or(splat_i(0), |q| bcast(q));
+                    for (a, w) in a.iter_mut().zip(&w) {
+                        *a = dot::<WIDE>(*a, *w, xv);
+                    }
+                }
+            }
+            let Some(sc) = f.first_chunk::<FIELD>() else { return };
+            let sc: [_; PARTS] = core::array::from_fn(|p| fields_of(sc, p));
+            for ((a, i), &d) in acc.iter_mut().zip(&ia).zip(&d) {
+                let d = splat_f(d);
+                for ((a, &i), &sc) in a.iter_mut().zip(i).zip(&sc) {
+                    *a = add(*a, mul(mul(sc, d), to_f(i)));
+                }
+            }
+            if MIN {
+                let Some(mn) = f.get(FIELD..).and_then(|m| m.first_chunk::<FIELD>()) else { return };
+                let mn: [_; PARTS] = core::array::from_fn(|p| fields_of(mn, p));
+                for ((a, &d), &s) in acc.iter_mut().zip(&d).zip(&s) {
+                    let ms = splat_f(d * (s as f32));
+                    for (a, &mn) in a.iter_mut().zip(&mn) {
+                        *a = add(*a, mul(mn, ms));
+                    }
+                }
+            }
+        }
+
+        /// `T` tokens (`x[t]`: the panel's number of blocks each) times the panel; the sums of
+        /// rows `0..n_rows` are added to `out[t][..n_rows]`.
         #[target_feature(enable = $feat)]
         #[inline]
         fn tile<const T: usize, const HALVES: bool, const MIN: bool, const WIDE: bool>(
@@ -129,55 +175,33 @@ macro_rules! panel_kernel {
             out: &mut [&mut [f32]; T],
         ) {
             let words = form.block_words();
-            let sub_words = form.sub_words();
+            // The integer sums start at −o·S (the codes' offset), or at 0 where `prep` already
+            // re-signed the codes.
+            let start = |s: i32| if WIDE && RESIGNS { 0 } else { form.offset.wrapping_mul(s).wrapping_neg() };
             let mut acc = [[zero_f(); PARTS]; T];
             for (j, unit) in panel.chunks_exact(words).enumerate() {
-                let Some((codes, fields)) = split_unit(unit) else { return };
+                let Some((codes, fields)) = split_unit(unit) else { break };
                 let mut xb = [&BlockQ8::ZERO; T];
                 for (b, row) in xb.iter_mut().zip(&x) {
                     let Some(blk) = row.get(j) else { return };
                     *b = blk;
                 }
-                // Sub-blocks: groups, and which activation sum (see `BlockQ8::sub_sum`).
-                let halves = [(0..4, Some(0)), (4..8, Some(1))];
-                let whole = [(0..8, None)];
-                let subs: &[_] = if HALVES { &halves } else { &whole };
-                for ((groups, half), f) in subs.iter().cloned().zip(fields.chunks_exact(sub_words)) {
-                    let s: [i32; T] = core::array::from_fn(|t| xb.get(t).map_or(0, |b| b.sub_sum(half)));
-                    let mut ia = [[splat_i(0); PARTS]; T];
-                    if !(WIDE && RESIGNS) {
-                        for (a, &s) in ia.iter_mut().zip(&s) {
-                            *a = [splat_i(form.offset.wrapping_mul(s).wrapping_neg()); PARTS];
-                        }
+                let d = xb.map(|b| b.d);
+                if HALVES {
+                    let [c_lo, c_hi]: &[[[u8; 64]; 4]; 2] = bytemuck::cast_ref(codes);
+                    let x_halves = xb.map(|b| bytemuck::cast_ref::<[i8; 32], [[[i8; 4]; 4]; 2]>(&b.qs));
+                    let Some((f_lo, f_hi)) = fields.split_at_checked(form.sub_words()) else { break };
+                    for (half, (c, f)) in [(c_lo, f_lo), (c_hi, f_hi)].into_iter().enumerate() {
+                        let s = xb.map(|b| b.sub_sum(Some(half)));
+                        let xh = core::array::from_fn(|t| {
+                            x_halves.get(t).and_then(|h| h.get(half)).unwrap_or(&[[0; 4]; 4])
+                        });
+                        sub_block::<T, 4, MIN, WIDE>(c, xh, s.map(start), d, s, f, &mut acc);
                     }
-                    for (g, group) in codes.iter().enumerate().take(groups.end).skip(groups.start) {
-                        let w: [_; PARTS] = core::array::from_fn(|p| prep::<WIDE>(codes_of(group, p)));
-                        for (a, b) in ia.iter_mut().zip(&xb) {
-                            let Some(q) = b.group(g) else { return };
-                            let xv = bcast(q);
-                            for (a, w) in a.iter_mut().zip(&w) {
-                                *a = dot::<WIDE>(*a, *w, xv);
-                            }
-                        }
-                    }
-                    let Some(sc) = f.first_chunk::<FIELD>() else { return };
-                    let sc: [_; PARTS] = core::array::from_fn(|p| fields_of(sc, p));
-                    for ((a, i), b) in acc.iter_mut().zip(&ia).zip(&xb) {
-                        let d = splat_f(b.d);
-                        for ((a, &i), &sc) in a.iter_mut().zip(i).zip(&sc) {
-                            *a = add(*a, mul(mul(sc, d), to_f(i)));
-                        }
-                    }
-                    if MIN {
-                        let Some(mn) = f.get(FIELD..).and_then(|m| m.first_chunk::<FIELD>()) else { return };
-                        let mn: [_; PARTS] = core::array::from_fn(|p| fields_of(mn, p));
-                        for ((a, b), &s) in acc.iter_mut().zip(&xb).zip(&s) {
-                            let ms = splat_f(b.d * (s as f32));
-                            for (a, &mn) in a.iter_mut().zip(&mn) {
-                                *a = add(*a, mul(mn, ms));
-                            }
-                        }
-                    }
+                } else {
+                    let s = xb.map(|b| b.sub_sum(None));
+                    let xg = xb.map(|b| bytemuck::cast_ref::<[i8; 32], [[i8; 4]; 8]>(&b.qs));
+                    sub_block::<T, 8, MIN, WIDE>(codes, xg, s.map(start), d, s, fields, &mut acc);
                 }
             }
             for (a, o) in acc.iter().zip(out.iter_mut()) {
