@@ -118,45 +118,63 @@ macro_rules! panel_kernel {
             Some((codes.as_chunks::<64>().0.try_into().ok()?, fields))
         }
 
-        /// One sub-block of `N` groups for `T` tokens: the exact integer sums (`init` plus the
-        /// products of `codes` and each token's groups `x[t]`), then scaled into `acc` with the
-        /// sub-block's per-row fields `f` (scales, then mins if `MIN`), token scales `d` and
-        /// sums `s`, exactly as the scalar twin does.
+        /// The `PARTS` vectors of a panel group or field.
+        #[inline(always)]
+        fn parts<V: Copy>(f: impl Fn(usize) -> V) -> [V; PARTS] {
+            let mut v = [f(0); PARTS];
+            for (p, v) in v.iter_mut().enumerate().skip(1) {
+                *v = f(p);
+            }
+            v
+        }
+
+        /// One sub-block of `N` groups (groups `g0 ..` of the tokens' blocks `xb`, sums of half
+        /// `half`) for `T` tokens: the exact integer sums, starting at `−offset · S` (or 0 where
+        /// `prep` re-signs the codes), then scaled into `acc` with the sub-block's per-row fields
+        /// `f` (scales, then mins if `MIN`), exactly as the scalar twin does.
         #[target_feature(enable = $feat)]
         #[inline]
         #[allow(clippy::too_many_arguments)]
         fn sub_block<const T: usize, const N: usize, const MIN: bool, const WIDE: bool>(
             codes: &[[u8; 64]; N],
-            x: [&[[i8; 4]; N]; T],
-            init: [i32; T],
-            d: [f32; T],
-            s: [i32; T],
+            g0: usize,
+            xb: &[&BlockQ8; T],
+            half: Option<usize>,
+            offset: i32,
             f: &[f32],
             acc: &mut [[VF; PARTS]; T],
         ) {
-            let mut ia = init.map(|v| [splat_i(v); PARTS]);
+            let mut ia = [[splat_i(0); PARTS]; T];
+            if !(WIDE && RESIGNS) {
+                for (a, b) in ia.iter_mut().zip(xb) {
+                    *a = [splat_i(offset.wrapping_mul(b.sub_sum(half)).wrapping_neg()); PARTS];
+                }
+            }
             for (g, group) in codes.iter().enumerate() {
-                let w: [_; PARTS] = core::array::from_fn(|p| prep::<WIDE>(codes_of(group, p)));
-                for (a, xt) in ia.iter_mut().zip(&x) {
-                    let xv = xt.get(g).map_or(splat_i(0), |q| bcast(q));
+                let w = parts(|p| prep::<WIDE>(codes_of(group, p)));
+                for (a, b) in ia.iter_mut().zip(xb) {
+                    let xv = match b.group(g0.wrapping_add(g)) {
+                        Some(q) => bcast(q),
+                        None => splat_i(0),
+                    };
                     for (a, w) in a.iter_mut().zip(&w) {
                         *a = dot::<WIDE>(*a, *w, xv);
                     }
                 }
             }
             let Some(sc) = f.first_chunk::<FIELD>() else { return };
-            let sc: [_; PARTS] = core::array::from_fn(|p| fields_of(sc, p));
-            for ((a, i), &d) in acc.iter_mut().zip(&ia).zip(&d) {
-                let d = splat_f(d);
+            let sc = parts(|p| fields_of(sc, p));
+            for ((a, i), b) in acc.iter_mut().zip(&ia).zip(xb) {
+                let d = splat_f(b.d);
                 for ((a, &i), &sc) in a.iter_mut().zip(i).zip(&sc) {
                     *a = add(*a, mul(mul(sc, d), to_f(i)));
                 }
             }
             if MIN {
                 let Some(mn) = f.get(FIELD..).and_then(|m| m.first_chunk::<FIELD>()) else { return };
-                let mn: [_; PARTS] = core::array::from_fn(|p| fields_of(mn, p));
-                for ((a, &d), &s) in acc.iter_mut().zip(&d).zip(&s) {
-                    let ms = splat_f(d * (s as f32));
+                let mn = parts(|p| fields_of(mn, p));
+                for (a, b) in acc.iter_mut().zip(xb) {
+                    let ms = splat_f(b.d * (b.sub_sum(half) as f32));
                     for (a, &mn) in a.iter_mut().zip(&mn) {
                         *a = add(*a, mul(mn, ms));
                     }
@@ -175,9 +193,6 @@ macro_rules! panel_kernel {
             out: &mut [&mut [f32]; T],
         ) {
             let words = form.block_words();
-            // The integer sums start at −o·S (the codes' offset), or at 0 where `prep` already
-            // re-signed the codes.
-            let start = |s: i32| if WIDE && RESIGNS { 0 } else { form.offset.wrapping_mul(s).wrapping_neg() };
             let mut acc = [[zero_f(); PARTS]; T];
             for (j, unit) in panel.chunks_exact(words).enumerate() {
                 let Some((codes, fields)) = split_unit(unit) else { break };
@@ -186,22 +201,13 @@ macro_rules! panel_kernel {
                     let Some(blk) = row.get(j) else { return };
                     *b = blk;
                 }
-                let d = xb.map(|b| b.d);
                 if HALVES {
                     let [c_lo, c_hi]: &[[[u8; 64]; 4]; 2] = bytemuck::cast_ref(codes);
-                    let x_halves = xb.map(|b| bytemuck::cast_ref::<[i8; 32], [[[i8; 4]; 4]; 2]>(&b.qs));
                     let Some((f_lo, f_hi)) = fields.split_at_checked(form.sub_words()) else { break };
-                    for (half, (c, f)) in [(c_lo, f_lo), (c_hi, f_hi)].into_iter().enumerate() {
-                        let s = xb.map(|b| b.sub_sum(Some(half)));
-                        let xh = core::array::from_fn(|t| {
-                            x_halves.get(t).and_then(|h| h.get(half)).unwrap_or(&[[0; 4]; 4])
-                        });
-                        sub_block::<T, 4, MIN, WIDE>(c, xh, s.map(start), d, s, f, &mut acc);
-                    }
+                    sub_block::<T, 4, MIN, WIDE>(c_lo, 0, &xb, Some(0), form.offset, f_lo, &mut acc);
+                    sub_block::<T, 4, MIN, WIDE>(c_hi, 4, &xb, Some(1), form.offset, f_hi, &mut acc);
                 } else {
-                    let s = xb.map(|b| b.sub_sum(None));
-                    let xg = xb.map(|b| bytemuck::cast_ref::<[i8; 32], [[i8; 4]; 8]>(&b.qs));
-                    sub_block::<T, 8, MIN, WIDE>(codes, xg, s.map(start), d, s, fields, &mut acc);
+                    sub_block::<T, 8, MIN, WIDE>(codes, 0, &xb, None, form.offset, fields, &mut acc);
                 }
             }
             for (a, o) in acc.iter().zip(out.iter_mut()) {
