@@ -38,12 +38,14 @@
 //! what thumbv7em and wasm32 run.
 
 mod blocks;
+pub mod int8;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 
 use crate::error::{Error, Malformed, Name, Result, Unsupported};
 use crate::gguf::GgmlType;
+pub use int8::{matmul_q8_scratch_len, q8_blocks, quantize_q8, BlockQ8, Q8Isa};
 
 /// Whether the engine can compute with tensors of type `ty`.
 ///
@@ -176,6 +178,8 @@ pub const fn matmul_scratch_len(k: usize) -> (usize, usize) {
 #[derive(Debug, Clone, Copy)]
 pub struct Kernels {
     backend: Backend,
+    /// The integer path of [`Kernels::matmul_q8_acc`].
+    q8: int8::Backend,
 }
 
 impl Default for Kernels {
@@ -244,11 +248,12 @@ impl Kernels {
         Kernels::with_isa(Isa::Avx512)
             .or_else(|| Kernels::with_isa(Isa::Avx2))
             .unwrap_or_else(Kernels::scalar)
+            .with_best_q8()
     }
 
     /// The portable scalar path (the reference implementation), on every CPU.
     pub const fn scalar() -> Self {
-        Kernels { backend: Backend::Scalar }
+        Kernels { backend: Backend::Scalar, q8: int8::Backend::Scalar }
     }
 
     /// The table for `isa`, or `None` when this CPU (or target) does not support it.
@@ -262,7 +267,25 @@ impl Kernels {
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx2 | Isa::Avx512 => return None,
         };
-        Some(Kernels { backend })
+        let kernels = Kernels { backend, q8: int8::Backend::Scalar };
+        Some(if isa == Isa::Scalar { kernels } else { kernels.with_best_q8() })
+    }
+
+    /// This table with the fastest integer path the CPU runs.
+    fn with_best_q8(self) -> Self {
+        Kernels { q8: int8::Backend::detect(), ..self }
+    }
+
+    /// This table with the integer path `isa` for [`Kernels::matmul_q8_acc`], or `None` when
+    /// this CPU (or target) does not run it. [`Kernels::detect`] picks the fastest;
+    /// [`Kernels::scalar`] and `with_isa(Isa::Scalar)` use [`Q8Isa::Scalar`].
+    pub fn with_q8_isa(self, isa: Q8Isa) -> Option<Self> {
+        Some(Kernels { q8: int8::Backend::with_isa(isa)?, ..self })
+    }
+
+    /// The integer instruction set of [`Kernels::matmul_q8_acc`].
+    pub fn q8_isa(&self) -> Q8Isa {
+        self.q8.isa()
     }
 
     /// The instruction set this table uses.
@@ -409,6 +432,38 @@ impl Kernels {
             r0 = r0.saturating_add(rows);
         }
         Ok(())
+    }
+
+    /// Fast mode of [`Kernels::matmul_acc`]: `out[t·out_stride + r] += Σ_{i<k} W[r][i] · x̂[t][i]`
+    /// with the tokens quantized to int8 blocks by [`quantize_q8`] (`xq[t·xq_stride ..]`, `k / 32`
+    /// blocks a token) and integer dot products taken on the weight codes.
+    ///
+    /// `w`, `n_rows`, `k`, `out` and `out_stride` are as in [`Kernels::matmul_acc`]. `ty` must be
+    /// one of the twelve quantized computable types (F32, F16 and BF16 are
+    /// [`Unsupported::TensorType`]: they keep the f32 path). `scratch` holds one 16-row weight
+    /// panel: [`matmul_q8_scratch_len`]`(k)` floats suffice for every type (fewer work when they
+    /// hold the type's panel; the error says how many). Each weight block is unpacked once per
+    /// call. The result is the same bits on every [`Q8Isa`].
+    ///
+    /// Errors (checked before anything is written): those of [`Kernels::matmul_acc`], with
+    /// `xq_stride < k / 32` and `xq` shorter than `(n_tokens−1)·xq_stride + k/32` counted in
+    /// blocks and `scratch` in floats. Work: O(`n_rows · k · n_tokens`) integer multiply-adds plus
+    /// O(`n_rows · k / 16 · n_tokens`) f32 operations and O(`n_rows · k`) unpacking.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_q8_acc(
+        &self,
+        ty: GgmlType,
+        w: &[u8],
+        n_rows: usize,
+        k: usize,
+        xq: &[BlockQ8],
+        xq_stride: usize,
+        n_tokens: usize,
+        out: &mut [f32],
+        out_stride: usize,
+        scratch: &mut [f32],
+    ) -> Result<()> {
+        int8::matmul_q8_acc(self.q8, ty, w, n_rows, k, xq, xq_stride, n_tokens, out, out_stride, scratch)
     }
 
     /// [`Kernels::matmul_acc`] with f32 weights in a strided matrix: row `r` of `W` is

@@ -1,0 +1,296 @@
+//! Fast mode: int8 activations times quantized weights in integer arithmetic.
+//!
+//! * [`BlockQ8`] — 32 activations quantized to int8 with one f32 scale and the sums of their two
+//!   halves (which the minimum terms of Q4_1, Q5_1, Q2_K, Q4_K and Q5_K need);
+//!   [`quantize_q8`] fills them from f32 token rows ([`q8_blocks`] tells how many up front).
+//! * [`Kernels::matmul_q8_acc`](super::Kernels::matmul_q8_acc) — the fused kernel with the
+//!   contract of [`Kernels::matmul_acc`](super::Kernels::matmul_acc), for the twelve quantized
+//!   computable types; its scratch is [`matmul_q8_scratch_len`] floats.
+//! * [`Q8Isa`] — the integer paths: AVX-512 VNNI (`vpdpbusd` on zmm), AVX-VNNI (on ymm),
+//!   AVX-512BW and AVX2 (`pmaddubsw` + `pmaddwd`) and the portable scalar twin.
+//!
+//! # How it works
+//! Weight-stationary like the f32 kernel, in panels of 16 rows: the rows' blocks are unpacked
+//! once per call into unsigned byte codes plus per-sub-block f32 scales and mins (`panel`), laid
+//! out so that one 64-byte vector holds four elements of each of the 16 rows — one 32-bit lane
+//! per row. A micro-kernel then walks the panel for a tile of tokens: per group of four elements
+//! one `vpdpbusd` (or `pmaddubsw` + `pmaddwd`) per token adds four products into each row's
+//! lane, with the token's four int8 values broadcast; after each sub-block the exact integer
+//! sums are scaled into f32 accumulators, one lane per row. Because each lane is one row, the
+//! f32 arithmetic of every path is the sequential per-row sum of the scalar twin (`scalar`,
+//! whose module documentation gives it), and every path's result equals it bit for bit.
+//!
+//! The activation side is quantized per 32 elements (not per 256 like ggml's Q8_K), which keeps
+//! the int8 error of each block relative to its own largest value.
+
+mod panel;
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod simd;
+
+use super::{need, span, unsupported};
+use crate::error::{Error, Malformed, Result};
+use crate::gguf::GgmlType;
+use panel::{Form, MAX_BLOCK_WORDS, QB, ROWS};
+
+/// 32 activations quantized to int8: value `i` ≈ `d · qs[i]`.
+///
+/// `qs[i] = round(x[i] / d)` with `d = max|x| / 127` (ties away from zero), so `|qs[i]| ≤ 127`;
+/// `sums` are `Σ qs[0..16]` and `Σ qs[16..32]`. 40 bytes, 4-byte aligned; the SIMD kernels
+/// read the fields at the offsets this `repr(C)` layout fixes (d 0, sums 4, qs 8).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlockQ8 {
+    d: f32,
+    sums: [i16; 2],
+    qs: [i8; QB],
+}
+
+const _: () = assert!(core::mem::size_of::<BlockQ8>() == 40);
+const _: () = assert!(core::mem::align_of::<BlockQ8>() == 4);
+const _: () = assert!(core::mem::offset_of!(BlockQ8, d) == 0);
+const _: () = assert!(core::mem::offset_of!(BlockQ8, sums) == 4);
+const _: () = assert!(core::mem::offset_of!(BlockQ8, qs) == 8);
+
+impl BlockQ8 {
+    /// The all-zero block (`d = 0`), to initialise storage with.
+    pub const ZERO: BlockQ8 = BlockQ8 { d: 0.0, sums: [0; 2], qs: [0; QB] };
+
+    /// The block scale `d`.
+    pub const fn scale(&self) -> f32 {
+        self.d
+    }
+
+    /// The 32 int8 values.
+    pub const fn values(&self) -> &[i8; QB] {
+        &self.qs
+    }
+
+    /// `S`: the sum of the values of half `h` (`Some(0)`, `Some(1)`) or of all of them (`None`).
+    #[inline(always)]
+    fn sub_sum(&self, half: Option<usize>) -> i32 {
+        let [lo, hi] = self.sums.map(i32::from);
+        match half {
+            Some(0) => lo,
+            Some(_) => hi,
+            // Two sums of at most 2032 in magnitude.
+            None => lo.wrapping_add(hi),
+        }
+    }
+
+    /// The four values of group `g` (< 8).
+    #[inline(always)]
+    fn group(&self, g: usize) -> Option<&[i8; 4]> {
+        self.qs.get(g.wrapping_mul(4)..).and_then(|q| q.first_chunk::<4>())
+    }
+}
+
+impl Default for BlockQ8 {
+    fn default() -> Self {
+        BlockQ8::ZERO
+    }
+}
+
+/// Blocks of `n_tokens` rows of `k` activations (`k / 32` per row), or `None` if `k` is not a
+/// multiple of 32 or the count overflows. Bytes: that times `size_of::<BlockQ8>()` (40).
+pub const fn q8_blocks(k: usize, n_tokens: usize) -> Option<usize> {
+    if !k.is_multiple_of(QB) {
+        return None;
+    }
+    (k / QB).checked_mul(n_tokens)
+}
+
+/// The error for a row length that is not a whole number of 32-element blocks.
+fn not_blocks(k: usize) -> Error {
+    Error::malformed(Malformed::RowNotBlockMultiple { ty: GgmlType::Q8_0, ne0: k as u64 }, 0)
+}
+
+/// Quantizes `n_tokens` rows of `k` f32 activations (`x[t·x_stride ..][..k]`) into `dst`: row
+/// `t` becomes blocks `dst[t·k/32 .. (t+1)·k/32]`.
+///
+/// Errors: `k` not a multiple of 32 → [`Malformed::RowNotBlockMultiple`] (type Q8_0, offset 0);
+/// `x_stride < k`, `x` shorter than `(n_tokens−1)·x_stride + k` or `dst` shorter than
+/// [`q8_blocks`]`(k, n_tokens)` → [`Error::BufferTooSmall`] (floats, blocks); a NaN or infinite
+/// activation → [`Error::NonFinite`] (stage `"quantize"`), with the blocks before it written and
+/// the rest of `dst` untouched. Work: O(`n_tokens · k`).
+pub fn quantize_q8(x: &[f32], x_stride: usize, k: usize, n_tokens: usize, dst: &mut [BlockQ8]) -> Result<()> {
+    let per_row = k.checked_div(QB).filter(|_| k.is_multiple_of(QB)).ok_or(not_blocks(k))?;
+    need(k, x_stride)?;
+    need(span(n_tokens, x_stride, k), x.len())?;
+    need(q8_blocks(k, n_tokens).unwrap_or(usize::MAX), dst.len())?;
+    if per_row == 0 {
+        return Ok(());
+    }
+    for (t, row_out) in dst.chunks_exact_mut(per_row).take(n_tokens).enumerate() {
+        let row = x.get(t.saturating_mul(x_stride)..).and_then(|r| r.get(..k)).unwrap_or_default();
+        for (xs, b) in row.chunks_exact(QB).zip(row_out.iter_mut()) {
+            *b = quantize_block(xs).ok_or(Error::NonFinite { stage: "quantize", layer: None })?;
+        }
+    }
+    Ok(())
+}
+
+/// One block of 32 values, or `None` if one is not finite.
+///
+/// The reciprocal and products are taken in f64 so that a block of tiny (subnormal) values,
+/// whose f32 reciprocal would overflow, is quantized as well as any other; a block whose `d`
+/// underflows to zero (all |x| < 127 · 2⁻¹⁵⁰) becomes all zeros.
+fn quantize_block(xs: &[f32]) -> Option<BlockQ8> {
+    let mut amax = 0.0f32;
+    for &v in xs {
+        if !v.is_finite() {
+            return None;
+        }
+        amax = amax.max(v.abs());
+    }
+    let d = amax / 127.0;
+    let mut b = BlockQ8 { d, ..BlockQ8::ZERO };
+    if d == 0.0 {
+        return Some(b);
+    }
+    let inv = 127.0 / f64::from(amax);
+    for (q, &v) in b.qs.iter_mut().zip(xs) {
+        // |v · inv| ≤ 127 (plus rounding), so the clamped cast is exact.
+        *q = libm::round(f64::from(v) * inv).clamp(-127.0, 127.0) as i8;
+    }
+    let (lo, hi) = b.qs.split_at(QB / 2);
+    // 16 values of at most 127 in magnitude: within i16.
+    let sum = |h: &[i8]| h.iter().fold(0i16, |s, &q| s.wrapping_add(i16::from(q)));
+    b.sums = [sum(lo), sum(hi)];
+    Some(b)
+}
+
+/// Floats of scratch that [`Kernels::matmul_q8_acc`](super::Kernels::matmul_q8_acc) needs for
+/// rows of `k` elements, enough for every type: one panel of 16 rows plus 16 floats to start it
+/// on a 64-byte boundary. (`k / 32 · 192 + 16`; saturating.)
+pub const fn matmul_q8_scratch_len(k: usize) -> usize {
+    (k / QB).saturating_mul(MAX_BLOCK_WORDS).saturating_add(16)
+}
+
+/// The integer instruction set a kernel table uses for [`Kernels::matmul_q8_acc`](super::Kernels::matmul_q8_acc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Q8Isa {
+    /// Portable Rust: the reference.
+    Scalar,
+    /// x86-64 AVX2: `pmaddubsw` + `pmaddwd` on ymm.
+    Avx2,
+    /// x86-64 AVX-512BW (with F and VL) without VNNI: `pmaddubsw` + `pmaddwd` on zmm.
+    Avx512Bw,
+    /// x86-64 AVX-VNNI: `vpdpbusd` on ymm (VEX-encoded).
+    AvxVnni,
+    /// x86-64 AVX-512 VNNI (with F, BW and VL): `vpdpbusd` on zmm.
+    Avx512Vnni,
+}
+
+impl Q8Isa {
+    /// Every path, slowest first.
+    pub const ALL: [Q8Isa; 5] =
+        [Q8Isa::Scalar, Q8Isa::Avx2, Q8Isa::Avx512Bw, Q8Isa::AvxVnni, Q8Isa::Avx512Vnni];
+
+    /// A short lowercase name (`"scalar"`, `"avx2"`, `"avx512bw"`, `"avxvnni"`, `"avx512vnni"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Q8Isa::Scalar => "scalar",
+            Q8Isa::Avx2 => "avx2",
+            Q8Isa::Avx512Bw => "avx512bw",
+            Q8Isa::AvxVnni => "avxvnni",
+            Q8Isa::Avx512Vnni => "avx512vnni",
+        }
+    }
+}
+
+/// Which integer kernel a table dispatches to; the SIMD variants carry a token made only after
+/// detection found the instructions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Backend {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Simd(simd::Token),
+}
+
+impl Backend {
+    /// The fastest path this CPU runs.
+    pub(crate) fn detect() -> Backend {
+        [Q8Isa::Avx512Vnni, Q8Isa::AvxVnni, Q8Isa::Avx512Bw, Q8Isa::Avx2]
+            .into_iter()
+            .find_map(Backend::with_isa)
+            .unwrap_or(Backend::Scalar)
+    }
+
+    /// The backend for `isa`, if this CPU (and target) runs it.
+    pub(crate) fn with_isa(isa: Q8Isa) -> Option<Backend> {
+        match isa {
+            Q8Isa::Scalar => Some(Backend::Scalar),
+            #[cfg(target_arch = "x86_64")]
+            _ => simd::Token::new(isa).map(Backend::Simd),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => None,
+        }
+    }
+
+    /// The instruction set.
+    pub(crate) fn isa(self) -> Q8Isa {
+        match self {
+            Backend::Scalar => Q8Isa::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            Backend::Simd(t) => t.isa(),
+        }
+    }
+}
+
+/// [`Kernels::matmul_q8_acc`](super::Kernels::matmul_q8_acc) on `backend` (see there).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_q8_acc(
+    backend: Backend,
+    ty: GgmlType,
+    w: &[u8],
+    n_rows: usize,
+    k: usize,
+    xq: &[BlockQ8],
+    xq_stride: usize,
+    n_tokens: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    scratch: &mut [f32],
+) -> Result<()> {
+    let form = Form::of(ty).ok_or(unsupported(ty))?;
+    let rb = super::row_bytes(ty, k)?;
+    let n_blocks = k / QB;
+    let w_len = n_rows.saturating_mul(rb);
+    need(w_len, w.len())?;
+    need(n_blocks, xq_stride)?;
+    need(span(n_tokens, xq_stride, n_blocks), xq.len())?;
+    need(n_rows, out_stride)?;
+    need(span(n_tokens, out_stride, n_rows), out.len())?;
+    let words = n_blocks.saturating_mul(form.block_words());
+    need(words, scratch.len())?;
+    if n_rows == 0 || k == 0 || n_tokens == 0 {
+        return Ok(());
+    }
+    // A panel on a 64-byte boundary when the scratch has room: the kernels' code loads are then
+    // aligned.
+    let align = scratch.as_ptr().align_offset(64);
+    let scratch = match scratch.get_mut(align..).filter(|s| align < 16 && s.len() >= words) {
+        Some(s) => s,
+        None => scratch,
+    };
+    let panel = scratch.get_mut(..words).unwrap_or_default();
+    let w = w.get(..w_len).unwrap_or_default();
+    for (p, rows) in w.chunks(rb.saturating_mul(ROWS)).enumerate() {
+        let r0 = p.saturating_mul(ROWS);
+        let n = rows.len().checked_div(rb).unwrap_or(0);
+        panel::build(ty, form, rows, rb, k, panel);
+        let out = out.get_mut(r0..).unwrap_or_default();
+        match backend {
+            Backend::Scalar => {
+                scalar::panel_tokens(form, panel, n, n_blocks, xq, xq_stride, n_tokens, out, out_stride)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Backend::Simd(t) => {
+                t.panel_tokens(form, panel, n, n_blocks, xq, xq_stride, n_tokens, out, out_stride)
+            }
+        }
+    }
+    Ok(())
+}
