@@ -1,12 +1,8 @@
 //! bert (BERT, MiniLM, BGE, …): learned absolute positions, Q/K/V with biases, post-norm
 //! (LayerNorm after each residual), GELU (erf) FFN, mean or CLS pooling.
 
-use super::{Act, Block, Buf::*, Kind::*, Op, Program, Stage, Tensor, Tensor::Layer as L};
+use super::{op, Act, Block, Buf::*, Kind::*, Program, Stage, Tensor, Tensor::Layer as L};
 use crate::model::LayerSlot::*;
-
-const fn op(stage: Stage, kind: super::Kind) -> Op {
-    Op { stage, kind }
-}
 
 pub(super) const PROGRAM: Program = Program {
     embed: &[

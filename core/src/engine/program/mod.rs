@@ -55,6 +55,11 @@ pub(crate) struct Op {
     pub kind: Kind,
 }
 
+/// A table row: `kind`, reported as `stage`.
+const fn op(stage: Stage, kind: Kind) -> Op {
+    Op { stage, kind }
+}
+
 /// What a job reports it works on ([`crate::engine::Progress::stage`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {

@@ -2,12 +2,8 @@
 //! fused Q|K|V matrix (the loader splits it into Q, K and V), a SwiGLU FFN and, usually, no
 //! biases (the optional ones are added where a file has them).
 
-use super::{Act, Block, Buf::*, Kind::*, Op, Program, Stage, Tensor, Tensor::Layer as L};
+use super::{op, Act, Block, Buf::*, Kind::*, Program, Stage, Tensor, Tensor::Layer as L};
 use crate::model::LayerSlot::*;
-
-const fn op(stage: Stage, kind: super::Kind) -> Op {
-    Op { stage, kind }
-}
 
 pub(super) const PROGRAM: Program = Program {
     embed: &[
