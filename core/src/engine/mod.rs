@@ -5,6 +5,7 @@ mod arena;
 mod job;
 mod ops;
 mod plan;
+mod program;
 
 pub use job::{Input, Job, JobOptions, Progress, Step, DEFAULT_BUDGET};
 pub use ops::l2_normalize;

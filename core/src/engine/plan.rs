@@ -9,8 +9,9 @@
 //! weight scratch, attention tiles, token ids, the tokenizer's memory and the outputs. A plan
 //! fixes every size; [`Plan::arena_bytes`] is exact.
 
+use crate::engine::program::Program;
 use crate::error::{Error, Result};
-use crate::model::{Model, Qkv, TensorRef};
+use crate::model::{LayerSlot, Model, TensorRef};
 use crate::quant::matmul_scratch_len;
 use crate::tokenizer::{work_bytes, Mode, VocabIndex, MIN_WINDOW_CHARS};
 
@@ -134,7 +135,7 @@ impl Plan {
         k_tile: usize,
     ) -> Result<Self> {
         let shape = Shape::of(model)?;
-        let group = shape.n_head.div_ceil(3);
+        let group = shape.n_head_kv.div_ceil(3);
         let slab = shape.slab_within(shape.qkv_width(group));
         let (_, preferred) = matmul_scratch_len(shape.n_embd.max(slab));
         let choices = Choices {
@@ -239,10 +240,11 @@ impl Plan {
         let gates = if shape.gated { 2 } else { 1 };
         let attention = shape.qkv_width(c.group);
         let ffn = c.slab.checked_mul(gates).ok_or(too_big)?;
-        let wide = e.checked_add(attention.max(ffn)).ok_or(too_big)?;
+        let wide = shape.mid.checked_add(attention.max(ffn)).ok_or(too_big)?;
         // While the whole wide region stays within the allowance, give every token room for
         // all heads at once and the whole FFN width: fewer, larger weight reads.
-        let widest = shape.qkv_width(shape.n_head).max(shape.n_ff.saturating_mul(gates)).saturating_add(e);
+        let widest =
+            shape.qkv_width(shape.n_head_kv).max(shape.n_ff.saturating_mul(gates)).saturating_add(shape.mid);
         let allowed =
             c.wide_allowance.checked_div(n.saturating_mul(core::mem::size_of::<f32>())).unwrap_or(0);
         let wide = wide.max(widest.min(allowed));
@@ -252,11 +254,11 @@ impl Plan {
             limits,
             n_embd: e,
             wide,
-            group: c.group.clamp(1, shape.n_head),
+            group: c.group.clamp(1, shape.n_head_kv),
             slab: c.slab,
             q_tile,
             k_tile,
-            head_dim: shape.head_dim,
+            head_dim: shape.head_dim_k.max(shape.head_dim_v),
             chunk_bytes: c.chunk_bytes,
             scratch: c.scratch,
             mode: c.mode,
@@ -292,9 +294,9 @@ impl Plan {
     pub(crate) fn layout_for(&self, n_tokens: usize) -> Layout {
         let sh = &self.shape;
         let total = self.limits.max_tokens.saturating_mul(self.wide);
-        let room = total.checked_div(n_tokens.max(1)).unwrap_or(0).saturating_sub(self.n_embd);
-        let per_group = sh.head_dim.saturating_mul(3).max(1);
-        let group = room.checked_div(per_group).unwrap_or(0).clamp(self.group, sh.n_head.max(self.group));
+        let room = total.checked_div(n_tokens.max(1)).unwrap_or(0).saturating_sub(sh.mid);
+        let per_group = sh.qkv_width(1).max(1);
+        let group = room.checked_div(per_group).unwrap_or(0).clamp(self.group, sh.n_head_kv.max(self.group));
         let (bb, be) = sh.down_density;
         let by_chunk = self.chunk_bytes.checked_div(bb.max(1)).unwrap_or(0).saturating_mul(be);
         let slab = sh.slab_within(room).min(self.scratch).min(by_chunk);
@@ -304,6 +306,12 @@ impl Plan {
     }
 
     /// Byte sizes of the arena's regions, in carving order (see `engine::arena`).
+    /// Floats per token of the wide region before the head group's Q|K|V or the FFN slab:
+    /// the attention output, later the FFN output (see `job::place`).
+    pub(crate) fn mid(&self) -> usize {
+        self.shape.mid
+    }
+
     pub(crate) fn regions(&self) -> [usize; 10] {
         let n = self.limits.max_tokens;
         let f = core::mem::size_of::<f32>();
@@ -336,8 +344,13 @@ impl Plan {
 struct Shape {
     n_embd: usize,
     n_ff: usize,
-    n_head: usize,
-    head_dim: usize,
+    n_head_kv: usize,
+    /// Query heads per key/value head.
+    heads_per_kv: usize,
+    head_dim_k: usize,
+    head_dim_v: usize,
+    /// Floats per token of the attention output, later of the FFN output.
+    mid: usize,
     gated: bool,
     /// Block size of the FFN down projection (slabs are whole blocks of its rows).
     down_block: usize,
@@ -356,10 +369,10 @@ impl Shape {
         let mut max_row = 0usize;
         let mut down_block = 1usize;
         let mut down_density = (0usize, 1usize);
-        let mut gated = false;
         let mut see = |t: &TensorRef| max_row = max_row.max(t.row_bytes());
         // Everything read whole into the chunk buffer: embedding rows, norm vectors, and the
-        // n_embd-wide weight rows (biases are read in pieces).
+        // weight rows but the down projection's (read a slab's span at a time; biases are read
+        // in pieces).
         see(&meta.token_embd);
         see(&meta.embd_norm.weight);
         see(&meta.embd_norm.bias);
@@ -371,35 +384,31 @@ impl Shape {
         }
         for i in 0..hp.n_layer {
             let layer = model.layer(i)?;
-            match &layer.qkv {
-                Qkv::Fused(l) => see(&l.weight),
-                Qkv::Separate(ls) => ls.iter().for_each(|l| see(&l.weight)),
-            }
-            see(&layer.attn_out.weight);
-            for norm in [&layer.attn_norm, &layer.out_norm] {
-                see(&norm.weight);
-                see(&norm.bias);
-            }
-            see(&layer.ffn_up.weight);
-            if let Some(g) = &layer.ffn_gate {
-                see(&g.weight);
-                gated = true;
-            }
-            let d = &layer.ffn_down.weight;
-            let (be, bb) = (d.ty.block_elems() as usize, d.ty.block_bytes() as usize);
-            down_block = lcm(down_block, be);
-            // Compare bytes per element as fractions bb/be.
-            let (pb, pe) = down_density;
-            if bb.saturating_mul(pe) > pb.saturating_mul(be) {
-                down_density = (bb, be);
+            for slot in LayerSlot::ALL {
+                match layer.get(slot) {
+                    Some(d) if slot == LayerSlot::FfnDown => {
+                        let (be, bb) = (d.ty.block_elems() as usize, d.ty.block_bytes() as usize);
+                        down_block = lcm(down_block, be);
+                        // Compare bytes per element as fractions bb/be.
+                        let (pb, pe) = down_density;
+                        if bb.saturating_mul(pe) > pb.saturating_mul(be) {
+                            down_density = (bb, be);
+                        }
+                    }
+                    Some(t) if !slot.is_bias() => see(&t),
+                    _ => {}
+                }
             }
         }
         Ok(Shape {
             n_embd: hp.n_embd,
             n_ff: hp.n_ff,
-            n_head: hp.n_head,
-            head_dim: hp.head_dim(),
-            gated,
+            n_head_kv: hp.n_head_kv,
+            heads_per_kv: hp.heads_per_kv(),
+            head_dim_k: hp.head_dim_k,
+            head_dim_v: hp.head_dim_v,
+            mid: hp.n_embd.max(hp.n_head.saturating_mul(hp.head_dim_v)),
+            gated: Program::of(meta.arch).gated(),
             down_block,
             max_row,
             down_density,
@@ -407,9 +416,10 @@ impl Shape {
         })
     }
 
-    /// Floats per token of Q|K|V for a group of `group` heads.
+    /// Floats per token of Q|K|V for a group of `group` key/value heads and their query heads.
     fn qkv_width(&self, group: usize) -> usize {
-        group.clamp(1, self.n_head).saturating_mul(self.head_dim).saturating_mul(3)
+        let per_kv_head = self.heads_per_kv.saturating_add(1).saturating_mul(self.head_dim_k);
+        group.clamp(1, self.n_head_kv).saturating_mul(per_kv_head.saturating_add(self.head_dim_v))
     }
 
     /// The widest FFN slab whose up (and gate) columns fit `room` floats per token: whole

@@ -4,8 +4,7 @@ use crate::error::{Error, Malformed, Name, Result, Unsupported};
 use crate::gguf::{Event, Reader, TensorInfo, Value, MIN_SCRATCH};
 use crate::io::Source;
 use crate::model::{
-    layer_tensor_name, resolve_layer, Arch, HParams, Layer, LayerRefs, LayerSlot, Linear, ModelMeta, Norm,
-    Pooling, Qkv, TensorRef,
+    check_needs, layer_tensor_name, Arch, HParams, LayerRefs, LayerSlot, ModelMeta, Norm, Pooling, TensorRef,
 };
 use crate::quant;
 use crate::tokenizer::{Step as TokStep, Vocab, VocabLoader, VocabMeta, MIN_VOCAB_SCRATCH};
@@ -300,13 +299,29 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
             return Err(bad_hparam("context_length"));
         }
 
-        let hparams =
-            HParams { n_embd, n_ff, n_head, n_layer, n_ctx, n_vocab, eps: eps as f32, rope_base, pooling };
-        let layers = self.layers.get(..n_layer).ok_or(Error::InvalidState)?;
+        let hparams = HParams {
+            n_embd,
+            n_ff,
+            n_head,
+            n_head_kv: n_head,
+            head_dim_k: head_dim,
+            head_dim_v: head_dim,
+            n_layer,
+            n_ctx,
+            n_vocab,
+            eps: eps as f32,
+            rope_base,
+            pooling,
+        };
+        let layers = self.layers.get_mut(..n_layer).ok_or(Error::InvalidState)?;
         for (i, refs) in layers.iter().enumerate() {
-            check_layer(i, &hparams, &resolve_layer(arch, i, refs)?)?;
+            check_needs(arch, i, refs)?;
+            check_shapes(i, &hparams, refs)?;
         }
         check_layers_agree(layers)?;
+        for refs in layers.iter_mut() {
+            split_qkv(refs, n_embd)?;
+        }
         Ok(ModelMeta {
             arch,
             hparams,
@@ -477,42 +492,78 @@ fn check_layers_agree(layers: &[LayerRefs]) -> Result<()> {
     Ok(())
 }
 
-/// Checks every tensor of layer `index` against the hyper-parameters.
-fn check_layer(index: usize, hp: &HParams, layer: &Layer) -> Result<()> {
+/// The shape (cols, rows) a layer tensor must have.
+fn expected_shape(slot: LayerSlot, hp: &HParams) -> (usize, usize) {
+    use LayerSlot::*;
     let (e, f) = (hp.n_embd, hp.n_ff);
-    let check = |t: &TensorRef, cols: usize, rows: usize, suffix: &str| -> Result<()> {
+    let q = hp.n_head.saturating_mul(hp.head_dim_k);
+    let k = hp.n_head_kv.saturating_mul(hp.head_dim_k);
+    let v = hp.n_head_kv.saturating_mul(hp.head_dim_v);
+    let ctx = hp.n_head.saturating_mul(hp.head_dim_v);
+    match slot {
+        AttnQkv => (e, q.saturating_add(k).saturating_add(v)),
+        AttnQkvBias => (q.saturating_add(k).saturating_add(v), 1),
+        AttnQ => (e, q),
+        AttnQBias => (q, 1),
+        AttnK => (e, k),
+        AttnKBias => (k, 1),
+        AttnV => (e, v),
+        AttnVBias => (v, 1),
+        AttnOut => (ctx, e),
+        FfnUp | FfnGate => (e, f),
+        FfnUpBias | FfnGateBias => (f, 1),
+        FfnDown => (f, e),
+        AttnOutBias | FfnDownBias | AttnOutNorm | AttnOutNormBias | LayerOutNorm | LayerOutNormBias => (e, 1),
+    }
+}
+
+/// Checks every tensor of layer `index` against the hyper-parameters.
+fn check_shapes(index: usize, hp: &HParams, refs: &LayerRefs) -> Result<()> {
+    for slot in LayerSlot::ALL {
+        let Some(t) = slot.get(refs) else { continue };
+        let (cols, rows) = expected_shape(slot, hp);
         if t.cols as usize != cols || t.rows as usize != rows {
-            let name = layer_tensor_name(index, suffix);
+            let name = layer_tensor_name(index, slot.suffix());
             return Err(Error::malformed(Malformed::BadShape(name), t.offset));
         }
-        Ok(())
-    };
-    let lin = |l: &Linear, cols: usize, rows: usize, name: &str| -> Result<()> {
-        check(&l.weight, cols, rows, name)?;
-        match &l.bias {
-            Some(b) => check(b, rows, 1, name),
-            None => Ok(()),
-        }
-    };
-    match &layer.qkv {
-        Qkv::Fused(l) => lin(l, e, e.saturating_mul(3), "attn_qkv")?,
-        Qkv::Separate([q, k, v]) => {
-            lin(q, e, e, "attn_q")?;
-            lin(k, e, e, "attn_k")?;
-            lin(v, e, e, "attn_v")?;
-        }
-    }
-    lin(&layer.attn_out, e, e, "attn_output")?;
-    lin(&layer.ffn_up, e, f, "ffn_up")?;
-    if let Some(g) = &layer.ffn_gate {
-        lin(g, e, f, "ffn_gate")?;
-    }
-    lin(&layer.ffn_down, f, e, "ffn_down")?;
-    for (n, name) in [(&layer.attn_norm, "attn_output_norm"), (&layer.out_norm, "layer_output_norm")] {
-        check(&n.weight, e, 1, name)?;
-        check(&n.bias, e, 1, name)?;
     }
     Ok(())
+}
+
+/// Replaces a fused Q|K|V matrix (rows q, then k, then v) and its bias by their three parts,
+/// each a tensor of its own: the rows of a part are contiguous in the file, and so are a bias
+/// part's elements when the part starts on a block of the bias's type (else
+/// [`Malformed::BadShape`]).
+fn split_qkv(refs: &mut LayerRefs, n_embd: usize) -> Result<()> {
+    use LayerSlot::*;
+    let mut take = |slot: LayerSlot| refs.slots.get_mut(slot as usize).and_then(Option::take);
+    let (weight, bias) = (take(AttnQkv), take(AttnQkvBias));
+    let rows = u32::try_from(n_embd).map_err(|_| Error::InvalidState)?;
+    for (part, (w_slot, b_slot)) in
+        [(AttnQ, AttnQBias), (AttnK, AttnKBias), (AttnV, AttnVBias)].into_iter().enumerate()
+    {
+        let first = (part as u64).saturating_mul(u64::from(rows));
+        if let Some(w) = weight {
+            let offset = w.offset.saturating_add(first.saturating_mul(w.row_bytes() as u64));
+            put(refs, w_slot, TensorRef { offset, rows, ..w });
+        }
+        if let Some(b) = bias {
+            let (be, bb) = (u64::from(b.ty.block_elems()), u64::from(b.ty.block_bytes()));
+            if first.checked_rem(be) != Some(0) || u64::from(rows).checked_rem(be) != Some(0) {
+                let name = Name::new(AttnQkvBias.suffix());
+                return Err(Error::malformed(Malformed::BadShape(name), b.offset));
+            }
+            let offset = b.offset.saturating_add(first.checked_div(be).unwrap_or(0).saturating_mul(bb));
+            put(refs, b_slot, TensorRef { offset, cols: rows, ..b });
+        }
+    }
+    Ok(())
+}
+
+fn put(refs: &mut LayerRefs, slot: LayerSlot, t: TensorRef) {
+    if let Some(s) = refs.slots.get_mut(slot as usize) {
+        *s = Some(t);
+    }
 }
 
 #[cfg(test)]
@@ -540,17 +591,17 @@ mod tests {
     #[test]
     fn bert_biases_are_required() {
         let mut refs = full_layer(Arch::Bert);
-        assert!(resolve_layer(Arch::Bert, 3, &refs).is_ok());
-        refs.slots[LayerSlot::DownBias as usize] = None;
-        let err = resolve_layer(Arch::Bert, 3, &refs).unwrap_err();
+        assert!(check_needs(Arch::Bert, 3, &refs).is_ok());
+        refs.slots[LayerSlot::FfnDownBias as usize] = None;
+        let err = check_needs(Arch::Bert, 3, &refs).unwrap_err();
         assert_eq!(err, Error::malformed(Malformed::MissingTensor(Name::new("blk.3.ffn_down.bias")), 0));
     }
 
     #[test]
     fn unused_tensors_are_refused() {
         let mut refs = full_layer(Arch::Bert);
-        refs.slots[LayerSlot::Gate as usize] = Some(t(99));
-        let err = resolve_layer(Arch::Bert, 0, &refs).unwrap_err();
+        refs.slots[LayerSlot::FfnGate as usize] = Some(t(99));
+        let err = check_needs(Arch::Bert, 0, &refs).unwrap_err();
         assert_eq!(
             err,
             Error::malformed(Malformed::UnexpectedTensor(Name::new("blk.0.ffn_gate.weight")), 99)
@@ -561,8 +612,8 @@ mod tests {
     fn optional_tensors_are_in_every_layer_or_none() {
         let plain = full_layer(Arch::NomicBert);
         let mut biased = plain;
-        biased.slots[LayerSlot::OutBias as usize] = Some(t(7));
-        assert!(resolve_layer(Arch::NomicBert, 0, &biased).is_ok());
+        biased.slots[LayerSlot::AttnOutBias as usize] = Some(t(7));
+        assert!(check_needs(Arch::NomicBert, 0, &biased).is_ok());
         assert!(check_layers_agree(&[plain, plain]).is_ok());
         assert!(check_layers_agree(&[biased, biased]).is_ok());
         let missing = Malformed::MissingTensor(Name::new("blk.1.attn_output.bias"));

@@ -51,6 +51,13 @@ pub struct HParams {
     pub n_ff: usize,
     /// Attention heads (`attention.head_count`).
     pub n_head: usize,
+    /// Key/value heads (`attention.head_count_kv`; `n_head` when absent): each serves
+    /// `n_head / n_head_kv` query heads.
+    pub n_head_kv: usize,
+    /// Width of one query or key head (`attention.key_length`; `n_embd / n_head` when absent).
+    pub head_dim_k: usize,
+    /// Width of one value head (`attention.value_length`; `n_embd / n_head` when absent).
+    pub head_dim_v: usize,
     /// Transformer layers (`block_count`).
     pub n_layer: usize,
     /// The longest input in tokens (`context_length`, capped by the position table for bert).
@@ -66,9 +73,9 @@ pub struct HParams {
 }
 
 impl HParams {
-    /// Width of one attention head.
-    pub fn head_dim(&self) -> usize {
-        self.n_embd.checked_div(self.n_head).unwrap_or(0)
+    /// Query heads per key/value head.
+    pub fn heads_per_kv(&self) -> usize {
+        self.n_head.checked_div(self.n_head_kv).unwrap_or(0)
     }
 }
 
@@ -108,15 +115,6 @@ impl TensorRef {
     }
 }
 
-/// A weight matrix with an optional bias.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Linear {
-    /// The weight: `rows` outputs of `cols` inputs.
-    pub weight: TensorRef,
-    /// The bias (`rows` values), if the model has one.
-    pub bias: Option<TensorRef>,
-}
-
 /// LayerNorm parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Norm {
@@ -126,63 +124,43 @@ pub struct Norm {
     pub bias: TensorRef,
 }
 
-/// Q, K and V projections: one fused matrix (rows q, then k, then v) or three.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Qkv {
-    /// `attn_qkv`: 3·n_embd rows.
-    Fused(Linear),
-    /// `attn_q`, `attn_k`, `attn_v`.
-    Separate([Linear; 3]),
-}
-
-/// The tensors of one transformer layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Layer {
-    /// Q, K, V projections.
-    pub qkv: Qkv,
-    /// Attention output projection.
-    pub attn_out: Linear,
-    /// LayerNorm after attention.
-    pub attn_norm: Norm,
-    /// FFN up projection.
-    pub ffn_up: Linear,
-    /// FFN gate projection (nomic-bert's SwiGLU).
-    pub ffn_gate: Option<Linear>,
-    /// FFN down projection.
-    pub ffn_down: Linear,
-    /// LayerNorm after the FFN.
-    pub out_norm: Norm,
-}
-
-/// One layer's tensors as they are found while the file streams by (any order).
+/// One layer's tensors as they are found while the file streams by (any order); once loaded,
+/// a fused Q|K|V matrix is held as its Q, K and V parts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LayerRefs {
     pub(crate) slots: [Option<TensorRef>; LayerSlot::COUNT],
 }
 
+impl LayerRefs {
+    /// The tensor in `slot`, if the layer has it.
+    pub(crate) fn get(&self, slot: LayerSlot) -> Option<TensorRef> {
+        slot.get(self)
+    }
+}
+
 /// The tensor names a layer may have, `blk.N.<suffix>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LayerSlot {
-    Qkv,
-    QkvBias,
-    Q,
-    QBias,
-    K,
-    KBias,
-    V,
-    VBias,
-    Out,
-    OutBias,
-    AttnNormW,
-    AttnNormB,
-    Up,
-    UpBias,
-    Gate,
-    GateBias,
-    Down,
-    DownBias,
-    OutNormW,
-    OutNormB,
+    AttnQkv,
+    AttnQkvBias,
+    AttnQ,
+    AttnQBias,
+    AttnK,
+    AttnKBias,
+    AttnV,
+    AttnVBias,
+    AttnOut,
+    AttnOutBias,
+    AttnOutNorm,
+    AttnOutNormBias,
+    FfnUp,
+    FfnUpBias,
+    FfnGate,
+    FfnGateBias,
+    FfnDown,
+    FfnDownBias,
+    LayerOutNorm,
+    LayerOutNormBias,
 }
 
 impl LayerSlot {
@@ -192,8 +170,26 @@ impl LayerSlot {
     pub(crate) const ALL: [LayerSlot; LayerSlot::COUNT] = {
         use LayerSlot::*;
         [
-            Qkv, QkvBias, Q, QBias, K, KBias, V, VBias, Out, OutBias, AttnNormW, AttnNormB, Up, UpBias, Gate,
-            GateBias, Down, DownBias, OutNormW, OutNormB,
+            AttnQkv,
+            AttnQkvBias,
+            AttnQ,
+            AttnQBias,
+            AttnK,
+            AttnKBias,
+            AttnV,
+            AttnVBias,
+            AttnOut,
+            AttnOutBias,
+            AttnOutNorm,
+            AttnOutNormBias,
+            FfnUp,
+            FfnUpBias,
+            FfnGate,
+            FfnGateBias,
+            FfnDown,
+            FfnDownBias,
+            LayerOutNorm,
+            LayerOutNormBias,
         ]
     };
 
@@ -201,32 +197,48 @@ impl LayerSlot {
     pub(crate) const fn suffix(self) -> &'static str {
         use LayerSlot::*;
         match self {
-            Qkv => "attn_qkv.weight",
-            QkvBias => "attn_qkv.bias",
-            Q => "attn_q.weight",
-            QBias => "attn_q.bias",
-            K => "attn_k.weight",
-            KBias => "attn_k.bias",
-            V => "attn_v.weight",
-            VBias => "attn_v.bias",
-            Out => "attn_output.weight",
-            OutBias => "attn_output.bias",
-            AttnNormW => "attn_output_norm.weight",
-            AttnNormB => "attn_output_norm.bias",
-            Up => "ffn_up.weight",
-            UpBias => "ffn_up.bias",
-            Gate => "ffn_gate.weight",
-            GateBias => "ffn_gate.bias",
-            Down => "ffn_down.weight",
-            DownBias => "ffn_down.bias",
-            OutNormW => "layer_output_norm.weight",
-            OutNormB => "layer_output_norm.bias",
+            AttnQkv => "attn_qkv.weight",
+            AttnQkvBias => "attn_qkv.bias",
+            AttnQ => "attn_q.weight",
+            AttnQBias => "attn_q.bias",
+            AttnK => "attn_k.weight",
+            AttnKBias => "attn_k.bias",
+            AttnV => "attn_v.weight",
+            AttnVBias => "attn_v.bias",
+            AttnOut => "attn_output.weight",
+            AttnOutBias => "attn_output.bias",
+            AttnOutNorm => "attn_output_norm.weight",
+            AttnOutNormBias => "attn_output_norm.bias",
+            FfnUp => "ffn_up.weight",
+            FfnUpBias => "ffn_up.bias",
+            FfnGate => "ffn_gate.weight",
+            FfnGateBias => "ffn_gate.bias",
+            FfnDown => "ffn_down.weight",
+            FfnDownBias => "ffn_down.bias",
+            LayerOutNorm => "layer_output_norm.weight",
+            LayerOutNormBias => "layer_output_norm.bias",
         }
     }
 
     /// The slot of a tensor name's part after `blk.N.`, if the engine knows it.
     pub(crate) fn from_suffix(s: &str) -> Option<Self> {
         LayerSlot::ALL.into_iter().find(|slot| slot.suffix() == s)
+    }
+
+    /// Whether the slot holds a bias vector (read in pieces, never a whole row at once).
+    pub(crate) const fn is_bias(self) -> bool {
+        use LayerSlot::*;
+        matches!(
+            self,
+            AttnQkvBias
+                | AttnQBias
+                | AttnKBias
+                | AttnVBias
+                | AttnOutBias
+                | FfnUpBias
+                | FfnGateBias
+                | FfnDownBias
+        )
     }
 
     pub(crate) fn get(self, refs: &LayerRefs) -> Option<TensorRef> {
@@ -269,11 +281,10 @@ impl<'m> Model<'m> {
         if layers.len() != meta.hparams.n_layer {
             return Err(Error::BufferTooSmall { needed: meta.hparams.n_layer, given: layers.len() });
         }
-        let model = Model { meta, layers };
-        for i in 0..layers.len() {
-            model.layer(i)?;
+        for (i, refs) in layers.iter().enumerate() {
+            check_needs(meta.arch, i, refs)?;
         }
-        Ok(model)
+        Ok(Model { meta, layers })
     }
 
     /// The metadata.
@@ -287,9 +298,8 @@ impl<'m> Model<'m> {
     }
 
     /// Layer `i`'s tensors. Loading validated them, so this fails only for `i` out of range.
-    pub fn layer(&self, i: usize) -> Result<Layer> {
-        let refs = self.layers.get(i).ok_or(Error::InvalidState)?;
-        resolve_layer(self.meta.arch, i, refs)
+    pub fn layer(&self, i: usize) -> Result<&'m LayerRefs> {
+        self.layers.get(i).ok_or(Error::InvalidState)
     }
 }
 
@@ -328,18 +338,20 @@ impl Arch {
             Arch::NomicBert => Optional,
         };
         match slot {
-            Qkv if fused => Required,
-            Q | K | V if !fused => Required,
-            QkvBias if fused => bias,
-            QBias | KBias | VBias if !fused => bias,
-            Qkv | Q | K | V | QkvBias | QBias | KBias | VBias => Unused,
-            Out | AttnNormW | AttnNormB | Up | Down | OutNormW | OutNormB => Required,
-            OutBias | UpBias | DownBias => bias,
-            Gate => match self {
+            AttnQkv if fused => Required,
+            AttnQ | AttnK | AttnV if !fused => Required,
+            AttnQkvBias if fused => bias,
+            AttnQBias | AttnKBias | AttnVBias if !fused => bias,
+            AttnQkv | AttnQ | AttnK | AttnV | AttnQkvBias | AttnQBias | AttnKBias | AttnVBias => Unused,
+            AttnOut | AttnOutNorm | AttnOutNormBias | FfnUp | FfnDown | LayerOutNorm | LayerOutNormBias => {
+                Required
+            }
+            AttnOutBias | FfnUpBias | FfnDownBias => bias,
+            FfnGate => match self {
                 Arch::Bert => Unused,
                 Arch::NomicBert => Required,
             },
-            GateBias => match self {
+            FfnGateBias => match self {
                 Arch::Bert => Unused,
                 Arch::NomicBert => Optional,
             },
@@ -347,12 +359,11 @@ impl Arch {
     }
 }
 
-/// The layer's tensors as the engine uses them, checked against what `arch` needs (see
-/// [`Arch::need`]); `Optional` tensors are taken as found (the loader checks they are in all
-/// layers or none).
-pub(crate) fn resolve_layer(arch: Arch, index: usize, refs: &LayerRefs) -> Result<Layer> {
-    use LayerSlot::*;
-    let fused = Qkv.get(refs).is_some();
+/// Checks layer `index`'s tensors against what `arch` needs (see [`Arch::need`]): a required
+/// one missing is [`Malformed::MissingTensor`], one the architecture does not use
+/// [`Malformed::UnexpectedTensor`].
+pub(crate) fn check_needs(arch: Arch, index: usize, refs: &LayerRefs) -> Result<()> {
+    let fused = LayerSlot::AttnQkv.get(refs).is_some();
     for slot in LayerSlot::ALL {
         let name = || layer_tensor_name(index, slot.suffix());
         match (arch.need(slot, fused), slot.get(refs)) {
@@ -363,26 +374,5 @@ pub(crate) fn resolve_layer(arch: Arch, index: usize, refs: &LayerRefs) -> Resul
             _ => {}
         }
     }
-    // Every required slot is now known to be present.
-    let req = |slot: LayerSlot| slot.get(refs).ok_or(Error::InvalidState);
-    let lin =
-        |w: LayerSlot, b: LayerSlot| -> Result<Linear> { Ok(Linear { weight: req(w)?, bias: b.get(refs) }) };
-    let qkv = if fused {
-        self::Qkv::Fused(lin(Qkv, QkvBias)?)
-    } else {
-        self::Qkv::Separate([lin(Q, QBias)?, lin(K, KBias)?, lin(V, VBias)?])
-    };
-    let ffn_gate = match arch {
-        Arch::NomicBert => Some(lin(Gate, GateBias)?),
-        Arch::Bert => None,
-    };
-    Ok(Layer {
-        qkv,
-        attn_out: lin(Out, OutBias)?,
-        attn_norm: Norm { weight: req(AttnNormW)?, bias: req(AttnNormB)? },
-        ffn_up: lin(Up, UpBias)?,
-        ffn_gate,
-        ffn_down: lin(Down, DownBias)?,
-        out_norm: Norm { weight: req(OutNormW)?, bias: req(OutNormB)? },
-    })
+    Ok(())
 }

@@ -1,17 +1,30 @@
-//! Attention of one head group: rotary positions (nomic-bert) and online-softmax attention,
-//! resumable at any key block and query tile.
+//! Attention of one head group: rotary positions and online-softmax attention, text by text.
+//!
+//! Attention's unit is a tile: a key block of one query head of one text against a tile of its
+//! queries. A text's tiles go head by head, and within a head key block by key block (each
+//! block's values are transposed once, for all its query tiles).
 
+use super::interpreter::{Pc, Place};
+use super::tokenwise::row;
 use super::*;
+use crate::engine::program::Buf;
+use checked::{mul, units};
+
+/// Where a tile is in its text: the query head (within the group), the first key, the first
+/// query.
+struct Tile {
+    head: usize,
+    k0: usize,
+    q0: usize,
+}
 
 impl<'a> Job<'a> {
-    /// Rotary positions on the Q and K of group `group`'s heads, for `tokens`.
-    pub(super) fn rope(&mut self, group: usize, tokens: Tokens) -> Result<()> {
+    /// Rotary positions on the Q and K of the head group at `pc`, for `tokens`.
+    pub(super) fn rope(&mut self, pc: Pc, tokens: core::ops::Range<usize>) -> Result<()> {
         let hp = *self.model.hparams();
-        let d = hp.head_dim();
-        let (_, heads) = self.group_heads(group);
+        let d = hp.head_dim_k;
         let non_finite = self.non_finite();
-        let gw = self.group_width()?;
-        let (qkv_at, stride, width) = (mul(self.n_tokens, hp.n_embd)?, mul(3, gw)?, mul(heads, d)?);
+        let (q, k) = (self.place(Buf::Q, pc)?, self.place(Buf::K, pc)?);
         // In the attention region (free until attention): the (cos, sin) pairs of one position,
         // then each pair's frequency as an f32 pair (high, low) that sums to its f64 value.
         let freqs = self.r.attn.get_mut(span(d, d)?).ok_or(Error::InvalidState)?;
@@ -20,7 +33,7 @@ impl<'a> Job<'a> {
             let hi = exact as f32;
             f.copy_from_slice(&[hi, (exact - f64::from(hi)) as f32]);
         }
-        for t in tokens.range()? {
+        for t in tokens {
             let pos = self.position_of(t)?;
             let (pairs, freqs) = self.r.attn.split_at_mut_checked(d).ok_or(Error::InvalidState)?;
             for (pair, f) in pairs.chunks_exact_mut(2).zip(freqs.chunks_exact(2)) {
@@ -29,10 +42,8 @@ impl<'a> Job<'a> {
                 pair.copy_from_slice(&[c, s]);
             }
             let pairs = &*pairs;
-            // Q then K of token t: each `heads · d` floats, `gw` apart.
-            let q_at = add(qkv_at, mul(t, stride)?)?;
-            for at in [q_at, add(q_at, gw)?] {
-                let vecs = self.r.wide.get_mut(span(at, width)?).ok_or(Error::InvalidState)?;
+            for place in [q, k] {
+                let vecs = self.r.wide.get_mut(row(place, t)?).ok_or(Error::InvalidState)?;
                 for head in vecs.chunks_exact_mut(d) {
                     ops::rope(head, pairs);
                 }
@@ -42,75 +53,100 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// Online-softmax attention of text `text` for head `head` of group `group`: the key block
-    /// starting at `k0` (before the text's end) against query tiles from `q0` on, until about
-    /// `budget` units are spent. Returns where to go on (`(k0, q0)`, `k0 ≥ len` when the head is
-    /// done) and the units.
+    /// The tiles of text `pc.text` for the head group at `pc`.
+    pub(super) fn attention_tiles(&self, pc: Pc) -> Result<usize> {
+        let (_, len) = self.span(pc.text)?;
+        let heads = mul(self.group_heads(pc.iter).1, self.model.hparams().heads_per_kv())?;
+        let blocks = len.div_ceil(self.plan.k_tile.max(1));
+        mul(mul(heads, blocks)?, len.div_ceil(self.plan.q_tile.max(1)))
+    }
+
+    /// The work units of one (full) tile of text `text`: per (query, key) pair, the two dot
+    /// products of the head's width and the softmax's bookkeeping.
+    pub(super) fn attention_tile_cost(&self, text: usize) -> Result<u64> {
+        let (_, len) = self.span(text)?;
+        let d = self.model.hparams().head_dim_k;
+        let pair = units(2, &[d]).saturating_add(ATTENTION_PAIR_COST);
+        Ok(units(pair, &[self.plan.q_tile.min(len), self.plan.k_tile.min(len)]))
+    }
+
+    /// The tile at unit `unit` of a text of `len` tokens.
+    fn tile(&self, unit: usize, len: usize) -> Result<Tile> {
+        let (q_tiles, blocks) =
+            (len.div_ceil(self.plan.q_tile.max(1)), len.div_ceil(self.plan.k_tile.max(1)));
+        let per_head = mul(q_tiles, blocks)?;
+        let head = unit.checked_div(per_head).ok_or(Error::InvalidState)?;
+        let within = unit.checked_rem(per_head).ok_or(Error::InvalidState)?;
+        let block = within.checked_div(q_tiles).ok_or(Error::InvalidState)?;
+        let q_tile = within.checked_rem(q_tiles).ok_or(Error::InvalidState)?;
+        Ok(Tile { head, k0: mul(block, self.plan.k_tile)?, q0: mul(q_tile, self.plan.q_tile)? })
+    }
+
+    /// Online-softmax attention of text `pc.text`: its tiles `[pc.unit, pc.unit + count)`.
     ///
-    /// Key blocks are the outer loop so that each block's values are transposed once for all
-    /// queries. The accumulators are the head's columns of the attention output itself (start of
-    /// the wide region, stride n_embd); the running max and sum of every query live in the
-    /// attention region. The last key block normalises each query's row.
-    pub(super) fn attention_step(
-        &mut self,
-        group: usize,
-        text: usize,
-        head: usize,
-        (k0, q0): (usize, usize),
-        budget: u64,
-    ) -> Result<((usize, usize), u64)> {
+    /// The accumulators are the head's columns of the attention output itself ([`Buf::Ctx`]);
+    /// the running max and sum of every query live in the attention region. A head's first tile
+    /// clears them; a key block's first tile transposes its values; the tiles of the last key
+    /// block normalise their queries' rows.
+    pub(super) fn attention(&mut self, pc: Pc, count: usize) -> Result<()> {
         let hp = *self.model.hparams();
-        let (e, d) = (hp.n_embd, hp.head_dim());
-        let (h0, _) = self.group_heads(group);
+        let (d, dv, r) = (hp.head_dim_k, hp.head_dim_v, hp.heads_per_kv());
         let non_finite = self.non_finite();
-        let gw = self.group_width()?;
-        let (qkv_at, stride) = (mul(self.n_tokens, e)?, mul(3, gw)?);
-        let (start, len) = self.span(text)?;
+        let (q, k, v, ctx) = (
+            self.place(Buf::Q, pc)?,
+            self.place(Buf::K, pc)?,
+            self.place(Buf::V, pc)?,
+            self.place(Buf::Ctx, pc)?,
+        );
+        let (h0, _) = self.group_heads(pc.iter);
+        let stride = q.stride;
+        let (start, len) = self.span(pc.text)?;
         let (q_tile, k_tile) = (self.plan.q_tile, self.plan.k_tile);
-        let tk = k_tile.min(sub(len, k0)?);
-        if tk == 0 {
-            return Err(Error::InvalidState);
-        }
         let scale = 1.0 / libm::sqrtf(d as f32);
-        let pair_cost = units(2, &[d]).saturating_add(ATTENTION_PAIR_COST);
-        let (scores, rest) =
-            self.r.attn.split_at_mut_checked(mul(q_tile, k_tile)?).ok_or(Error::InvalidState)?;
-        let (values_t, rest) = rest.split_at_mut_checked(mul(k_tile, d)?).ok_or(Error::InvalidState)?;
-        let (run_max, rest) = rest.split_at_mut_checked(len).ok_or(Error::InvalidState)?;
-        let run_sum = rest.get_mut(..len).ok_or(Error::InvalidState)?;
-        // Token t's q of this head is at `q_of(t)`; its k and v follow at `gw` and `2·gw`. Query
-        // i's output row (its accumulator) is `out_of(i)` in the attention output.
-        let q_col = mul(head, d)?;
-        let q_of = |t: usize| add(mul(t, stride)?, q_col);
-        let out_col = mul(add(h0, head)?, d)?;
-        let out_of = |i: usize| span(add(mul(add(start, i)?, e)?, out_col)?, d);
-        let (ctx, qkv) = self.r.wide.split_at_mut_checked(qkv_at).ok_or(Error::InvalidState)?;
-        let qkv = &*qkv;
-        if (k0, q0) == (0, 0) {
-            run_max.fill(f32::NEG_INFINITY);
-            run_sum.fill(0.0);
-            for i in 0..len {
-                ctx.get_mut(out_of(i)?).ok_or(Error::InvalidState)?.fill(0.0);
+        for unit in span(pc.unit, count)? {
+            let Tile { head, k0, q0 } = self.tile(unit, len)?;
+            let kv = head.checked_div(r).ok_or(Error::InvalidState)?;
+            let tk = k_tile.min(sub(len, k0)?);
+            let tq = q_tile.min(sub(len, q0)?);
+            if tk == 0 || tq == 0 {
+                return Err(Error::InvalidState);
             }
-        }
-        let vt = values_t.get_mut(..mul(d, tk)?).ok_or(Error::InvalidState)?;
-        let first_key = add(start, k0)?;
-        if q0 == 0 {
-            // The block's values, transposed so that each head dimension is a row: value j is
-            // column j.
-            for j in 0..tk {
-                let v_at = add(q_of(add(first_key, j)?)?, mul(2, gw)?)?;
-                let v = qkv.get(span(v_at, d)?).ok_or(Error::InvalidState)?;
-                for (dim, &x) in vt.chunks_exact_mut(tk).zip(v) {
-                    *dim.get_mut(j).ok_or(Error::InvalidState)? = x;
+            let (scores, rest) =
+                self.r.attn.split_at_mut_checked(mul(q_tile, k_tile)?).ok_or(Error::InvalidState)?;
+            let (values_t, rest) = rest.split_at_mut_checked(mul(k_tile, dv)?).ok_or(Error::InvalidState)?;
+            let (run_max, rest) = rest.split_at_mut_checked(len).ok_or(Error::InvalidState)?;
+            let run_sum = rest.get_mut(..len).ok_or(Error::InvalidState)?;
+            // Token t's q of this head, its k and its v, from the start of the group's region;
+            // query i's output row (its accumulator) in the attention output.
+            let in_row = |p: Place, t: usize, col: usize| add(add(mul(t, stride)?, p.col)?, col);
+            let q_of = |t: usize| in_row(q, t, mul(head, d)?);
+            let k_of = |t: usize| in_row(k, t, mul(kv, d)?);
+            let v_of = |t: usize| in_row(v, t, mul(kv, dv)?);
+            let out_col = add(ctx.col, mul(add(mul(h0, r)?, head)?, dv)?)?;
+            let out_of =
+                |i: usize| span(add(add(ctx.offset, mul(add(start, i)?, ctx.stride)?)?, out_col)?, dv);
+            let (ctx_buf, qkv) = self.r.wide.split_at_mut_checked(q.offset).ok_or(Error::InvalidState)?;
+            let qkv = &*qkv;
+            if (k0, q0) == (0, 0) {
+                run_max.fill(f32::NEG_INFINITY);
+                run_sum.fill(0.0);
+                for i in 0..len {
+                    ctx_buf.get_mut(out_of(i)?).ok_or(Error::InvalidState)?.fill(0.0);
                 }
             }
-        }
-        let keys = qkv.get(add(q_of(first_key)?, gw)?..).ok_or(Error::InvalidState)?;
-        let last_block = add(k0, tk)? >= len;
-        let (mut q0, mut spent) = (q0, 0u64);
-        while q0 < len && (spent == 0 || spent < budget) {
-            let tq = q_tile.min(sub(len, q0)?);
+            let vt = values_t.get_mut(..mul(dv, tk)?).ok_or(Error::InvalidState)?;
+            let first_key = add(start, k0)?;
+            if q0 == 0 {
+                // The block's values, transposed so that each head dimension is a row: value j
+                // is column j.
+                for j in 0..tk {
+                    let v = qkv.get(span(v_of(add(first_key, j)?)?, dv)?).ok_or(Error::InvalidState)?;
+                    for (dim, &x) in vt.chunks_exact_mut(tk).zip(v) {
+                        *dim.get_mut(j).ok_or(Error::InvalidState)? = x;
+                    }
+                }
+            }
+            let keys = qkv.get(k_of(first_key)?..).ok_or(Error::InvalidState)?;
             // Scores of the tile: S = Q·Kᵀ.
             let queries = qkv.get(q_of(add(start, q0)?)?..).ok_or(Error::InvalidState)?;
             let block = scores.get_mut(..mul(tq, tk)?).ok_or(Error::InvalidState)?;
@@ -125,39 +161,24 @@ impl<'a> Job<'a> {
                 let m_new = m.max(ops::scaled_max(row, scale));
                 let correction = ops::exp(*m - m_new);
                 if correction != 1.0 {
-                    let acc = ctx.get_mut(out_of(i)?).ok_or(Error::InvalidState)?;
+                    let acc = ctx_buf.get_mut(out_of(i)?).ok_or(Error::InvalidState)?;
                     acc.iter_mut().for_each(|v| *v *= correction);
                 }
                 *l = *l * correction + ops::exp_and_sum(row, scale, m_new);
                 *m = m_new;
             }
             // Accumulators += P·V.
-            let acc = ctx.get_mut(out_of(q0)?.start..).ok_or(Error::InvalidState)?;
-            self.kernels.gemm_f32_acc(vt, tk, d, tk, block, tk, tq, acc, e)?;
-            if last_block {
+            let acc = ctx_buf.get_mut(out_of(q0)?.start..).ok_or(Error::InvalidState)?;
+            self.kernels.gemm_f32_acc(vt, tk, dv, tk, block, tk, tq, acc, ctx.stride)?;
+            if add(k0, tk)? >= len {
                 for i in tile {
                     let l = *run_sum.get(i).ok_or(Error::InvalidState)?;
-                    let out = ctx.get_mut(out_of(i)?).ok_or(Error::InvalidState)?;
+                    let out = ctx_buf.get_mut(out_of(i)?).ok_or(Error::InvalidState)?;
                     out.iter_mut().for_each(|v| *v /= l);
                     ensure_finite(out, non_finite)?;
                 }
             }
-            spent = spent.saturating_add(units(pair_cost, &[tq, tk]));
-            q0 = add(q0, tq)?;
         }
-        let next = if q0 < len { (k0, q0) } else { (add(k0, tk)?, 0) };
-        Ok((next, spent))
-    }
-
-    /// The first head of group `group` and how many heads it has (none past the last group).
-    pub(super) fn group_heads(&self, group: usize) -> (usize, usize) {
-        let n_head = self.model.hparams().n_head;
-        let h0 = group.saturating_mul(self.layout.group).min(n_head);
-        (h0, self.layout.group.min(n_head.saturating_sub(h0)))
-    }
-
-    /// Floats of q (or k, or v) per token in the group layout: a full group's worth.
-    pub(super) fn group_width(&self) -> Result<usize> {
-        mul(self.layout.group, self.model.hparams().head_dim())
+        Ok(())
     }
 }

@@ -1,22 +1,28 @@
 //! [`Job`]: one embedding computation as a state machine the host advances with
-//! [`Job::step`].
+//! [`Job::step`]: the tokenizer, then the model's [`Program`] run by one interpreter
+//! (`interpreter.rs`) a budget at a time.
 //!
 //! Index arithmetic is checked (see [`checked`]) and every access goes through `get`, so a bug
 //! is an error, not a panic.
 
 mod attention;
 mod checked;
-mod layer;
+mod interpreter;
+mod matmul;
+mod pool;
+mod tokenwise;
 
 use crate::engine::arena::{carve, Regions};
 use crate::engine::ops;
 use crate::engine::plan::{Layout, Plan};
+use crate::engine::program::Program;
 use crate::error::{Error, InputError, Result};
 use crate::io::{read_exact_at, Source};
-use crate::model::{Arch, Layer, Linear, Model, Norm, Pooling, Qkv, TensorRef};
+use crate::model::{LayerRefs, Model, TensorRef};
 use crate::quant::Kernels;
 use crate::tokenizer::{self, Lookup, Tokenize};
-use checked::{add, mul, nth_row, span, sub, units};
+use checked::{add, nth_row, span, sub, units};
+use interpreter::Pc;
 
 /// Work units one [`Job::step`] may do by default: about a quarter of a millisecond on one core
 /// of the machine the README's numbers come from (AVX-512 kernels), a few milliseconds with the
@@ -37,8 +43,11 @@ const BIAS_COST: u64 = 10;
 const POOL_COST: u64 = 20;
 /// Work units per (query, key) pair of one head besides its 2·head_dim multiply-adds: the
 /// exponential, the softmax bookkeeping and the value transposition; also the finiteness check
-/// of each query's output (head_dim values, done once per query with its last pair).
-const ATTENTION_PAIR_COST: u64 = 750;
+/// of each query's output (head_dim values, done once per query with its last pair). Measured
+/// (thread CPU time, nomic-synth-12L batches of 16 texts): at 750 a unit of attention took a
+/// quarter of the time of a weight-kernel unit (steps in attention ended 4x early); at 100 they
+/// agree within 15%.
+const ATTENTION_PAIR_COST: u64 = 100;
 /// Work units per tokenizer unit (a char normalized, a vocab entry compared, …).
 const TOKENIZER_COST: u64 = 1000;
 /// Work units per computed value checked for finiteness (every stage checks what it computed,
@@ -90,8 +99,9 @@ pub struct Progress {
 pub struct JobOptions {
     /// Scale each embedding to unit L2 norm (default true).
     pub normalize: bool,
-    /// Work units per step (default [`DEFAULT_BUDGET`]; 0 counts as 1). Every step does about
-    /// this much work: at most one weight row, one attention key block or one token more.
+    /// Work units per step (default [`DEFAULT_BUDGET`]; 0 counts as 1). A step does at most
+    /// this much work — or one unit of it (a weight row, an attention tile, a token) when a
+    /// single unit costs more.
     pub budget: u64,
     /// Cut a text longer than the model's context (or the plan's token limit) to [CLS] + the
     /// first pieces + [SEP] (default true); when false such a text is
@@ -110,88 +120,9 @@ enum Phase {
     Tokenize {
         text: usize,
     },
-    Embed {
-        token: usize,
-    },
-    EmbedNorm {
-        token: usize,
-    },
-    Layer {
-        index: usize,
-        stage: Stage,
-    },
-    /// Pooling text `text`, from its token `token` on.
-    Pool {
-        text: usize,
-        token: usize,
-    },
+    /// Running the program from `Pc` on.
+    Run(Pc),
     Done,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// Q|K|V of one group of heads ← biases (or zeros).
-    QkvInit {
-        group: usize,
-        token: usize,
-    },
-    /// Q|K|V of the group += x·Wᵀ, row by row (q rows, then k, then v).
-    Qkv {
-        group: usize,
-        row: usize,
-    },
-    /// Rotary positions on the group's Q and K (nomic-bert).
-    Rope {
-        group: usize,
-        token: usize,
-    },
-    /// Online-softmax attention of one head (of the group) of one text: key block `k0` against
-    /// the query tiles from `q0` on (see `Job::attention_step`).
-    Attention {
-        group: usize,
-        text: usize,
-        head: usize,
-        k0: usize,
-        q0: usize,
-    },
-    /// x += bias of the output projection.
-    OutInit {
-        token: usize,
-    },
-    /// x += attention · Woᵀ.
-    Out {
-        row: usize,
-    },
-    AttnNorm {
-        token: usize,
-    },
-    /// y ← x + bias of the down projection.
-    FfnInit {
-        token: usize,
-    },
-    /// The slab's hidden columns ← biases (or zeros).
-    SlabInit {
-        slab: usize,
-        token: usize,
-    },
-    /// The slab's up (then gate) rows.
-    Up {
-        slab: usize,
-        row: usize,
-    },
-    /// GELU, or SiLU(gate) ⊙ up.
-    Act {
-        slab: usize,
-        token: usize,
-    },
-    /// y += slab · W_down[:, slab]ᵀ.
-    Down {
-        slab: usize,
-        row: usize,
-    },
-    OutNorm {
-        token: usize,
-    },
 }
 
 /// One embedding job: a text (as token ids) or a batch, its arena, and where it is.
@@ -203,6 +134,7 @@ enum Stage {
 #[derive(Debug)]
 pub struct Job<'a> {
     model: Model<'a>,
+    program: &'static Program,
     plan: Plan,
     kernels: Kernels,
     r: Regions<'a>,
@@ -217,8 +149,8 @@ pub struct Job<'a> {
     filled: usize,
     options: JobOptions,
     phase: Phase,
-    /// The current layer's tensors (resolved when the layer starts).
-    layer: Option<Layer>,
+    /// The current layer's tensors (when the program is in a layer).
+    layer: Option<LayerRefs>,
     /// How the wide region is used, chosen from the token count once it is known.
     layout: Layout,
     done_units: u64,
@@ -268,6 +200,7 @@ impl<'a> Job<'a> {
         let options = JobOptions { budget: options.budget.max(1), ..options };
         let mut job = Job {
             model,
+            program: Program::of(model.meta().arch),
             plan: *plan,
             kernels: Kernels::detect(),
             r,
@@ -308,8 +241,7 @@ impl<'a> Job<'a> {
             }
             self.push_text(ids)?;
         }
-        self.start_embedding();
-        Ok(())
+        self.start_embedding()
     }
 
     /// Appends one text's ids to the token sequence and records its span.
@@ -331,10 +263,11 @@ impl<'a> Job<'a> {
     }
 
     /// Moves on to the forward pass once every text's ids are in place.
-    fn start_embedding(&mut self) {
+    fn start_embedding(&mut self) -> Result<()> {
         self.layout = self.plan.layout_for(self.n_tokens);
-        self.phase = Phase::Embed { token: 0 };
+        self.phase = Phase::Run(self.first_pc()?);
         self.total_units = self.done_units.saturating_add(self.estimate_total());
+        Ok(())
     }
 
     /// Tokenizes text `text` as far as the budget allows; on its end, appends its ids.
@@ -365,7 +298,7 @@ impl<'a> Job<'a> {
         if next < self.n_texts {
             self.phase = Phase::Tokenize { text: next };
         } else {
-            self.start_embedding();
+            self.start_embedding()?;
         }
         // The tokenizer does not say how much of its budget it used: count all of it.
         Ok(budget)
@@ -400,8 +333,15 @@ impl<'a> Job<'a> {
         let mut spent = 0u64;
         while self.phase != Phase::Done && spent < self.options.budget {
             let left = self.options.budget.saturating_sub(spent);
-            match self.advance(io, left) {
-                Ok(units) => spent = spent.saturating_add(units.max(1)),
+            let advanced = match self.phase {
+                Phase::Tokenize { text } => self.tokenize_step(io, text, left).map(Some),
+                Phase::Run(pc) => self.run(io, pc, left, spent == 0),
+                Phase::Done => Ok(Some(0)),
+            };
+            match advanced {
+                Ok(Some(units)) => spent = spent.saturating_add(units.max(1)),
+                // The next unit of work does not fit what is left of this step.
+                Ok(None) => break,
                 Err(e) => {
                     self.failed = Some(e);
                     return Err(e);
@@ -432,19 +372,8 @@ impl<'a> Job<'a> {
     fn stage_name(&self) -> (&'static str, Option<usize>) {
         match self.phase {
             Phase::Tokenize { .. } => ("tokenize", None),
-            Phase::Embed { .. } => ("embed", None),
-            Phase::EmbedNorm { .. } => ("norm", None),
-            Phase::Pool { .. } | Phase::Done => ("pool", None),
-            Phase::Layer { index, stage } => {
-                let name = match stage {
-                    Stage::QkvInit { .. } | Stage::Qkv { .. } | Stage::Rope { .. } => "qkv",
-                    Stage::Attention { .. } => "attention",
-                    Stage::OutInit { .. } | Stage::Out { .. } => "attention-out",
-                    Stage::AttnNorm { .. } | Stage::OutNorm { .. } => "norm",
-                    _ => "ffn",
-                };
-                (name, Some(index))
-            }
+            Phase::Run(pc) => (self.op_at(pc).map_or("pool", |op| op.stage.name()), pc.layer()),
+            Phase::Done => ("pool", None),
         }
     }
 
@@ -461,86 +390,6 @@ impl<'a> Job<'a> {
             Some(&[start, len]) => Ok((start as usize, len as usize)),
             _ => Err(Error::InvalidState),
         }
-    }
-
-    /// Tokens whose per-token work of `cost` fits `budget` (at least one), starting at `token`.
-    fn tokens_for(&self, token: usize, cost: u64, budget: u64) -> usize {
-        let fit = usize::try_from(budget.checked_div(cost.max(1)).unwrap_or(0)).unwrap_or(usize::MAX);
-        fit.max(1).min(self.n_tokens.saturating_sub(token))
-    }
-
-    /// Does one bounded unit of work (at most about `budget` units, at least one row, token or
-    /// tile) and moves the phase on. Returns the units spent.
-    fn advance<S: Source + ?Sized>(&mut self, io: &mut S, budget: u64) -> Result<u64> {
-        let hp = *self.model.hparams();
-        let e = hp.n_embd;
-        let n = self.n_tokens;
-        match self.phase {
-            Phase::Tokenize { text } => self.tokenize_step(io, text, budget),
-            Phase::Embed { token } => {
-                let count =
-                    self.tokens_for(token, (EMBED_COST + FINITE_COST).saturating_mul(e as u64), budget);
-                for t in token..token.saturating_add(count) {
-                    self.embed_token(io, t)?;
-                }
-                let next = token.saturating_add(count);
-                self.phase =
-                    if next >= n { Phase::EmbedNorm { token: 0 } } else { Phase::Embed { token: next } };
-                Ok(units(EMBED_COST + FINITE_COST, &[count, e]))
-            }
-            Phase::EmbedNorm { token } => {
-                let norm = self.model.meta().embd_norm;
-                let done = self.norm_pass(io, &norm, token, budget, false)?;
-                self.phase =
-                    if done.0 >= n { self.enter_layer(0)? } else { Phase::EmbedNorm { token: done.0 } };
-                Ok(done.1)
-            }
-            Phase::Layer { index, stage } => self.layer_step(io, index, stage, budget),
-            Phase::Pool { text, token } => {
-                let (next, spent) = self.pool(text, token, budget)?;
-                let next_text = add(text, 1)?;
-                self.phase = match next {
-                    Some(token) => Phase::Pool { text, token },
-                    None if next_text < self.n_texts => Phase::Pool { text: next_text, token: 0 },
-                    None => Phase::Done,
-                };
-                Ok(spent)
-            }
-            Phase::Done => Ok(0),
-        }
-    }
-
-    fn enter_layer(&mut self, index: usize) -> Result<Phase> {
-        if index >= self.model.hparams().n_layer {
-            self.layer = None;
-            return Ok(Phase::Pool { text: 0, token: 0 });
-        }
-        self.layer = Some(self.model.layer(index)?);
-        Ok(Phase::Layer { index, stage: Stage::QkvInit { group: 0, token: 0 } })
-    }
-
-    fn current_layer(&self) -> Result<Layer> {
-        self.layer.ok_or(Error::InvalidState)
-    }
-
-    /// Embeds token `t`: its row of `token_embd`, plus its position row (bert) and type row 0.
-    fn embed_token<S: Source + ?Sized>(&mut self, io: &mut S, t: usize) -> Result<()> {
-        let meta = *self.model.meta();
-        let e = self.plan.n_embd;
-        let non_finite = self.non_finite();
-        let id = *self.r.ids.get(t).ok_or(Error::InvalidState)? as usize;
-        let pos = self.position_of(t)?;
-        let x = self.r.x.get_mut(nth_row(t, e)?).ok_or(Error::InvalidState)?;
-        read_row(io, &self.kernels, self.r.chunk, &meta.token_embd, id, x)?;
-        let extra = [meta.position_embd.map(|p| (p, pos)), meta.token_types.map(|t| (t, 0))];
-        for (tensor, row) in extra.into_iter().flatten() {
-            let tmp = self.r.scratch.get_mut(..e).ok_or(Error::InvalidState)?;
-            read_row(io, &self.kernels, self.r.chunk, &tensor, row, tmp)?;
-            for (a, b) in x.iter_mut().zip(tmp.iter()) {
-                *a += *b;
-            }
-        }
-        ensure_finite(x, non_finite)
     }
 
     /// Position of token `t` within its text. O(log texts): texts lie one after another, so
@@ -563,99 +412,11 @@ impl<'a> Job<'a> {
         sub(t, start)
     }
 
-    /// LayerNorm of tokens from `token` on, as the budget allows: x ← LN(x), or x ← LN(y) when
-    /// `from_y`. γ and β are read into scratch when the pass starts (token 0) and stay there.
-    /// Returns (next token, units).
-    fn norm_pass<S: Source + ?Sized>(
-        &mut self,
-        io: &mut S,
-        norm: &Norm,
-        token: usize,
-        budget: u64,
-        from_y: bool,
-    ) -> Result<(usize, u64)> {
-        let e = self.plan.n_embd;
-        let eps = self.model.hparams().eps;
-        if token == 0 {
-            // Norm vectors are single rows.
-            let (g, b) = self.r.scratch.split_at_mut_checked(e).ok_or(Error::InvalidState)?;
-            let b = b.get_mut(..e).ok_or(Error::InvalidState)?;
-            read_row(io, &self.kernels, self.r.chunk, &norm.weight, 0, g)?;
-            read_row(io, &self.kernels, self.r.chunk, &norm.bias, 0, b)?;
-        }
-        let count = self.tokens_for(token, units(NORM_COST + FINITE_COST, &[e]), budget);
-        let non_finite = self.non_finite();
-        let (g, b) = self.r.scratch.split_at_checked(e).ok_or(Error::InvalidState)?;
-        let b = b.get(..e).ok_or(Error::InvalidState)?;
-        for t in span(token, count)? {
-            let x = self.r.x.get_mut(nth_row(t, e)?).ok_or(Error::InvalidState)?;
-            if from_y {
-                x.copy_from_slice(self.r.wide.get(nth_row(t, e)?).ok_or(Error::InvalidState)?);
-            }
-            ops::layer_norm(x, g, b, eps);
-            ensure_finite(x, non_finite)?;
-        }
-        Ok((add(token, count)?, units(NORM_COST + FINITE_COST, &[count, e])))
-    }
-
-    /// Pools text `text` from its token `token` on, as far as `budget` allows. Mean pooling sums
-    /// the tokens into scratch with compensation (Neumaier), so the sum is as exact as in f64,
-    /// then, at the text's last token, writes the mean to the text's output slot; CLS pooling
-    /// copies the first token. The embedding is then normalised if asked. Returns the next token
-    /// (`None` once the text is done) and the units spent.
-    fn pool(&mut self, text: usize, token: usize, budget: u64) -> Result<(Option<usize>, u64)> {
-        let e = self.plan.n_embd;
-        let (start, len) = self.span(text)?;
-        let non_finite = self.non_finite();
-        let out = self.r.out.get_mut(nth_row(text, e)?).ok_or(Error::InvalidState)?;
-        let spent = match self.model.hparams().pooling {
-            Pooling::Cls => {
-                out.copy_from_slice(self.r.x.get(nth_row(start, e)?).ok_or(Error::InvalidState)?);
-                units(1, &[e])
-            }
-            Pooling::Mean => {
-                let (sum, comp) = self.r.scratch.split_at_mut_checked(e).ok_or(Error::InvalidState)?;
-                let comp = comp.get_mut(..e).ok_or(Error::InvalidState)?;
-                if token == 0 {
-                    sum.fill(0.0);
-                    comp.fill(0.0);
-                }
-                let per_token = units(POOL_COST, &[e]).max(1);
-                let fit = usize::try_from(budget.checked_div(per_token).unwrap_or(0)).unwrap_or(usize::MAX);
-                let count = fit.max(1).min(sub(len, token)?);
-                let first = add(start, token)?;
-                let rows = self.r.x.get(mul(first, e)?..mul(add(first, count)?, e)?);
-                for token_x in rows.ok_or(Error::InvalidState)?.chunks_exact(e) {
-                    for ((s, c), &v) in sum.iter_mut().zip(comp.iter_mut()).zip(token_x) {
-                        let t = *s + v;
-                        *c += if s.abs() >= v.abs() { (*s - t) + v } else { (v - t) + *s };
-                        *s = t;
-                    }
-                }
-                let spent = units(POOL_COST, &[count, e]);
-                let next = add(token, count)?;
-                if next < len {
-                    return Ok((Some(next), spent));
-                }
-                let inv = 1.0 / len as f64;
-                for ((o, &s), &c) in out.iter_mut().zip(sum.iter()).zip(comp.iter()) {
-                    *o = ((f64::from(s) + f64::from(c)) * inv) as f32;
-                }
-                spent
-            }
-        };
-        if self.options.normalize {
-            ops::l2_normalize(out);
-        }
-        ensure_finite(out, non_finite)?;
-        Ok((None, spent.saturating_add(units(FINITE_COST, &[e]))))
-    }
-
     /// A rough count of the job's work units, for progress reports.
     fn estimate_total(&self) -> u64 {
         let hp = self.model.hparams();
         let (n, e, f) = (self.n_tokens, hp.n_embd, hp.n_ff);
-        let gates = if self.model.meta().arch == Arch::NomicBert { 3 } else { 2 };
+        let gates = if self.program.gated() { 3 } else { 2 };
         // Per layer: n·e·(4·e + gates·f) in the projections, 2·n²·e in attention.
         let projections = units(4, &[n, e, e]).saturating_add(units(gates, &[n, e, f]));
         let per_layer = projections.saturating_add(units(2, &[n, n, e]));
@@ -679,19 +440,6 @@ impl<'a> Texts<'a> {
             Texts::One(t) => (i == 0).then_some(t),
             Texts::Many(ts) => ts.get(i).copied(),
         }
-    }
-}
-
-/// A run of tokens `[first, first + count)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Tokens {
-    first: usize,
-    count: usize,
-}
-
-impl Tokens {
-    fn range(self) -> Result<core::ops::Range<usize>> {
-        span(self.first, self.count)
     }
 }
 
