@@ -43,15 +43,25 @@
 //! Both modes give identical ids. Nothing allocates, nothing panics, nothing is `unsafe`.
 
 mod index;
+mod model_vocab;
 mod normalize;
+mod special;
+mod spm;
 #[rustfmt::skip]
 mod tables;
+mod token_index;
 mod tokenize;
 pub mod unicode;
 mod vocab;
 
 pub use index::{IndexBuilder, VocabIndex};
+pub use model_vocab::{
+    read_model_vocab, ModelKind, ModelVocab, ModelVocabLoader, ModelVocabMeta, PreTokenizer, MAX_ENTRY_BYTES,
+    MAX_SPECIAL_BYTES,
+};
 pub use normalize::max_ids;
+pub use spm::{spm_work_bytes, ModelLookup, ModelOptions, SpmTokenize, MAX_MODEL_WINDOW, MIN_MODEL_WINDOW, MODEL_SCAN_SCRATCH};
+pub use token_index::{TokenIndex, TokenIndexBuilder};
 pub use tokenize::{
     work_bytes, Lookup, Mode, Options, Tokenize, MAX_WINDOW_CHARS, MIN_WINDOW_CHARS, SCAN_SCRATCH,
 };
