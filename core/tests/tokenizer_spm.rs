@@ -74,7 +74,12 @@ fn llama_spm_matches_llama_cpp_vocab_test() {
             (ModelLookup::Scan, MIN_MODEL_WINDOW, 997),
         ] {
             let got = tokenize(&file, &vocab, lookup, text, plain(4096), window, budget).unwrap();
-            assert_eq!(&got, want, "{text:?} window {window} budget {budget} scan {}", matches!(lookup, ModelLookup::Scan));
+            assert_eq!(
+                &got,
+                want,
+                "{text:?} window {window} budget {budget} scan {}",
+                matches!(lookup, ModelLookup::Scan)
+            );
         }
     }
 }
@@ -121,7 +126,8 @@ fn long_text_through_small_windows_is_the_whole_text_tokenized() {
     let (file, vocab, mem) = load("vocab-llama-spm.gguf");
     let ix = TokenIndex::open(&vocab, &mem).unwrap();
     let text: String = (0..400).map(|i| format!("wörd{i} ünïcödé  {}\t", "x".repeat(i % 13))).collect();
-    let whole = tokenize(&file, &vocab, ModelLookup::Index(ix), &text, plain(1 << 16), 1 << 17, u32::MAX).unwrap();
+    let whole =
+        tokenize(&file, &vocab, ModelLookup::Index(ix), &text, plain(1 << 16), 1 << 17, u32::MAX).unwrap();
     for window in [MIN_MODEL_WINDOW, 1000, 5000] {
         for lookup in [ModelLookup::Index(ix), ModelLookup::Scan] {
             let got = tokenize(&file, &vocab, lookup, &text, plain(1 << 16), window, 333).unwrap();

@@ -60,7 +60,10 @@ pub use model_vocab::{
     MAX_SPECIAL_BYTES,
 };
 pub use normalize::max_ids;
-pub use spm::{spm_work_bytes, ModelLookup, ModelOptions, SpmTokenize, MAX_MODEL_WINDOW, MIN_MODEL_WINDOW, MODEL_SCAN_SCRATCH};
+pub use spm::{
+    spm_work_bytes, ModelLookup, ModelOptions, SpmTokenize, MAX_MODEL_WINDOW, MIN_MODEL_WINDOW,
+    MODEL_SCAN_SCRATCH,
+};
 pub use token_index::{TokenIndex, TokenIndexBuilder};
 pub use tokenize::{
     work_bytes, Lookup, Mode, Options, Tokenize, MAX_WINDOW_CHARS, MIN_WINDOW_CHARS, SCAN_SCRATCH,

@@ -257,7 +257,8 @@ impl ModelVocabMeta {
         let bos = pick(self.bos, bos0);
         let eos = pick(self.eos, eos0);
         let unk = pick(self.unk, unk0);
-        let add_bos = self.add_bos.unwrap_or(matches!(kind, ModelKind::Spm | ModelKind::Bpe(PreTokenizer::Llama3)));
+        let add_bos =
+            self.add_bos.unwrap_or(matches!(kind, ModelKind::Spm | ModelKind::Bpe(PreTokenizer::Llama3)));
         let add_eos = self.add_eos.unwrap_or(false);
         let add_space_prefix = self.add_space_prefix.unwrap_or(kind == ModelKind::Spm);
         if add_bos && bos.is_none() {
@@ -511,7 +512,12 @@ impl Column {
         }
         let k = (i.saturating_sub(self.first) as usize).saturating_mul(4);
         let b = self.buf.get(k..k.saturating_add(4)).ok_or(Error::InvalidState)?;
-        Ok(Some([b.first().copied().unwrap_or(0), b.get(1).copied().unwrap_or(0), b.get(2).copied().unwrap_or(0), b.get(3).copied().unwrap_or(0)]))
+        Ok(Some([
+            b.first().copied().unwrap_or(0),
+            b.get(1).copied().unwrap_or(0),
+            b.get(2).copied().unwrap_or(0),
+            b.get(3).copied().unwrap_or(0),
+        ]))
     }
 
     /// Element `i` as an i32 (0 without an array).

@@ -197,9 +197,14 @@ struct Window {
 #[derive(Debug, Clone, Copy)]
 enum Phase {
     /// Looking for the window's end: `at` is the next raw byte, `cut` the last cut seen.
-    Plan { at: usize, cut: usize },
+    Plan {
+        at: usize,
+        cut: usize,
+    },
     /// Index mode: special-token lookups at raw position `at`.
-    Candidates { at: usize },
+    Candidates {
+        at: usize,
+    },
     /// Scan mode, first pass: special tokens in the raw window.
     ScanSpecials(Cursor),
     /// Choosing the special tokens and building the escaped fragments.
@@ -207,11 +212,22 @@ enum Phase {
     /// Scan mode, second pass: every entry in the escaped window.
     ScanTokens(Cursor),
     /// Making the symbols and first bigrams of text item `item`; `at` is its next char.
-    Init { item: usize, at: usize, n_sym: usize, heap: usize },
+    Init {
+        item: usize,
+        at: usize,
+        n_sym: usize,
+        heap: usize,
+    },
     /// Merging item `item`'s bigrams; `heap` entries are live.
-    Merge { item: usize, heap: usize },
+    Merge {
+        item: usize,
+        heap: usize,
+    },
     /// Writing item `item`'s ids; `sym` is the next symbol.
-    Emit { item: usize, sym: u32 },
+    Emit {
+        item: usize,
+        sym: u32,
+    },
     Done,
     Failed(Error),
 }
@@ -286,7 +302,10 @@ impl<'a> SpmTokenize<'a> {
         let aligned = bytemuck::pod_align_to::<u8, u32>(mem).1.len().saturating_mul(4);
         let w = window_for(scan, aligned);
         if w < MIN_MODEL_WINDOW {
-            return Err(Error::BufferTooSmall { needed: spm_work_bytes(scan, MIN_MODEL_WINDOW), given: mem.len() });
+            return Err(Error::BufferTooSmall {
+                needed: spm_work_bytes(scan, MIN_MODEL_WINDOW),
+                given: mem.len(),
+            });
         }
         carve(mem, scan, w)?;
         let mut n_out = 0;
@@ -516,7 +535,15 @@ impl State<'_> {
 
     // ---- Plan: where the window ends ----
 
-    fn plan(&mut self, text: &str, out: &mut [u32], mut at: usize, mut cut: usize, left: &mut u64, mem_len: usize) -> Result<()> {
+    fn plan(
+        &mut self,
+        text: &str,
+        out: &mut [u32],
+        mut at: usize,
+        mut cut: usize,
+        left: &mut u64,
+        mem_len: usize,
+    ) -> Result<()> {
         let start = self.win.start;
         if start >= text.len() {
             return self.finish(out);
@@ -571,7 +598,10 @@ impl State<'_> {
         let len = self.win.end.saturating_sub(self.win.start);
         self.win.limit = len / 2;
         if self.win.limit == 0 {
-            return Err(Error::BufferTooSmall { needed: spm_work_bytes(self.scan, self.w.saturating_mul(2)), given: 0 });
+            return Err(Error::BufferTooSmall {
+                needed: spm_work_bytes(self.scan, self.w.saturating_mul(2)),
+                given: 0,
+            });
         }
         self.phase = Phase::Plan { at: 0, cut: 0 };
         Ok(())
@@ -625,7 +655,8 @@ impl State<'_> {
         let (start, end) = (self.win.start, self.win.end);
         for q in start..end.saturating_sub(1) {
             let i = q.saturating_sub(start);
-            let (b0, b1) = (bytes.get(q).copied().unwrap_or(0), bytes.get(q.saturating_add(1)).copied().unwrap_or(0));
+            let (b0, b1) =
+                (bytes.get(q).copied().unwrap_or(0), bytes.get(q.saturating_add(1)).copied().unwrap_or(0));
             if let (Some(h), Some(n)) = (p.heads.get_mut(bucket(b0, b1)), p.next.get_mut(i)) {
                 *n = *h;
                 *h = i as u32;
@@ -652,7 +683,8 @@ impl State<'_> {
         let (start, end) = (self.win.start, self.win.end);
         let raw = bytes.get(start..end).unwrap_or_default();
         let mut win = FileWindow::resume(&mut *p.scratch, self.held)?;
-        while *left > 0 {
+        // At least one entry per call, so that a pass always advances.
+        loop {
             let next = cursor.next(&tokens, io, &mut win);
             if next.is_err() {
                 self.held = (0, 0);
@@ -676,11 +708,17 @@ impl State<'_> {
                             }
                         }
                     } else {
-                        let mut q = p.heads.get(bucket(first, e.get(1).copied().unwrap_or(0))).copied().unwrap_or(NONE);
+                        let mut q = p
+                            .heads
+                            .get(bucket(first, e.get(1).copied().unwrap_or(0)))
+                            .copied()
+                            .unwrap_or(NONE);
                         while q != NONE {
                             let i = q as usize;
                             work = work.saturating_add(1);
-                            if raw.get(i..i.saturating_add(n)) == Some(e) && text.is_char_boundary(start.saturating_add(i)) {
+                            if raw.get(i..i.saturating_add(n)) == Some(e)
+                                && text.is_char_boundary(start.saturating_add(i))
+                            {
                                 self.table_put(p.table, i, n, id, u32::from(kind))?;
                             }
                             q = p.next.get(i).copied().unwrap_or(NONE);
@@ -694,6 +732,9 @@ impl State<'_> {
                 return Ok(());
             }
             spend(left, work);
+            if *left == 0 {
+                break;
+            }
         }
         self.held = win.held();
         self.phase = Phase::ScanSpecials(cursor);
@@ -701,7 +742,14 @@ impl State<'_> {
     }
 
     /// Records an occurrence (last id wins); halves the window when the table is too full.
-    fn table_put(&mut self, table: &mut [[u32; 3]], pos: usize, len: usize, id: u32, value: u32) -> Result<()> {
+    fn table_put(
+        &mut self,
+        table: &mut [[u32; 3]],
+        pos: usize,
+        len: usize,
+        id: u32,
+        value: u32,
+    ) -> Result<()> {
         if matches!(self.phase, Phase::Plan { .. }) {
             return Ok(());
         }
@@ -749,7 +797,10 @@ impl State<'_> {
     fn build(&mut self, p: &mut Parts<'_>, text: &str, left: &mut u64) {
         let (start, end) = (self.win.start, self.win.end);
         let raw_len = end.saturating_sub(start);
-        let n = choose(p.cand.get_mut(..self.win.n_cand).unwrap_or_default(), p.occ.get_mut(..raw_len).unwrap_or_default());
+        let n = choose(
+            p.cand.get_mut(..self.win.n_cand).unwrap_or_default(),
+            p.occ.get_mut(..raw_len).unwrap_or_default(),
+        );
         spend(left, (raw_len / 64).saturating_add(self.win.n_cand / 16) as u64);
         let mut esc = 0usize;
         let mut items = 0usize;
@@ -814,7 +865,9 @@ impl State<'_> {
                     continue; // not a char start
                 }
                 let b1 = p.esc.get(q.saturating_add(1)).copied().unwrap_or(0);
-                if let (Some(h), Some(n), Some(ie)) = (p.heads.get_mut(bucket(b0, b1)), p.next.get_mut(q), p.item_end.get_mut(q)) {
+                if let (Some(h), Some(n), Some(ie)) =
+                    (p.heads.get_mut(bucket(b0, b1)), p.next.get_mut(q), p.item_end.get_mut(q))
+                {
                     *n = *h;
                     *h = q as u32;
                     *ie = e as u32;
@@ -836,7 +889,8 @@ impl State<'_> {
         }
         let tokens = self.vocab.tokens();
         let mut win = FileWindow::resume(&mut *p.scratch, self.held)?;
-        while *left > 0 {
+        // At least one entry per call, so that a pass always advances.
+        loop {
             let next = cursor.next(&tokens, io, &mut win);
             if next.is_err() {
                 self.held = (0, 0);
@@ -867,7 +921,8 @@ impl State<'_> {
                         while q != NONE {
                             let i = q as usize;
                             work = work.saturating_add(1);
-                            let fits = i.saturating_add(n) <= p.item_end.get(i).copied().unwrap_or(0) as usize;
+                            let fits =
+                                i.saturating_add(n) <= p.item_end.get(i).copied().unwrap_or(0) as usize;
                             if fits && p.esc.get(i..i.saturating_add(n)) == Some(e) {
                                 self.table_put(p.table, i, n, id, score.to_bits())?;
                                 if matches!(self.phase, Phase::Plan { .. }) {
@@ -881,6 +936,9 @@ impl State<'_> {
                 }
             }
             spend(left, work);
+            if *left == 0 {
+                break;
+            }
         }
         self.held = win.held();
         self.phase = Phase::ScanTokens(cursor);
@@ -933,7 +991,15 @@ impl State<'_> {
         }
     }
 
-    fn init(&mut self, p: &mut Parts<'_>, item: usize, mut at: usize, mut n_sym: usize, mut heap: usize, left: &mut u64) -> Result<()> {
+    fn init(
+        &mut self,
+        p: &mut Parts<'_>,
+        item: usize,
+        mut at: usize,
+        mut n_sym: usize,
+        mut heap: usize,
+        left: &mut u64,
+    ) -> Result<()> {
         if item >= self.win.n_items {
             return self.next_window(left);
         }
@@ -1002,7 +1068,14 @@ impl State<'_> {
     }
 
     /// Writes the ids of item `item` from symbol `sym` on.
-    fn emit_item(&mut self, p: &mut Parts<'_>, out: &mut [u32], item: usize, mut sym: u32, left: &mut u64) -> Result<()> {
+    fn emit_item(
+        &mut self,
+        p: &mut Parts<'_>,
+        out: &mut [u32],
+        item: usize,
+        mut sym: u32,
+        left: &mut u64,
+    ) -> Result<()> {
         let (a, len) = item_at(p.items, item);
         if len == 0 {
             spend(left, 1);

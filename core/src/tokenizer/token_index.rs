@@ -154,10 +154,8 @@ impl<'m> TokenIndex<'m> {
         let s = Shape::of(vocab)?;
         let head = bytemuck::pod_align_to::<u8, u32>(mem).0.len();
         let words = s.words().ok_or(too_small)?;
-        let (table, rest) = mem
-            .get(head..)
-            .and_then(|m| m.split_at_checked(words.saturating_mul(4)))
-            .ok_or(too_small)?;
+        let (table, rest) =
+            mem.get(head..).and_then(|m| m.split_at_checked(words.saturating_mul(4))).ok_or(too_small)?;
         let mut w: &[u32] = bytemuck::try_cast_slice(table).map_err(|_| too_small)?;
         let mut take = |n: usize| {
             let (a, b) = w.split_at_checked(n).ok_or(too_small)?;
@@ -208,7 +206,13 @@ impl<'m> TokenIndex<'m> {
 
 /// `Ok((id, slot))` when `a ‖ b` is stored, else `Err(slot)`: the empty slot ending the probe
 /// (`usize::MAX` in a full table).
-fn find(slots: &[u32], spans: &[u32], keys: &[u8], a: &[u8], b: &[u8]) -> core::result::Result<(u32, usize), usize> {
+fn find(
+    slots: &[u32],
+    spans: &[u32],
+    keys: &[u8],
+    a: &[u8],
+    b: &[u8],
+) -> core::result::Result<(u32, usize), usize> {
     let cap = slots.len();
     if cap == 0 {
         return Err(usize::MAX);
@@ -407,7 +411,10 @@ impl<'m> TokenIndexBuilder<'m> {
             // llama.cpp splits at the first space after the first byte; no space: no merge.
             if let Some(sp) = text.iter().skip(1).position(|&b| b == b' ') {
                 let sp = sp.saturating_add(1);
-                let (a, b) = (text.get(..sp).unwrap_or_default(), text.get(sp.saturating_add(1)..).unwrap_or_default());
+                let (a, b) = (
+                    text.get(..sp).unwrap_or_default(),
+                    text.get(sp.saturating_add(1)..).unwrap_or_default(),
+                );
                 let l = find(self.a.slots, self.a.spans, self.a.keys, a, &[]).ok().map(|(id, _)| id);
                 let r = find(self.a.slots, self.a.spans, self.a.keys, b, &[]).ok().map(|(id, _)| id);
                 if let (Some(l), Some(r)) = (l, r) {
