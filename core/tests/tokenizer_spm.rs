@@ -135,3 +135,38 @@ fn long_text_through_small_windows_is_the_whole_text_tokenized() {
         }
     }
 }
+
+/// `random-*.jsonl`: `{"text", "ids"}` lines, ids from libllama's `llama_tokenize` with
+/// add_special and parse_special on (tools/tokenizer-fixtures/random_texts.py).
+fn random_fixture(vocab_file: &str, jsonl: &str) {
+    let (file, vocab, mem) = load(vocab_file);
+    let ix = TokenIndex::open(&vocab, &mem).unwrap();
+    let lines = std::fs::read_to_string(format!("{FIXTURES}/{jsonl}")).unwrap();
+    let opts = ModelOptions { max_tokens: 4096, truncate: false, add_special: true, parse_special: true };
+    let mut n = 0;
+    for (i, line) in lines.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let text = v["text"].as_str().unwrap();
+        let want: Vec<u32> =
+            v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let got = tokenize(&file, &vocab, ModelLookup::Index(ix), text, opts, 4096, u32::MAX).unwrap();
+        assert_eq!(got, want, "line {} {text:?}", i + 1);
+        // Scan mode on every 10th text (each window streams the vocab twice).
+        if i % 10 == 0 {
+            let got = tokenize(&file, &vocab, ModelLookup::Scan, text, opts, 4096, 5000).unwrap();
+            assert_eq!(got, want, "scan, line {} {text:?}", i + 1);
+        }
+        n += 1;
+    }
+    assert_eq!(n, 3000);
+}
+
+#[test]
+fn llama_spm_random_texts_match_llama_cpp() {
+    random_fixture("vocab-llama-spm.gguf", "random-llama-spm.jsonl");
+}
+
+#[test]
+fn gemma3_random_texts_match_llama_cpp() {
+    random_fixture("vocab-gemma3.gguf", "random-gemma3.jsonl");
+}
