@@ -80,22 +80,31 @@ const TABLE_LOAD_PER_BYTE: usize = 6;
 /// Bits of an occurrence key given to its length.
 const LEN_BITS: u32 = 11;
 
-/// u32 words per window byte: candidates 3, items 2, symbols 4, heap 12; scan adds the table
-/// (3 per slot), bucket links and item ends.
-const fn words_per_byte(scan: bool) -> usize {
-    let base = 3 + 2 + 4 + 12;
+/// Bytes per window byte: u32 words for candidates (3), items (2), symbols (4) and the heap
+/// (12), plus the escaped text and the occupied map (1 each); scan adds the occurrence table (3
+/// words per slot), bucket links and item ends.
+const INDEX_PER_BYTE: usize = (3 + 2 + 4 + 12) * 4 + 2;
+const SCAN_PER_BYTE: usize = INDEX_PER_BYTE + (3 * TABLE_PER_BYTE + 2) * 4;
+/// Window-independent bytes: two item words; scan adds the bucket heads, the byte-token and
+/// one-byte-entry tables and the file scratch.
+const INDEX_FIXED: usize = 2 * 4;
+const SCAN_FIXED: usize = (2 + BUCKETS + 512) * 4 + MODEL_SCAN_SCRATCH;
+/// Bytes lost to aligning the caller's buffer to 4 bytes, and to rounding.
+const SLACK: usize = 9;
+
+const fn per_byte(scan: bool) -> usize {
     if scan {
-        base + 3 * TABLE_PER_BYTE + 2
+        SCAN_PER_BYTE
     } else {
-        base
+        INDEX_PER_BYTE
     }
 }
 
-const fn fixed_words(scan: bool) -> usize {
+const fn fixed(scan: bool) -> usize {
     if scan {
-        2 + BUCKETS + 512
+        SCAN_FIXED
     } else {
-        2
+        INDEX_FIXED
     }
 }
 
@@ -109,17 +118,13 @@ const fn fixed_bytes(scan: bool) -> usize {
 
 /// Bytes of work memory [`SpmTokenize`] needs for a window of `window` bytes of escaped text,
 /// alignment slack included: `86 × window + 17` for Index (≈ 350 KB for a 4 KiB window),
-/// `190 × window + 11 297` for Scan. Saturates instead of overflowing.
+/// `190 × window + 10 257` for Scan (`lookup_scan`). Saturates instead of overflowing.
 pub const fn spm_work_bytes(lookup_scan: bool, window: usize) -> usize {
-    window
-        .saturating_mul(words_per_byte(lookup_scan) * 4 + 2)
-        .saturating_add(fixed_words(lookup_scan) * 4 + fixed_bytes(lookup_scan))
-        .saturating_add(9)
+    window.saturating_mul(per_byte(lookup_scan)).saturating_add(fixed(lookup_scan)).saturating_add(SLACK)
 }
 
 fn window_for(scan: bool, aligned: usize) -> usize {
-    let fixed = fixed_words(scan) * 4 + fixed_bytes(scan) + 3;
-    let w = aligned.saturating_sub(fixed) / (words_per_byte(scan) * 4 + 2);
+    let w = aligned.saturating_sub(fixed(scan).saturating_add(3)).checked_div(per_byte(scan)).unwrap_or(0);
     w.min(MAX_MODEL_WINDOW)
 }
 
@@ -422,7 +427,7 @@ fn heap_push(heap: &mut [[u32; 4]], len: usize, e: [u32; 4]) -> Result<usize> {
     *heap.get_mut(len).ok_or(Error::InvalidState)? = e;
     let mut i = len;
     while i > 0 {
-        let parent = (i - 1) / 2;
+        let parent = i.saturating_sub(1) / 2;
         match (heap.get(i), heap.get(parent)) {
             (Some(c), Some(p)) if before(c, p) => heap.swap(i, parent),
             _ => break,
@@ -698,7 +703,11 @@ impl State<'_> {
             if let Entry::Bytes(e) = entry {
                 let n = e.len();
                 let first = e.first().copied().unwrap_or(0);
-                if n > 0 && n <= 64 && lens >> (n - 1) & 1 != 0 && self.vocab.special_starts_with(first) {
+                if n > 0
+                    && n <= 64
+                    && lens >> n.saturating_sub(1) & 1 != 0
+                    && self.vocab.special_starts_with(first)
+                {
                     let kind = Special::of_type(ty).code();
                     if n == 1 {
                         for (i, &b) in raw.iter().enumerate() {

@@ -423,11 +423,9 @@ impl<'m> TokenIndexBuilder<'m> {
             }
         }
         let j = (rank as usize).saturating_mul(2);
-        if let Some(p) = self.a.pairs.get_mut(j..j.saturating_add(2)) {
-            if let [x, y] = p {
-                *x = left;
-                *y = right;
-            }
+        if let Some([x, y]) = self.a.pairs.get_mut(j..j.saturating_add(2)) {
+            *x = left;
+            *y = right;
         }
         if left != NONE {
             if let Err(slot) = find_merge(self.a.merge_slots, self.a.pairs, left, right) {
