@@ -170,3 +170,13 @@ fn llama_spm_random_texts_match_llama_cpp() {
 fn gemma3_random_texts_match_llama_cpp() {
     random_fixture("vocab-gemma3.gguf", "random-gemma3.jsonl");
 }
+
+#[test]
+fn index_sizes_are_as_documented() {
+    let (_, llama, _) = load("vocab-llama-spm.gguf");
+    assert_eq!(TokenIndex::bytes_needed(&llama).unwrap(), 690_930);
+    let (_, gemma, _) = load("vocab-gemma3.gguf");
+    assert_eq!(TokenIndex::bytes_needed(&gemma).unwrap(), 6_247_537);
+    assert_eq!(spm_work_bytes(false, 4096), 86 * 4096 + 17);
+    assert_eq!(spm_work_bytes(true, 4096), 190 * 4096 + 10_257);
+}

@@ -130,8 +130,8 @@ pub struct TokenIndex<'m> {
 impl<'m> TokenIndex<'m> {
     /// Bytes of caller memory the index of `vocab` needs (3 of them alignment slack):
     /// `4 × (1.5 n + 1 + n + 1 [+ n for SPM scores] [+ 1.5 m + 1 + 2 m for m BPE merges]) + n +
-    /// (token array bytes − 8 n)` — about 2.7 MB for Llama 2's 32 000 tokens… and 11 MB for
-    /// Gemma 3's 262 144 (see the README's table for measured values).
+    /// (token array bytes − 8 n)` — 690 930 bytes for Llama 2's 32 000 tokens, 6 247 537 for
+    /// Gemma 3's 262 144.
     ///
     /// Errors: [`Malformed::Overflow`] (at the token array) when that does not fit `usize` or the
     /// keys exceed 4 GiB.
