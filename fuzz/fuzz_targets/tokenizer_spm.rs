@@ -33,7 +33,15 @@ fn fixture() -> &'static (ModelVocab, Vec<u8>) {
     F.get_or_init(|| build(VOCAB_FILE).expect("fixture vocab"))
 }
 
-fn run(file: &[u8], vocab: &ModelVocab, lookup: ModelLookup<'_>, text: &str, o: ModelOptions, window: usize, budget: u32) -> Result<Vec<u32>, Error> {
+fn run(
+    file: &[u8],
+    vocab: &ModelVocab,
+    lookup: ModelLookup<'_>,
+    text: &str,
+    o: ModelOptions,
+    window: usize,
+    budget: u32,
+) -> Result<Vec<u32>, Error> {
     let mut mem = vec![0u8; spm_work_bytes(matches!(lookup, ModelLookup::Scan), window)];
     let mut out = vec![0u32; o.max_tokens];
     let mut t = SpmTokenize::new(vocab, lookup, text, &mut mem, &mut out, o)?;
@@ -54,7 +62,11 @@ fn check(file: &[u8], vocab: &ModelVocab, mem: &[u8], text: &str, ctl: &[u8; 4],
     let window = MIN_MODEL_WINDOW + usize::from(ctl[2]) * 5;
     let a = run(file, vocab, ModelLookup::Index(ix), text, o, window, budget);
     let b = run(file, vocab, ModelLookup::Scan, text, o, window, budget ^ 5);
-    assert_eq!(a, b, "modes disagree on {text:?}");
+    // Too small a window is an error in both modes (each names its own memory sizes).
+    let too_small = |r: &Result<Vec<u32>, Error>| matches!(r, Err(Error::BufferTooSmall { .. }));
+    if !(too_small(&a) && too_small(&b)) {
+        assert_eq!(a, b, "modes disagree on {text:?}");
+    }
     match a {
         Ok(ids) => {
             assert!(ids.len() <= o.max_tokens);
@@ -63,7 +75,9 @@ fn check(file: &[u8], vocab: &ModelVocab, mem: &[u8], text: &str, ctl: &[u8; 4],
             }
             assert!(ids.iter().all(|&i| i < vocab.count()));
         }
-        Err(Error::Input(InputError::TooManyTokens { max, .. })) => assert!(!o.truncate && max == o.max_tokens),
+        Err(Error::Input(InputError::TooManyTokens { max, .. })) => {
+            assert!(!o.truncate && max == o.max_tokens)
+        }
         // A fragment with no cut longer than the window.
         Err(Error::BufferTooSmall { .. }) => {}
         Err(e) => assert!(corrupted, "fixture vocab failed: {e}"),
