@@ -29,8 +29,13 @@ fn key_bytes(tokens: &ArrayRef) -> u64 {
 /// FNV-1a over the word-initial flag and the piece, then murmur3's finalizer (good high bits for
 /// the multiply-shift reduction).
 fn hash(initial: bool, piece: &[u8]) -> u32 {
+    hash_parts(&[&[u8::from(initial)], piece])
+}
+
+/// FNV-1a over the concatenation of `parts`, then murmur3's finalizer.
+pub(super) fn hash_parts(parts: &[&[u8]]) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
-    for &b in core::iter::once(&u8::from(initial)).chain(piece) {
+    for &b in parts.iter().flat_map(|p| p.iter()) {
         h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
     }
     h ^= h >> 16;
@@ -41,7 +46,7 @@ fn hash(initial: bool, piece: &[u8]) -> u32 {
 }
 
 /// The home slot of hash `h` in a table of `cap` slots.
-fn home(h: u32, cap: usize) -> usize {
+pub(super) fn home(h: u32, cap: usize) -> usize {
     ((u64::from(h).wrapping_mul(cap as u64)) >> 32) as usize
 }
 

@@ -41,17 +41,52 @@
 //!    `[CLS] … [SEP]`.
 //!
 //! Both modes give identical ids. Nothing allocates, nothing panics, nothing is `unsafe`.
+//!
+//! # SentencePiece models (`tokenizer.ggml.model = "llama"`: Llama 2, Gemma 3)
+//! Tokenized exactly as llama.cpp does it ([`SpmTokenize`]; rules in the `spm` module). Driving
+//! it has the same shape:
+//! 1. Feed the KVs to [`ModelVocabMeta::observe`]; [`ModelVocabMeta::loader`] and
+//!    [`ModelVocabLoader::step`] until [`Step::Done`] (one pass over every entry, its type and
+//!    score); take [`ModelVocabLoader::vocab`]. Or [`read_model_vocab`].
+//! 2. Index: [`TokenIndex::bytes_needed`] (690 930 bytes for Llama 2's 32 000 entries, 6 247 537
+//!    for Gemma 3's 262 144), [`TokenIndexBuilder`] step by step, [`ModelLookup::Index`]. Scan:
+//!    [`ModelLookup::Scan`], nothing to build (two vocab passes per window of text).
+//! 3. [`spm_work_bytes`] (mode, window bytes), [`SpmTokenize::new`] with [`ModelOptions`]
+//!    (`add_special`: BOS/EOS per the file; `parse_special`: control tokens in the text), then
+//!    [`SpmTokenize::step`] until [`Step::Done`].
+//!
+//! Where it differs from llama.cpp (none of it occurs in the Llama 2 or Gemma 3 vocab):
+//! special tokens of equal length that overlap in the text are taken lowest id first (llama.cpp:
+//! `std::sort`'s unspecified order); an entry that occurs twice is looked up as its last id, also
+//! when matching special tokens (llama.cpp keeps every special id); llama.cpp's name-based
+//! attribute fixes (EOT/FIM tokens made control, per-model lstrip/rstrip) are not applied;
+//! entries over [`MAX_ENTRY_BYTES`] never match; empty entries never match (llama.cpp renames them
+//! `[EMPTY_i]`); a char with no byte token is the unknown token (llama.cpp throws). A fragment
+//! between two cuts (no space inside) longer than the window is [`Error::BufferTooSmall`](crate::Error).
 
 mod index;
+mod model_vocab;
 mod normalize;
+mod special;
+mod spm;
 #[rustfmt::skip]
 mod tables;
+mod token_index;
 mod tokenize;
 pub mod unicode;
 mod vocab;
 
 pub use index::{IndexBuilder, VocabIndex};
+pub use model_vocab::{
+    read_model_vocab, ModelKind, ModelVocab, ModelVocabLoader, ModelVocabMeta, PreTokenizer, MAX_ENTRY_BYTES,
+    MAX_SPECIAL_BYTES,
+};
 pub use normalize::max_ids;
+pub use spm::{
+    spm_work_bytes, ModelLookup, ModelOptions, SpmTokenize, MAX_MODEL_WINDOW, MIN_MODEL_WINDOW,
+    MODEL_SCAN_SCRATCH,
+};
+pub use token_index::{TokenIndex, TokenIndexBuilder};
 pub use tokenize::{
     work_bytes, Lookup, Mode, Options, Tokenize, MAX_WINDOW_CHARS, MIN_WINDOW_CHARS, SCAN_SCRATCH,
 };
