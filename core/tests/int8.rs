@@ -11,11 +11,11 @@
 //! * accuracy: int8 vs f32 `matmul_acc` and vs f64 on the fixture models' weights with Gaussian
 //!   activations, per type (printed with `--nocapture`).
 
-use std::path::PathBuf;
+mod common;
 
+use common::{below, bits_equal, f16_fields, read_fixture, tensors, unit};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
-use stepembed_core::gguf::{self, Event, GgmlType, Reader, TensorInfo};
-use stepembed_core::io::SliceSource;
+use stepembed_core::gguf::{GgmlType, TensorInfo};
 use stepembed_core::quant::{
     is_computable, matmul_q8_scratch_len, matmul_scratch_len, q8_blocks, quantize_q8, BlockQ8, Kernels, Q8Isa,
 };
@@ -29,26 +29,6 @@ fn quantized() -> Vec<GgmlType> {
 /// The scalar table with each integer path this CPU runs, scalar first.
 fn q8_tables() -> Vec<Kernels> {
     Q8Isa::ALL.into_iter().filter_map(|isa| Kernels::scalar().with_q8_isa(isa)).collect()
-}
-
-fn below(g: &mut Gen, n: usize) -> usize {
-    usize::arbitrary(g) % n
-}
-
-/// A float uniformly in [-1, 1).
-fn unit(g: &mut Gen) -> f32 {
-    (u32::arbitrary(g) % (1 << 20)) as f32 / (1 << 19) as f32 - 1.0
-}
-
-/// Offsets of the f16 scale fields inside one block.
-fn f16_fields(ty: GgmlType) -> &'static [usize] {
-    match ty {
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-        GgmlType::Q2_K => &[80, 82],
-        GgmlType::Q3_K => &[108],
-        GgmlType::Q6_K => &[208],
-        _ => &[0],
-    }
 }
 
 /// How block scales are drawn.
@@ -308,10 +288,6 @@ impl Case {
     }
 }
 
-fn bits_equal(a: f32, b: f32) -> bool {
-    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
-}
-
 fn prop_simd_equals_scalar(c: Case) -> TestResult {
     let tables = q8_tables();
     let want = c.run(&tables[0]);
@@ -424,26 +400,6 @@ fn matmul_q8_error_contract() {
 // ---------------------------------------------------------------------------------------------
 // Accuracy on real weights.
 
-fn fixture(rel: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(rel);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-/// The tensor table of a GGUF file, through the core's streaming reader.
-fn tensors(bytes: &[u8]) -> Vec<TensorInfo> {
-    let mut io = SliceSource::new(bytes);
-    let mut scratch = vec![0u8; gguf::DEFAULT_SCRATCH];
-    let mut reader = Reader::new(&mut scratch).unwrap();
-    let mut out = Vec::new();
-    loop {
-        match reader.next_event(&mut io).unwrap() {
-            Event::Tensor(t) => out.push(t),
-            Event::Done(_) => return out,
-            _ => {}
-        }
-    }
-}
-
 /// Standard normal values (Box–Muller over a xorshift generator).
 fn gaussian(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
@@ -467,7 +423,7 @@ fn int8_accuracy_on_fixture_weights() {
     // holds (its first such 2-D tensor, at most 128 rows).
     let mut cases: Vec<(String, Vec<u8>, TensorInfo)> = Vec::new();
     for file in ["models/quant-zoo.gguf", "models/minilm-l6-Q4_K_M.gguf"] {
-        let bytes = fixture(file);
+        let bytes = read_fixture(file);
         let mut seen = Vec::new();
         for t in tensors(&bytes) {
             if quantized().contains(&t.ty) && t.ne[1] > 1 && !seen.contains(&t.ty) {

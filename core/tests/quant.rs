@@ -8,8 +8,11 @@
 
 use std::path::PathBuf;
 
+mod common;
+
+use common::tensors;
 use serde_json::Value as Json;
-use stepembed_core::gguf::{self, Event, GgmlType, Reader, TensorInfo};
+use stepembed_core::gguf::{self, GgmlType, TensorInfo};
 use stepembed_core::io::SliceSource;
 use stepembed_core::quant::{find_non_finite, is_computable, matmul_scratch_len, Isa, Kernels};
 use stepembed_core::{Error, Malformed, Name, Unsupported};
@@ -26,21 +29,6 @@ fn read(rel: &str) -> Vec<u8> {
 /// Every kernel table this CPU can run, scalar first.
 fn all_kernels() -> Vec<Kernels> {
     [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter_map(Kernels::with_isa).collect()
-}
-
-/// The tensor table of a GGUF file, through the core's streaming reader.
-fn tensors(bytes: &[u8]) -> Vec<TensorInfo> {
-    let mut io = SliceSource::new(bytes);
-    let mut scratch = vec![0u8; gguf::DEFAULT_SCRATCH];
-    let mut reader = Reader::new(&mut scratch).unwrap();
-    let mut out = Vec::new();
-    loop {
-        match reader.next_event(&mut io).unwrap() {
-            Event::Tensor(t) => out.push(t),
-            Event::Done(_) => return out,
-            _ => {}
-        }
-    }
 }
 
 /// Dequantizes a whole tensor by streaming it in chunks of at most `chunk` bytes (whole blocks).

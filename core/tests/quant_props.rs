@@ -6,6 +6,9 @@
 //!   one within `1e-5 · Σ|w·x|`, for 1…64 tokens, odd shapes, strides and scratch sizes;
 //! * the scalar `matmul_acc` agrees with a plain f64 dequantize-then-dot reference.
 
+mod common;
+
+use common::{below, bits_equal, f16_fields, unit};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 use stepembed_core::gguf::GgmlType;
 use stepembed_core::quant::{is_computable, Isa, Kernels};
@@ -17,27 +20,6 @@ fn simd_kernels() -> Vec<Kernels> {
 
 fn computable() -> Vec<GgmlType> {
     GgmlType::ALL.iter().copied().filter(|&t| is_computable(t)).collect()
-}
-
-fn below(g: &mut Gen, n: usize) -> usize {
-    usize::arbitrary(g) % n
-}
-
-/// A float uniformly in [-1, 1), on a grid fine enough to look continuous.
-fn unit(g: &mut Gen) -> f32 {
-    (u32::arbitrary(g) % (1 << 20)) as f32 / (1 << 19) as f32 - 1.0
-}
-
-/// Offsets of the f16 scale fields inside one block.
-fn f16_fields(ty: GgmlType) -> &'static [usize] {
-    match ty {
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-        GgmlType::Q2_K => &[80, 82],
-        GgmlType::Q3_K => &[108],
-        GgmlType::Q6_K => &[208],
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
-        _ => &[],
-    }
 }
 
 /// An f16 bit pattern: often an awkward one, otherwise random (finite only if `finite`).
@@ -90,10 +72,6 @@ fn random_blocks(g: &mut Gen, ty: GgmlType, n_blocks: usize, bounded: bool) -> V
         }
     }
     bytes
-}
-
-fn bits_equal(a: f32, b: f32) -> bool {
-    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
 }
 
 #[derive(Clone, Debug)]

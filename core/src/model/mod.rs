@@ -138,88 +138,56 @@ impl LayerRefs {
     }
 }
 
-/// The tensor names a layer may have, `blk.N.<suffix>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LayerSlot {
-    AttnQkv,
-    AttnQkvBias,
-    AttnQ,
-    AttnQBias,
-    AttnK,
-    AttnKBias,
-    AttnV,
-    AttnVBias,
-    AttnOut,
-    AttnOutBias,
-    AttnOutNorm,
-    AttnOutNormBias,
-    FfnUp,
-    FfnUpBias,
-    FfnGate,
-    FfnGateBias,
-    FfnDown,
-    FfnDownBias,
-    LayerOutNorm,
-    LayerOutNormBias,
+/// Declares [`LayerSlot`] from one list of (slot, tensor name suffix): the enum, its
+/// `COUNT`, `ALL` (declaration order) and `suffix`, so the three can never disagree.
+macro_rules! layer_slots {
+    ($($slot:ident => $suffix:literal,)*) => {
+        /// The tensor names a layer may have, `blk.N.<suffix>`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum LayerSlot {
+            $($slot,)*
+        }
+
+        impl LayerSlot {
+            /// Every slot, in declaration order.
+            pub(crate) const ALL: [LayerSlot; [$(LayerSlot::$slot),*].len()] = [$(LayerSlot::$slot),*];
+
+            pub(crate) const COUNT: usize = LayerSlot::ALL.len();
+
+            /// The tensor name's part after `blk.N.`.
+            pub(crate) const fn suffix(self) -> &'static str {
+                match self {
+                    $(LayerSlot::$slot => $suffix,)*
+                }
+            }
+        }
+    };
+}
+
+layer_slots! {
+    AttnQkv => "attn_qkv.weight",
+    AttnQkvBias => "attn_qkv.bias",
+    AttnQ => "attn_q.weight",
+    AttnQBias => "attn_q.bias",
+    AttnK => "attn_k.weight",
+    AttnKBias => "attn_k.bias",
+    AttnV => "attn_v.weight",
+    AttnVBias => "attn_v.bias",
+    AttnOut => "attn_output.weight",
+    AttnOutBias => "attn_output.bias",
+    AttnOutNorm => "attn_output_norm.weight",
+    AttnOutNormBias => "attn_output_norm.bias",
+    FfnUp => "ffn_up.weight",
+    FfnUpBias => "ffn_up.bias",
+    FfnGate => "ffn_gate.weight",
+    FfnGateBias => "ffn_gate.bias",
+    FfnDown => "ffn_down.weight",
+    FfnDownBias => "ffn_down.bias",
+    LayerOutNorm => "layer_output_norm.weight",
+    LayerOutNormBias => "layer_output_norm.bias",
 }
 
 impl LayerSlot {
-    pub(crate) const COUNT: usize = 20;
-
-    /// Every slot, in declaration order.
-    pub(crate) const ALL: [LayerSlot; LayerSlot::COUNT] = {
-        use LayerSlot::*;
-        [
-            AttnQkv,
-            AttnQkvBias,
-            AttnQ,
-            AttnQBias,
-            AttnK,
-            AttnKBias,
-            AttnV,
-            AttnVBias,
-            AttnOut,
-            AttnOutBias,
-            AttnOutNorm,
-            AttnOutNormBias,
-            FfnUp,
-            FfnUpBias,
-            FfnGate,
-            FfnGateBias,
-            FfnDown,
-            FfnDownBias,
-            LayerOutNorm,
-            LayerOutNormBias,
-        ]
-    };
-
-    /// The tensor name's part after `blk.N.`.
-    pub(crate) const fn suffix(self) -> &'static str {
-        use LayerSlot::*;
-        match self {
-            AttnQkv => "attn_qkv.weight",
-            AttnQkvBias => "attn_qkv.bias",
-            AttnQ => "attn_q.weight",
-            AttnQBias => "attn_q.bias",
-            AttnK => "attn_k.weight",
-            AttnKBias => "attn_k.bias",
-            AttnV => "attn_v.weight",
-            AttnVBias => "attn_v.bias",
-            AttnOut => "attn_output.weight",
-            AttnOutBias => "attn_output.bias",
-            AttnOutNorm => "attn_output_norm.weight",
-            AttnOutNormBias => "attn_output_norm.bias",
-            FfnUp => "ffn_up.weight",
-            FfnUpBias => "ffn_up.bias",
-            FfnGate => "ffn_gate.weight",
-            FfnGateBias => "ffn_gate.bias",
-            FfnDown => "ffn_down.weight",
-            FfnDownBias => "ffn_down.bias",
-            LayerOutNorm => "layer_output_norm.weight",
-            LayerOutNormBias => "layer_output_norm.bias",
-        }
-    }
-
     /// The slot of a tensor name's part after `blk.N.`, if the engine knows it.
     pub(crate) fn from_suffix(s: &str) -> Option<Self> {
         LayerSlot::ALL.into_iter().find(|slot| slot.suffix() == s)
