@@ -153,7 +153,7 @@ pub enum Malformed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Unsupported {
-    /// An architecture other than `bert` and `nomic-bert`.
+    /// An architecture other than `bert`, `nomic-bert`, `gemma-embedding`, `qwen2` and `qwen3`.
     Architecture(Name),
     /// A tensor stored in a ggml type the engine cannot compute with.
     TensorType {
@@ -162,10 +162,13 @@ pub enum Unsupported {
         /// Its type.
         ty: GgmlType,
     },
-    /// A tokenizer model other than BERT WordPiece.
+    /// A tokenizer model the library does not know, or text input for a model whose tokenizer
+    /// is not wired to jobs yet (SentencePiece `"llama"`, BPE `"gpt2"`: give token ids).
     TokenizerModel(Name),
-    /// A pooling type other than mean (1) and CLS (2).
+    /// A pooling type other than mean (1), CLS (2) and last (3).
     PoolingType(u32),
+    /// A RoPE scaling type other than linear (`rope.scaling.type`, e.g. `yarn`).
+    RopeScaling(Name),
 }
 
 /// Input outside what a job was planned for.
@@ -332,17 +335,21 @@ impl fmt::Display for Unsupported {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Unsupported::Architecture(a) => {
-                write!(f, "architecture {a:?} (bert and nomic-bert are supported)")
+                write!(
+                    f,
+                    "architecture {a:?} (bert, nomic-bert, gemma-embedding, qwen2 and qwen3 are supported)"
+                )
             }
             Unsupported::TensorType { tensor, ty } => {
                 write!(f, "tensor {tensor} has type {}, which the engine cannot compute with", ty.name())
             }
             Unsupported::TokenizerModel(m) => {
-                write!(f, "tokenizer model {m:?} (only bert WordPiece)")
+                write!(f, "tokenizer model {m:?} (text is tokenized for bert WordPiece only; give token ids)")
             }
             Unsupported::PoolingType(p) => {
-                write!(f, "pooling type {p} (1 = mean and 2 = CLS are supported)")
+                write!(f, "pooling type {p} (1 = mean, 2 = CLS and 3 = last are supported)")
             }
+            Unsupported::RopeScaling(s) => write!(f, "RoPE scaling {s:?} (only linear)"),
         }
     }
 }

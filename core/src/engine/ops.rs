@@ -12,6 +12,16 @@ pub(crate) fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     }
 }
 
+/// `x ← x / √(mean(x²) + eps) · gamma` (RMSNorm over one token's vector or one head).
+pub(crate) fn rms_norm(x: &mut [f32], gamma: &[f32], eps: f32) {
+    let n = x.len().max(1) as f64;
+    let mean_square = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / n;
+    let rstd = 1.0 / libm::sqrt(mean_square + f64::from(eps));
+    for (v, &g) in x.iter_mut().zip(gamma) {
+        *v = (f64::from(*v) * rstd) as f32 * g;
+    }
+}
+
 /// The exact (erf) GELU.
 pub(crate) fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + libm::erff(x * core::f32::consts::FRAC_1_SQRT_2))
@@ -51,6 +61,12 @@ pub(crate) fn exp(x: f32) -> f32 {
     } else {
         v
     }
+}
+
+/// GELU with the tanh approximation: `x/2 · (1 + tanh(√(2/π) · (x + 0.044715·x³)))`.
+pub(crate) fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + libm::tanhf(SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)))
 }
 
 /// SiLU: `x · σ(x)`.
@@ -153,7 +169,19 @@ mod tests {
     }
 
     #[test]
+    fn rms_norm_matches_definition() {
+        let mut x = [1.0f32, 2.0, 3.0, 4.0];
+        rms_norm(&mut x, &[1.0, 2.0, 1.0, 0.5], 0.0);
+        let rms = (30.0f32 / 4.0).sqrt();
+        for (a, b) in x.iter().zip([1.0 / rms, 4.0 / rms, 3.0 / rms, 2.0 / rms]) {
+            assert!((a - b).abs() < 1e-6, "{a} {b}");
+        }
+    }
+
+    #[test]
     fn activations() {
+        assert!((gelu_tanh(1.0) - 0.841_192).abs() < 1e-6);
+        assert!((gelu_tanh(-3.0) - -0.003_637_4).abs() < 1e-6);
         assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6);
         assert!((gelu(-3.0) - -0.004_049_7).abs() < 1e-6);
         assert!((silu(2.0) - 1.761_594_2).abs() < 1e-6);

@@ -13,7 +13,7 @@ use crate::engine::program::Program;
 use crate::error::{Error, Result};
 use crate::model::{LayerSlot, Model, TensorRef};
 use crate::quant::matmul_scratch_len;
-use crate::tokenizer::{work_bytes, Mode, VocabIndex, MIN_WINDOW_CHARS};
+use crate::tokenizer::{work_bytes, Mode, TokenizerKind, VocabIndex, MIN_WINDOW_CHARS};
 
 /// The most tokens one job can plan for (token positions are kept as u32).
 pub const MAX_TOKENS: usize = 1 << 24;
@@ -137,7 +137,7 @@ impl Plan {
         let shape = Shape::of(model)?;
         let group = shape.n_head_kv.div_ceil(3);
         let slab = shape.slab_within(shape.qkv_width(group));
-        let (_, preferred) = matmul_scratch_len(shape.n_embd.max(slab));
+        let (_, preferred) = matmul_scratch_len(shape.n_embd.max(slab).max(shape.dense));
         let choices = Choices {
             mode,
             window,
@@ -147,7 +147,7 @@ impl Plan {
             q_tile: 32,
             k_tile,
             chunk_bytes: (64 * 1024).max(shape.max_span(slab)),
-            scratch: preferred.max(2usize.saturating_mul(shape.n_embd)).max(slab),
+            scratch: preferred.max(shape.min_scratch(slab)),
         };
         Plan::build(&shape, limits, choices)
     }
@@ -168,7 +168,7 @@ impl Plan {
             q_tile: 1,
             k_tile: 16,
             chunk_bytes: shape.max_span(slab),
-            scratch: 2usize.saturating_mul(shape.n_embd).max(slab),
+            scratch: shape.min_scratch(slab),
         };
         Plan::build(&shape, limits, choices)
     }
@@ -240,11 +240,13 @@ impl Plan {
         let gates = if shape.gated { 2 } else { 1 };
         let attention = shape.qkv_width(c.group);
         let ffn = c.slab.checked_mul(gates).ok_or(too_big)?;
-        let wide = shape.mid.checked_add(attention.max(ffn)).ok_or(too_big)?;
+        let before = shape.mid.checked_add(shape.normed).ok_or(too_big)?;
+        // The dense hidden vectors (one per text, after the layers) fit there too.
+        let wide = before.checked_add(attention.max(ffn)).ok_or(too_big)?.max(shape.dense);
         // While the whole wide region stays within the allowance, give every token room for
         // all heads at once and the whole FFN width: fewer, larger weight reads.
         let widest =
-            shape.qkv_width(shape.n_head_kv).max(shape.n_ff.saturating_mul(gates)).saturating_add(shape.mid);
+            shape.qkv_width(shape.n_head_kv).max(shape.n_ff.saturating_mul(gates)).saturating_add(before);
         let allowed =
             c.wide_allowance.checked_div(n.saturating_mul(core::mem::size_of::<f32>())).unwrap_or(0);
         let wide = wide.max(widest.min(allowed));
@@ -294,7 +296,8 @@ impl Plan {
     pub(crate) fn layout_for(&self, n_tokens: usize) -> Layout {
         let sh = &self.shape;
         let total = self.limits.max_tokens.saturating_mul(self.wide);
-        let room = total.checked_div(n_tokens.max(1)).unwrap_or(0).saturating_sub(sh.mid);
+        let room =
+            total.checked_div(n_tokens.max(1)).unwrap_or(0).saturating_sub(sh.mid).saturating_sub(sh.normed);
         let per_group = sh.qkv_width(1).max(1);
         let group = room.checked_div(per_group).unwrap_or(0).clamp(self.group, sh.n_head_kv.max(self.group));
         let (bb, be) = sh.down_density;
@@ -310,6 +313,12 @@ impl Plan {
     /// the attention output, later the FFN output (see `job::place`).
     pub(crate) fn mid(&self) -> usize {
         self.shape.mid
+    }
+
+    /// Floats per token of the wide region after the attention output for the normed copy of
+    /// the hidden states (n_embd for the pre-norm architectures, else 0; see `job::place`).
+    pub(crate) fn normed(&self) -> usize {
+        self.shape.normed
     }
 
     pub(crate) fn regions(&self) -> [usize; 10] {
@@ -351,6 +360,10 @@ struct Shape {
     head_dim_v: usize,
     /// Floats per token of the attention output, later of the FFN output.
     mid: usize,
+    /// Floats per token of the normed copy of the hidden states (0 when the program has none).
+    normed: usize,
+    /// Floats of one text's dense hidden vector (0 without dense projections).
+    dense: usize,
     gated: bool,
     /// Block size of the FFN down projection (slabs are whole blocks of its rows).
     down_block: usize,
@@ -374,12 +387,9 @@ impl Shape {
         // weight rows but the down projection's (read a slab's span at a time; biases are read
         // in pieces).
         see(&meta.token_embd);
-        see(&meta.embd_norm.weight);
-        see(&meta.embd_norm.bias);
-        if let Some(p) = &meta.position_embd {
-            see(p);
-        }
-        if let Some(t) = &meta.token_types {
+        let norms = meta.embd_norm.map(|n| [n.weight, n.bias]);
+        let optional = [meta.position_embd, meta.token_types, meta.output_norm];
+        for t in [norms, meta.dense].iter().flatten().flatten().chain(optional.iter().flatten()) {
             see(t);
         }
         for i in 0..hp.n_layer {
@@ -408,12 +418,24 @@ impl Shape {
             head_dim_k: hp.head_dim_k,
             head_dim_v: hp.head_dim_v,
             mid: hp.n_embd.max(hp.n_head.saturating_mul(hp.head_dim_v)),
+            normed: if Program::of(meta.arch).normed() { hp.n_embd } else { 0 },
+            dense: meta.dense.map_or(0, |[d2, _]| d2.rows as usize),
             gated: Program::of(meta.arch).gated(),
             down_block,
             max_row,
             down_density,
-            index_bytes: VocabIndex::bytes_needed(&meta.vocab)?,
+            // Text input is tokenized for WordPiece only: no index for the other tokenizers.
+            index_bytes: match meta.tokenizer {
+                TokenizerKind::WordPiece => VocabIndex::bytes_needed(&meta.vocab)?,
+                TokenizerKind::SentencePiece | TokenizerKind::Bpe => 0,
+            },
         })
+    }
+
+    /// The least decode scratch: two n_embd vectors (a norm's parameters), a query/key head's
+    /// norm weight, a slab's down-projection row, a dense projection's row.
+    fn min_scratch(&self, slab: usize) -> usize {
+        2usize.saturating_mul(self.n_embd).max(self.head_dim_k).max(slab).max(self.dense)
     }
 
     /// Floats per token of Q|K|V for a group of `group` key/value heads and their query heads.

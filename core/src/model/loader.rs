@@ -1,8 +1,8 @@
 //! [`ModelLoader`]: reads a GGUF file once, step by step, keeping only what the engine needs.
 
 use crate::error::{Error, Malformed, Name, Result, Unsupported};
-use crate::gguf::{Event, Reader, TensorInfo, Value, MIN_SCRATCH};
-use crate::io::Source;
+use crate::gguf::{ArrayRef, Event, Reader, TensorInfo, Value, ValueType, MIN_SCRATCH};
+use crate::io::{read_exact_at, Source};
 use crate::model::{
     check_needs, layer_tensor_name, Arch, HParams, LayerRefs, LayerSlot, ModelMeta, Norm, Pooling, TensorRef,
 };
@@ -22,6 +22,7 @@ const MAX_FF: u64 = 1 << 18;
 const MAX_HEADS: u64 = 1 << 10;
 const MAX_LAYERS: u64 = 1 << 12;
 const MAX_CTX: u64 = 1 << 20;
+const MAX_HEAD_DIM: u64 = 1 << 12;
 
 /// What one [`ModelLoader::step`] achieved.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,11 +43,34 @@ struct RawHParams {
     embd: Option<u64>,
     ff: Option<u64>,
     heads: Option<u64>,
+    heads_kv: Option<u64>,
+    key_length: Option<u64>,
+    value_length: Option<u64>,
     layers: Option<u64>,
     ctx: Option<u64>,
     eps: Option<f64>,
+    rms_eps: Option<f64>,
     rope_base: Option<f64>,
+    rope_base_swa: Option<f64>,
+    rope_dims: Option<u64>,
+    /// `rope.scaling.type` when it is not `linear` or `none` (which the engine computes).
+    rope_scaling_other: Option<Name>,
+    rope_factor: Option<f64>,
+    causal: Option<bool>,
+    sliding_window: Option<u64>,
+    swa_pattern: Option<SwaPattern>,
+    /// `dense_2_feat_in`, `dense_2_feat_out`, `dense_3_feat_in`, `dense_3_feat_out`.
+    dense_feats: [Option<u64>; 4],
     pooling: Option<u64>,
+}
+
+/// `attention.sliding_window_pattern`: a period, or one flag per layer (true = sliding).
+#[derive(Debug, Clone, Copy)]
+enum SwaPattern {
+    /// Layer `il` is sliding unless `il % n == n − 1` (every layer when `n` is 0).
+    Period(u64),
+    /// A bool array in the file.
+    Layers(ArrayRef),
 }
 
 /// Reads a model file step by step: metadata, then the tensors the architecture uses.
@@ -72,12 +96,14 @@ pub struct ModelLoader<'s, 'm> {
 #[derive(Debug, Default)]
 struct Found {
     arch: Option<Arch>,
-    raw: [RawHParams; 2],
+    raw: [RawHParams; Arch::ALL.len()],
     vocab: VocabMeta,
     token_embd: Option<TensorRef>,
     position_embd: Option<TensorRef>,
     token_types: Option<TensorRef>,
     embd_norm: [Option<TensorRef>; 2],
+    output_norm: Option<TensorRef>,
+    dense: [Option<TensorRef>; 2],
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -156,7 +182,9 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
             }
             let vocab = loader.vocab()?;
             let layout = self.layout.ok_or(Error::InvalidState)?;
-            return Ok(LoadStep::Done(self.finish(layout, vocab)?));
+            let meta = self.finish(layout, vocab)?;
+            self.mark_sliding_layers(io, &meta)?;
+            return Ok(LoadStep::Done(meta));
         }
         let event = self.reader.step(io)?;
         match event {
@@ -213,6 +241,9 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
             "token_types.weight" => Some(&mut f.token_types),
             "token_embd_norm.weight" => f.embd_norm.get_mut(0),
             "token_embd_norm.bias" => f.embd_norm.get_mut(1),
+            "output_norm.weight" => Some(&mut f.output_norm),
+            "dense_2.weight" => f.dense.get_mut(0),
+            "dense_3.weight" => f.dense.get_mut(1),
             _ => None,
         };
         if let Some(slot) = global {
@@ -235,32 +266,46 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
         let arch = self.arch()?;
         let raw = *self.raw()?;
         let n_layer = self.n_layer()?;
+        let decoder = arch.is_decoder();
         let req = |v: Option<u64>, k: KeySuffix| v.ok_or(missing_key(arch, k));
         let n_embd = bounded(req(raw.embd, KeySuffix::Embd)?, 1, MAX_EMBD, "embedding_length")?;
         let n_ff = bounded(req(raw.ff, KeySuffix::Ff)?, 1, MAX_FF, "feed_forward_length")?;
         let n_head = bounded(req(raw.heads, KeySuffix::Heads)?, 1, MAX_HEADS, "attention.head_count")?;
         let ctx = bounded(req(raw.ctx, KeySuffix::Ctx)?, 1, MAX_CTX, "context_length")?;
-        let eps = raw.eps.ok_or(missing_key(arch, KeySuffix::Eps))?;
+        let eps = if decoder { raw.rms_eps } else { raw.eps }.ok_or(missing_key(arch, KeySuffix::Eps))?;
         if !(0.0..1.0).contains(&eps) {
-            return Err(bad_hparam("attention.layer_norm_epsilon"));
+            return Err(bad_hparam(if decoder {
+                "attention.layer_norm_rms_epsilon"
+            } else {
+                "attention.layer_norm_epsilon"
+            }));
         }
-        let head_dim = n_embd.checked_div(n_head).unwrap_or(0);
-        if head_dim.saturating_mul(n_head) != n_embd {
-            return Err(bad_hparam("attention.head_count"));
-        }
-        let rope_base = match arch {
-            Arch::NomicBert => {
-                let base = raw.rope_base.unwrap_or(10_000.0);
-                if !(base.is_finite() && base > 1.0) || head_dim % 2 != 0 {
-                    return Err(bad_hparam("rope.freq_base"));
-                }
-                base as f32
+        let (n_head_kv, head_dim_k, head_dim_v) = head_shape(&raw, decoder, n_embd, n_head)?;
+        let rope = |base: Option<f64>, key| match base.unwrap_or(10_000.0) {
+            b if b.is_finite() && b > 1.0 && head_dim_k % 2 == 0 => Ok(b as f32),
+            _ => Err(bad_hparam(key)),
+        };
+        let (rope_base, rope_base_swa) = match arch {
+            Arch::Bert => (0.0, 0.0),
+            Arch::NomicBert => (rope(raw.rope_base, "rope.freq_base")?, 0.0),
+            _ => (rope(raw.rope_base, "rope.freq_base")?, rope(raw.rope_base_swa, "rope.freq_base_swa")?),
+        };
+        let (n_rot, rope_scale) = if decoder { rotary(&raw, head_dim_k)? } else { (head_dim_k, 1.0) };
+        let causal = match arch {
+            Arch::Qwen2 | Arch::Qwen3 => raw.causal.unwrap_or(true),
+            Arch::Bert | Arch::NomicBert | Arch::GemmaEmbedding => false,
+        };
+        let sliding_window = match arch {
+            Arch::GemmaEmbedding => {
+                let w = req(raw.sliding_window, KeySuffix::SlidingWindow)?;
+                bounded(w, 1, u64::from(u32::MAX), "attention.sliding_window")?
             }
-            Arch::Bert => 0.0,
+            _ => 0,
         };
         let pooling = match raw.pooling.unwrap_or(1) {
             1 => Pooling::Mean,
             2 => Pooling::Cls,
+            3 => Pooling::Last,
             p => return Err(Error::Unsupported(Unsupported::PoolingType(p.try_into().unwrap_or(u32::MAX)))),
         };
 
@@ -268,6 +313,10 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
 
         // The global tensors.
         let global = |t: Option<TensorRef>, name: &str| t.ok_or_else(|| missing_tensor(name));
+        let unexpected = |t: Option<TensorRef>, name: &str| match t {
+            Some(t) => Err(Error::malformed(Malformed::UnexpectedTensor(Name::new(name)), t.offset)),
+            None => Ok(()),
+        };
         let token_embd = global(self.found.token_embd, "token_embd.weight")?;
         expect_shape(&token_embd, n_embd, n_vocab, "token_embd.weight")?;
         let mut n_ctx = ctx;
@@ -278,23 +327,36 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
                 n_ctx = n_ctx.min(p.rows as usize);
                 Some(p)
             }
-            Arch::NomicBert => match self.found.position_embd {
-                // Rotary positions: absolute ones would be a variant computed wrongly.
-                Some(p) => {
-                    let name = Name::new("position_embd.weight");
-                    return Err(Error::malformed(Malformed::UnexpectedTensor(name), p.offset));
-                }
-                None => None,
-            },
+            // Rotary positions: absolute ones would be a variant computed wrongly.
+            _ => {
+                unexpected(self.found.position_embd, "position_embd.weight")?;
+                None
+            }
         };
         if let Some(t) = self.found.token_types {
+            if decoder {
+                unexpected(Some(t), "token_types.weight")?;
+            }
             expect_cols(&t, n_embd, "token_types.weight")?;
         }
         let [w, b] = self.found.embd_norm;
-        let embd_norm =
-            Norm { weight: global(w, "token_embd_norm.weight")?, bias: global(b, "token_embd_norm.bias")? };
-        expect_vector(&embd_norm.weight, n_embd, "token_embd_norm.weight")?;
-        expect_vector(&embd_norm.bias, n_embd, "token_embd_norm.bias")?;
+        let (embd_norm, output_norm) = if decoder {
+            unexpected(w, "token_embd_norm.weight")?;
+            unexpected(b, "token_embd_norm.bias")?;
+            let norm = global(self.found.output_norm, "output_norm.weight")?;
+            expect_vector(&norm, n_embd, "output_norm.weight")?;
+            (None, Some(norm))
+        } else {
+            unexpected(self.found.output_norm, "output_norm.weight")?;
+            let norm = Norm {
+                weight: global(w, "token_embd_norm.weight")?,
+                bias: global(b, "token_embd_norm.bias")?,
+            };
+            expect_vector(&norm.weight, n_embd, "token_embd_norm.weight")?;
+            expect_vector(&norm.bias, n_embd, "token_embd_norm.bias")?;
+            (Some(norm), None)
+        };
+        let dense = dense(arch, &raw, self.found.dense, n_embd)?;
         if n_ctx < 2 {
             return Err(bad_hparam("context_length"));
         }
@@ -303,14 +365,19 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
             n_embd,
             n_ff,
             n_head,
-            n_head_kv: n_head,
-            head_dim_k: head_dim,
-            head_dim_v: head_dim,
+            n_head_kv,
+            head_dim_k,
+            head_dim_v,
             n_layer,
             n_ctx,
             n_vocab,
             eps: eps as f32,
             rope_base,
+            rope_base_swa,
+            rope_scale,
+            n_rot,
+            causal,
+            sliding_window,
             pooling,
         };
         let layers = self.layers.get_mut(..n_layer).ok_or(Error::InvalidState)?;
@@ -320,7 +387,7 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
         }
         check_layers_agree(layers)?;
         for refs in layers.iter_mut() {
-            split_qkv(refs, n_embd)?;
+            split_qkv(refs, &hparams)?;
         }
         Ok(ModelMeta {
             arch,
@@ -329,47 +396,199 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
             position_embd,
             token_types: self.found.token_types,
             embd_norm,
+            output_norm,
+            dense,
             vocab,
+            tokenizer: vocab.kind(),
             layout,
         })
     }
+
+    /// Sets each layer's sliding flag from `attention.sliding_window_pattern` (gemma-embedding;
+    /// period 6 when absent): an array must have one bool per layer. Reads at most one byte per
+    /// layer.
+    fn mark_sliding_layers<S: Source + ?Sized>(&mut self, io: &mut S, meta: &ModelMeta) -> Result<()> {
+        if meta.arch != Arch::GemmaEmbedding {
+            return Ok(());
+        }
+        let pattern = self.raw()?.swa_pattern.unwrap_or(SwaPattern::Period(6));
+        let n_layer = meta.hparams.n_layer;
+        let key = "attention.sliding_window_pattern";
+        let layers = self.layers.get_mut(..n_layer).ok_or(Error::InvalidState)?;
+        match pattern {
+            SwaPattern::Period(n) => {
+                for (il, refs) in layers.iter_mut().enumerate() {
+                    refs.sliding =
+                        n == 0 || (il as u64).checked_rem(n).is_some_and(|r| r.saturating_add(1) < n);
+                }
+            }
+            SwaPattern::Layers(array) => {
+                if array.elem != ValueType::Bool || array.count != n_layer as u64 {
+                    return Err(Error::malformed(Malformed::BadHyperParameter(key), array.offset));
+                }
+                for (chunk, refs) in layers.chunks_mut(self.vocab_scratch.len().max(1)).zip(0u64..) {
+                    let first = refs.saturating_mul(self.vocab_scratch.len() as u64);
+                    let at = array.offset.saturating_add(first);
+                    let bytes = self.vocab_scratch.get_mut(..chunk.len()).ok_or(Error::InvalidState)?;
+                    read_exact_at(io, at, bytes)?;
+                    for (layer, &flag) in chunk.iter_mut().zip(bytes.iter()) {
+                        layer.sliding = match flag {
+                            0 => false,
+                            1 => true,
+                            _ => return Err(Error::malformed(Malformed::WrongValueType, at)),
+                        };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Key/value heads and the query/key and value head widths. bert and nomic-bert: as many
+/// key/value heads as heads, `n_embd / n_head` wide. Decoders: `attention.head_count_kv` (a
+/// divisor of the head count), `attention.key_length` and `value_length` when present.
+fn head_shape(
+    raw: &RawHParams,
+    decoder: bool,
+    n_embd: usize,
+    n_head: usize,
+) -> Result<(usize, usize, usize)> {
+    let even = n_embd.checked_div(n_head).filter(|d| d.saturating_mul(n_head) == n_embd);
+    if !decoder {
+        let d = even.ok_or(bad_hparam("attention.head_count"))?;
+        return Ok((n_head, d, d));
+    }
+    let kv = bounded(raw.heads_kv.unwrap_or(n_head as u64), 1, n_head as u64, "attention.head_count_kv")?;
+    if n_head.checked_rem(kv) != Some(0) {
+        return Err(bad_hparam("attention.head_count_kv"));
+    }
+    let width = |v: Option<u64>, key| match v {
+        Some(v) => bounded(v, 1, MAX_HEAD_DIM, key),
+        None => even.ok_or(bad_hparam("attention.head_count")),
+    };
+    Ok((
+        kv,
+        width(raw.key_length, "attention.key_length")?,
+        width(raw.value_length, "attention.value_length")?,
+    ))
+}
+
+/// A decoder's rotated head dimensions (`rope.dimension_count`: even, at most the head) and the
+/// global layers' position scale (linear `rope.scaling.factor`; another scaling type is
+/// [`Unsupported::RopeScaling`]).
+fn rotary(raw: &RawHParams, head_dim_k: usize) -> Result<(usize, f32)> {
+    let n_rot =
+        bounded(raw.rope_dims.unwrap_or(head_dim_k as u64), 2, head_dim_k as u64, "rope.dimension_count")?;
+    if n_rot % 2 != 0 {
+        return Err(bad_hparam("rope.dimension_count"));
+    }
+    if let Some(name) = raw.rope_scaling_other {
+        return Err(Error::Unsupported(Unsupported::RopeScaling(name)));
+    }
+    let scale = match raw.rope_factor.unwrap_or(0.0) {
+        0.0 => 1.0,
+        f if f.is_finite() && f > 0.0 => (1.0 / f) as f32,
+        _ => return Err(bad_hparam("rope.scaling.factor")),
+    };
+    Ok((n_rot, scale))
+}
+
+/// The dense projections after pooling (gemma-embedding): both or neither, `dense_2` of n_embd
+/// columns, `dense_3` back to n_embd, agreeing with the `dense_*_feat_*` keys where present (a
+/// key without its tensor is [`Malformed::MissingTensor`]). Another architecture has none.
+fn dense(
+    arch: Arch,
+    raw: &RawHParams,
+    found: [Option<TensorRef>; 2],
+    n_embd: usize,
+) -> Result<Option<[TensorRef; 2]>> {
+    const NAMES: [&str; 2] = ["dense_2.weight", "dense_3.weight"];
+    const KEYS: [&str; 4] = ["dense_2_feat_in", "dense_2_feat_out", "dense_3_feat_in", "dense_3_feat_out"];
+    if arch != Arch::GemmaEmbedding {
+        for (t, name) in found.iter().zip(NAMES) {
+            if let Some(t) = t {
+                return Err(Error::malformed(Malformed::UnexpectedTensor(Name::new(name)), t.offset));
+            }
+        }
+        return Ok(None);
+    }
+    let [up, down] = match found {
+        [None, None] if raw.dense_feats.iter().all(Option::is_none) => return Ok(None),
+        [Some(up), Some(down)] => [up, down],
+        [None, _] => return Err(missing_tensor(NAMES[0])),
+        [Some(_), None] => return Err(missing_tensor(NAMES[1])),
+    };
+    let hidden = up.rows as usize;
+    if hidden == 0 || hidden as u64 > MAX_FF {
+        return Err(shape_error(&up, NAMES[0]));
+    }
+    expect_shape(&up, n_embd, hidden, NAMES[0])?;
+    expect_shape(&down, hidden, n_embd, NAMES[1])?;
+    for ((found, expected), key) in raw.dense_feats.iter().zip([n_embd, hidden, hidden, n_embd]).zip(KEYS) {
+        if found.is_some_and(|v| v != expected as u64) {
+            return Err(bad_hparam(key));
+        }
+    }
+    Ok(Some([up, down]))
 }
 
 /// Records a metadata value the engine uses.
 fn note_kv(l: &mut Found, key: &str, value: Value<'_>) -> Result<()> {
     l.vocab.observe(key, &value)?;
-    match key {
-        "general.architecture" => {
-            let name = value.as_str().ok_or(Error::malformed(Malformed::WrongValueType, 0))?;
-            l.arch = Some(match name {
-                "bert" => Arch::Bert,
-                "nomic-bert" => Arch::NomicBert,
-                other => return Err(Error::Unsupported(Unsupported::Architecture(Name::new(other)))),
-            });
-        }
-        _ => {
-            for (i, arch) in [Arch::Bert, Arch::NomicBert].into_iter().enumerate() {
-                let Some(suffix) = key.strip_prefix(arch.name()).and_then(|k| k.strip_prefix('.')) else {
-                    continue;
-                };
-                let raw = l.raw.get_mut(i).ok_or(Error::InvalidState)?;
-                let int = || value.as_u64().ok_or(Error::malformed(Malformed::WrongValueType, 0));
-                let float = || value.as_f64().ok_or(Error::malformed(Malformed::WrongValueType, 0));
-                match suffix {
-                    "embedding_length" => raw.embd = Some(int()?),
-                    "feed_forward_length" => raw.ff = Some(int()?),
-                    "attention.head_count" => raw.heads = Some(int()?),
-                    "block_count" => raw.layers = Some(int()?),
-                    "context_length" => raw.ctx = Some(int()?),
-                    "attention.layer_norm_epsilon" => raw.eps = Some(float()?),
-                    "rope.freq_base" => raw.rope_base = Some(float()?),
-                    "pooling_type" => raw.pooling = Some(int()?),
-                    "attention.causal" if value == Value::Bool(true) => {
-                        return Err(bad_hparam("attention.causal"));
-                    }
-                    _ => {}
-                }
+    if key == "general.architecture" {
+        let name = value.as_str().ok_or(Error::malformed(Malformed::WrongValueType, 0))?;
+        let arch = Arch::ALL.into_iter().find(|a| a.name() == name);
+        l.arch = Some(arch.ok_or(Error::Unsupported(Unsupported::Architecture(Name::new(name))))?);
+        return Ok(());
+    }
+    for (arch, raw) in Arch::ALL.into_iter().zip(l.raw.iter_mut()) {
+        let Some(suffix) = key.strip_prefix(arch.name()).and_then(|k| k.strip_prefix('.')) else {
+            continue;
+        };
+        let wrong = Error::malformed(Malformed::WrongValueType, 0);
+        let int = || value.as_u64().ok_or(wrong);
+        let float = || value.as_f64().ok_or(wrong);
+        match suffix {
+            "embedding_length" => raw.embd = Some(int()?),
+            "feed_forward_length" => raw.ff = Some(int()?),
+            "attention.head_count" => raw.heads = Some(int()?),
+            "block_count" => raw.layers = Some(int()?),
+            "context_length" => raw.ctx = Some(int()?),
+            "attention.layer_norm_epsilon" => raw.eps = Some(float()?),
+            "rope.freq_base" => raw.rope_base = Some(float()?),
+            "pooling_type" => raw.pooling = Some(int()?),
+            "attention.causal" if !arch.is_decoder() && value == Value::Bool(true) => {
+                return Err(bad_hparam("attention.causal"));
             }
+            _ if !arch.is_decoder() => {}
+            "attention.head_count_kv" => raw.heads_kv = Some(int()?),
+            "attention.key_length" => raw.key_length = Some(int()?),
+            "attention.value_length" => raw.value_length = Some(int()?),
+            "attention.layer_norm_rms_epsilon" => raw.rms_eps = Some(float()?),
+            "rope.freq_base_swa" => raw.rope_base_swa = Some(float()?),
+            "rope.dimension_count" => raw.rope_dims = Some(int()?),
+            "rope.scaling.type" => match value.as_str().ok_or(wrong)? {
+                "linear" | "none" => {}
+                other => raw.rope_scaling_other = Some(Name::new(other)),
+            },
+            "rope.scaling.factor" => raw.rope_factor = Some(float()?),
+            "attention.causal" => match value {
+                Value::Bool(b) => raw.causal = Some(b),
+                _ => return Err(wrong),
+            },
+            "attention.sliding_window" => raw.sliding_window = Some(int()?),
+            "attention.sliding_window_pattern" => {
+                raw.swa_pattern = Some(match value {
+                    Value::Array(a) => SwaPattern::Layers(a),
+                    _ => SwaPattern::Period(int()?),
+                })
+            }
+            "dense_2_feat_in" => raw.dense_feats[0] = Some(int()?),
+            "dense_2_feat_out" => raw.dense_feats[1] = Some(int()?),
+            "dense_3_feat_in" => raw.dense_feats[2] = Some(int()?),
+            "dense_3_feat_out" => raw.dense_feats[3] = Some(int()?),
+            _ => {}
         }
     }
     Ok(())
@@ -404,6 +623,7 @@ fn store(slot: &mut Option<TensorRef>, t: &TensorInfo) -> Result<()> {
     Ok(())
 }
 
+/// The required keys, as indexes of [`keys_of`]'s table.
 #[derive(Clone, Copy)]
 enum KeySuffix {
     Embd,
@@ -412,23 +632,33 @@ enum KeySuffix {
     Layers,
     Ctx,
     Eps,
+    SlidingWindow,
+}
+
+/// An architecture's required keys, in [`KeySuffix`] order; `$eps` is its norm's epsilon key.
+macro_rules! keys_of {
+    ($arch:literal, $eps:literal) => {
+        [
+            concat!($arch, ".embedding_length"),
+            concat!($arch, ".feed_forward_length"),
+            concat!($arch, ".attention.head_count"),
+            concat!($arch, ".block_count"),
+            concat!($arch, ".context_length"),
+            concat!($arch, ".attention.", $eps),
+            concat!($arch, ".attention.sliding_window"),
+        ]
+    };
 }
 
 fn missing_key(arch: Arch, k: KeySuffix) -> Error {
-    let key = match (arch, k) {
-        (Arch::Bert, KeySuffix::Embd) => "bert.embedding_length",
-        (Arch::Bert, KeySuffix::Ff) => "bert.feed_forward_length",
-        (Arch::Bert, KeySuffix::Heads) => "bert.attention.head_count",
-        (Arch::Bert, KeySuffix::Layers) => "bert.block_count",
-        (Arch::Bert, KeySuffix::Ctx) => "bert.context_length",
-        (Arch::Bert, KeySuffix::Eps) => "bert.attention.layer_norm_epsilon",
-        (Arch::NomicBert, KeySuffix::Embd) => "nomic-bert.embedding_length",
-        (Arch::NomicBert, KeySuffix::Ff) => "nomic-bert.feed_forward_length",
-        (Arch::NomicBert, KeySuffix::Heads) => "nomic-bert.attention.head_count",
-        (Arch::NomicBert, KeySuffix::Layers) => "nomic-bert.block_count",
-        (Arch::NomicBert, KeySuffix::Ctx) => "nomic-bert.context_length",
-        (Arch::NomicBert, KeySuffix::Eps) => "nomic-bert.attention.layer_norm_epsilon",
+    let keys: [&'static str; 7] = match arch {
+        Arch::Bert => keys_of!("bert", "layer_norm_epsilon"),
+        Arch::NomicBert => keys_of!("nomic-bert", "layer_norm_epsilon"),
+        Arch::GemmaEmbedding => keys_of!("gemma-embedding", "layer_norm_rms_epsilon"),
+        Arch::Qwen2 => keys_of!("qwen2", "layer_norm_rms_epsilon"),
+        Arch::Qwen3 => keys_of!("qwen3", "layer_norm_rms_epsilon"),
     };
+    let key = keys.get(k as usize).copied().unwrap_or("general.architecture");
     Error::malformed(Malformed::MissingKey(key), 0)
 }
 
@@ -500,6 +730,7 @@ fn expected_shape(slot: LayerSlot, hp: &HParams) -> (usize, usize) {
     let k = hp.n_head_kv.saturating_mul(hp.head_dim_k);
     let v = hp.n_head_kv.saturating_mul(hp.head_dim_v);
     let ctx = hp.n_head.saturating_mul(hp.head_dim_v);
+    let head = hp.head_dim_k;
     match slot {
         AttnQkv => (e, q.saturating_add(k).saturating_add(v)),
         AttnQkvBias => (q.saturating_add(k).saturating_add(v), 1),
@@ -513,7 +744,9 @@ fn expected_shape(slot: LayerSlot, hp: &HParams) -> (usize, usize) {
         FfnUp | FfnGate => (e, f),
         FfnUpBias | FfnGateBias => (f, 1),
         FfnDown => (f, e),
+        AttnQNorm | AttnKNorm => (head, 1),
         AttnOutBias | FfnDownBias | AttnOutNorm | AttnOutNormBias | LayerOutNorm | LayerOutNormBias => (e, 1),
+        AttnNorm | PostAttnNorm | FfnNorm | PostFfwNorm => (e, 1),
     }
 }
 
@@ -530,19 +763,24 @@ fn check_shapes(index: usize, hp: &HParams, refs: &LayerRefs) -> Result<()> {
     Ok(())
 }
 
-/// Replaces a fused Q|K|V matrix (rows q, then k, then v) and its bias by their three parts,
-/// each a tensor of its own: the rows of a part are contiguous in the file, and so are a bias
-/// part's elements when the part starts on a block of the bias's type (else
-/// [`Malformed::BadShape`]).
-fn split_qkv(refs: &mut LayerRefs, n_embd: usize) -> Result<()> {
+/// Replaces a fused Q|K|V matrix (rows q, then k, then v: `n_head`, `n_head_kv` and
+/// `n_head_kv` heads) and its bias by their three parts, each a tensor of its own: the rows of a
+/// part are contiguous in the file, and so are a bias part's elements when the part starts on a
+/// block of the bias's type (else [`Malformed::BadShape`]).
+fn split_qkv(refs: &mut LayerRefs, hp: &HParams) -> Result<()> {
     use LayerSlot::*;
     let mut take = |slot: LayerSlot| refs.slots.get_mut(slot as usize).and_then(Option::take);
     let (weight, bias) = (take(AttnQkv), take(AttnQkvBias));
-    let rows = u32::try_from(n_embd).map_err(|_| Error::InvalidState)?;
-    for (part, (w_slot, b_slot)) in
-        [(AttnQ, AttnQBias), (AttnK, AttnKBias), (AttnV, AttnVBias)].into_iter().enumerate()
-    {
-        let first = (part as u64).saturating_mul(u64::from(rows));
+    let rows = |heads: usize, width: usize| {
+        u32::try_from(heads.saturating_mul(width)).map_err(|_| Error::InvalidState)
+    };
+    let parts = [
+        (AttnQ, AttnQBias, rows(hp.n_head, hp.head_dim_k)?),
+        (AttnK, AttnKBias, rows(hp.n_head_kv, hp.head_dim_k)?),
+        (AttnV, AttnVBias, rows(hp.n_head_kv, hp.head_dim_v)?),
+    ];
+    let mut first = 0u64;
+    for (w_slot, b_slot, rows) in parts {
         if let Some(w) = weight {
             let offset = w.offset.saturating_add(first.saturating_mul(w.row_bytes() as u64));
             put(refs, w_slot, TensorRef { offset, rows, ..w });
@@ -556,6 +794,7 @@ fn split_qkv(refs: &mut LayerRefs, n_embd: usize) -> Result<()> {
             let offset = b.offset.saturating_add(first.checked_div(be).unwrap_or(0).saturating_mul(bb));
             put(refs, b_slot, TensorRef { offset, cols: rows, ..b });
         }
+        first = first.saturating_add(u64::from(rows));
     }
     Ok(())
 }
@@ -595,6 +834,33 @@ mod tests {
         refs.slots[LayerSlot::FfnDownBias as usize] = None;
         let err = check_needs(Arch::Bert, 3, &refs).unwrap_err();
         assert_eq!(err, Error::malformed(Malformed::MissingTensor(Name::new("blk.3.ffn_down.bias")), 0));
+    }
+
+    #[test]
+    fn each_decoder_requires_its_norms_and_refuses_the_others() {
+        let err = |arch, slot: LayerSlot, present: bool| {
+            let mut refs = full_layer(arch);
+            refs.slots[slot as usize] = present.then(|| t(5));
+            check_needs(arch, 1, &refs).err()
+        };
+        let missing = |s: &str| Some(Error::malformed(Malformed::MissingTensor(Name::new(s)), 0));
+        let unexpected = |s: &str| Some(Error::malformed(Malformed::UnexpectedTensor(Name::new(s)), 5));
+        for arch in [Arch::GemmaEmbedding, Arch::Qwen2, Arch::Qwen3] {
+            assert!(check_needs(arch, 0, &full_layer(arch)).is_ok(), "{arch:?}");
+            assert_eq!(err(arch, LayerSlot::AttnNorm, false), missing("blk.1.attn_norm.weight"));
+            assert_eq!(err(arch, LayerSlot::FfnGate, false), missing("blk.1.ffn_gate.weight"));
+            assert_eq!(err(arch, LayerSlot::AttnQBias, true), None, "{arch:?}: optional");
+            assert_eq!(err(arch, LayerSlot::AttnOutNorm, true), unexpected("blk.1.attn_output_norm.weight"));
+            assert_eq!(err(arch, LayerSlot::FfnUpBias, true), unexpected("blk.1.ffn_up.bias"));
+        }
+        assert_eq!(err(Arch::Qwen3, LayerSlot::AttnKNorm, false), missing("blk.1.attn_k_norm.weight"));
+        assert_eq!(err(Arch::Qwen2, LayerSlot::AttnKNorm, true), unexpected("blk.1.attn_k_norm.weight"));
+        assert_eq!(
+            err(Arch::GemmaEmbedding, LayerSlot::PostFfwNorm, false),
+            missing("blk.1.post_ffw_norm.weight")
+        );
+        assert_eq!(err(Arch::Qwen3, LayerSlot::PostFfwNorm, true), unexpected("blk.1.post_ffw_norm.weight"));
+        assert_eq!(err(Arch::Bert, LayerSlot::AttnNorm, true), unexpected("blk.1.attn_norm.weight"));
     }
 
     #[test]

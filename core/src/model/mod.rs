@@ -12,7 +12,7 @@ use core::fmt::Write as _;
 
 use crate::error::{Error, Malformed, Name, Result};
 use crate::gguf::{GgmlType, Layout};
-use crate::tokenizer::Vocab;
+use crate::tokenizer::{TokenizerKind, Vocab};
 
 /// The architectures the engine computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +21,14 @@ pub enum Arch {
     Bert,
     /// nomic-bert: rotary positions (NeoX style), fused QKV, SwiGLU FFN, no biases.
     NomicBert,
+    /// gemma-embedding (EmbeddingGemma): scaled embeddings, RMSNorm before and after each
+    /// branch, per-head Q/K norms, sliding-window and global layers, GELU (tanh) gated FFN,
+    /// optional dense projections after pooling.
+    GemmaEmbedding,
+    /// Qwen2: pre-norm causal decoder, RMSNorm, Q/K/V biases, SwiGLU FFN.
+    Qwen2,
+    /// Qwen3: Qwen2 with per-head Q/K norms instead of biases.
+    Qwen3,
 }
 
 impl Arch {
@@ -29,7 +37,18 @@ impl Arch {
         match self {
             Arch::Bert => "bert",
             Arch::NomicBert => "nomic-bert",
+            Arch::GemmaEmbedding => "gemma-embedding",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
         }
+    }
+
+    /// Every architecture, in declaration order.
+    pub const ALL: [Arch; 5] = [Arch::Bert, Arch::NomicBert, Arch::GemmaEmbedding, Arch::Qwen2, Arch::Qwen3];
+
+    /// Whether the architecture is a decoder (RMSNorm, pre-norm, no embedding norm).
+    pub const fn is_decoder(self) -> bool {
+        matches!(self, Arch::GemmaEmbedding | Arch::Qwen2 | Arch::Qwen3)
     }
 }
 
@@ -40,6 +59,8 @@ pub enum Pooling {
     Mean,
     /// The first token's vector ([CLS]). `pooling_type` 2.
     Cls,
+    /// The last token's vector (decoders: the one that saw every other). `pooling_type` 3.
+    Last,
 }
 
 /// The model's hyper-parameters, validated.
@@ -64,10 +85,25 @@ pub struct HParams {
     pub n_ctx: usize,
     /// Tokens in the vocab.
     pub n_vocab: usize,
-    /// LayerNorm epsilon (`attention.layer_norm_epsilon`).
+    /// The norms' epsilon: LayerNorm's (`attention.layer_norm_epsilon`) for bert and
+    /// nomic-bert, RMSNorm's (`attention.layer_norm_rms_epsilon`) for the decoders.
     pub eps: f32,
-    /// RoPE base (`rope.freq_base`), nomic-bert only.
+    /// RoPE base (`rope.freq_base`) of the global layers; unused by bert.
     pub rope_base: f32,
+    /// RoPE base of the sliding-window layers (`rope.freq_base_swa`, 10000 when absent).
+    pub rope_base_swa: f32,
+    /// Position scale of the global layers' RoPE: 1 / `rope.scaling.factor` (linear scaling),
+    /// 1 without scaling.
+    pub rope_scale: f32,
+    /// Leading dimensions of each query/key head that RoPE rotates (`rope.dimension_count`;
+    /// the whole head when absent).
+    pub n_rot: usize,
+    /// Whether a token attends only to itself and the tokens before it (qwen:
+    /// `attention.causal`, true when absent).
+    pub causal: bool,
+    /// On sliding-window layers, a token sees the tokens at most `sliding_window / 2` positions
+    /// away, on either side (`attention.sliding_window`; 0 when the model has none).
+    pub sliding_window: usize,
     /// Pooling (`pooling_type`; mean when absent).
     pub pooling: Pooling,
 }
@@ -129,6 +165,9 @@ pub struct Norm {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LayerRefs {
     pub(crate) slots: [Option<TensorRef>; LayerSlot::COUNT],
+    /// Whether the layer's attention is limited to a sliding window
+    /// ([`HParams::sliding_window`]) and uses [`HParams::rope_base_swa`].
+    pub(crate) sliding: bool,
 }
 
 impl LayerRefs {
@@ -185,6 +224,12 @@ layer_slots! {
     FfnDownBias => "ffn_down.bias",
     LayerOutNorm => "layer_output_norm.weight",
     LayerOutNormBias => "layer_output_norm.bias",
+    AttnNorm => "attn_norm.weight",
+    AttnQNorm => "attn_q_norm.weight",
+    AttnKNorm => "attn_k_norm.weight",
+    PostAttnNorm => "post_attention_norm.weight",
+    FfnNorm => "ffn_norm.weight",
+    PostFfwNorm => "post_ffw_norm.weight",
 }
 
 impl LayerSlot {
@@ -227,10 +272,17 @@ pub struct ModelMeta {
     pub position_embd: Option<TensorRef>,
     /// Token-type embeddings; row 0 is added to every token.
     pub token_types: Option<TensorRef>,
-    /// LayerNorm after the embeddings.
-    pub embd_norm: Norm,
+    /// LayerNorm after the embeddings (bert, nomic-bert).
+    pub embd_norm: Option<Norm>,
+    /// RMSNorm weight after the last layer (decoders).
+    pub output_norm: Option<TensorRef>,
+    /// The projections of the pooled vector (gemma-embedding, when the file has them):
+    /// `dense_2` (n_embd → its rows), then `dense_3` (back to n_embd).
+    pub dense: Option<[TensorRef; 2]>,
     /// The vocab: where its entries are, the special tokens.
     pub vocab: Vocab,
+    /// The tokenizer the file names (text input is computed for WordPiece only).
+    pub tokenizer: TokenizerKind,
     /// Where everything is in the file.
     pub layout: Layout,
 }
@@ -297,32 +349,34 @@ impl Arch {
     /// Q, K and V as one `attn_qkv` matrix (both layouts are accepted; one of them entirely).
     ///
     /// bert checkpoints have every bias; nomic-bert ones (nomic-embed-text) have none, but a
-    /// variant with biases computes correctly, so they are optional there.
+    /// variant with biases computes correctly, so they are optional there. The decoders'
+    /// Q/K/V biases are optional (Qwen2 files have them, llama.cpp adds them wherever they
+    /// are); they have no other bias.
     pub(crate) fn need(self, slot: LayerSlot, fused: bool) -> Need {
         use LayerSlot::*;
         use Need::*;
+        let decoder = self.is_decoder();
         let bias = match self {
             Arch::Bert => Required,
             Arch::NomicBert => Optional,
+            Arch::GemmaEmbedding | Arch::Qwen2 | Arch::Qwen3 => Unused,
         };
+        let qkv_bias = if decoder { Optional } else { bias };
+        let when = |used: bool, need: Need| if used { need } else { Unused };
         match slot {
             AttnQkv if fused => Required,
             AttnQ | AttnK | AttnV if !fused => Required,
-            AttnQkvBias if fused => bias,
-            AttnQBias | AttnKBias | AttnVBias if !fused => bias,
+            AttnQkvBias if fused => qkv_bias,
+            AttnQBias | AttnKBias | AttnVBias if !fused => qkv_bias,
             AttnQkv | AttnQ | AttnK | AttnV | AttnQkvBias | AttnQBias | AttnKBias | AttnVBias => Unused,
-            AttnOut | AttnOutNorm | AttnOutNormBias | FfnUp | FfnDown | LayerOutNorm | LayerOutNormBias => {
-                Required
-            }
+            AttnOut | FfnUp | FfnDown => Required,
             AttnOutBias | FfnUpBias | FfnDownBias => bias,
-            FfnGate => match self {
-                Arch::Bert => Unused,
-                Arch::NomicBert => Required,
-            },
-            FfnGateBias => match self {
-                Arch::Bert => Unused,
-                Arch::NomicBert => Optional,
-            },
+            AttnOutNorm | AttnOutNormBias | LayerOutNorm | LayerOutNormBias => when(!decoder, Required),
+            FfnGate => when(self != Arch::Bert, Required),
+            FfnGateBias => when(self == Arch::NomicBert, Optional),
+            AttnNorm | FfnNorm => when(decoder, Required),
+            AttnQNorm | AttnKNorm => when(matches!(self, Arch::GemmaEmbedding | Arch::Qwen3), Required),
+            PostAttnNorm | PostFfwNorm => when(self == Arch::GemmaEmbedding, Required),
         }
     }
 }

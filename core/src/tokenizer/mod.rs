@@ -90,7 +90,9 @@ pub use token_index::{TokenIndex, TokenIndexBuilder};
 pub use tokenize::{
     work_bytes, Lookup, Mode, Options, Tokenize, MAX_WINDOW_CHARS, MIN_WINDOW_CHARS, SCAN_SCRATCH,
 };
-pub use vocab::{read_vocab, Vocab, VocabLoader, VocabMeta, MAX_SPECIAL_LEN, MIN_VOCAB_SCRATCH};
+pub use vocab::{
+    read_vocab, TokenizerKind, Vocab, VocabLoader, VocabMeta, MAX_SPECIAL_LEN, MIN_VOCAB_SCRATCH,
+};
 
 /// HF's `max_input_chars_per_word`: a longer word is a single `[UNK]`.
 pub const MAX_WORD_CHARS: usize = 100;

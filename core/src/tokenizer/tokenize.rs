@@ -20,9 +20,9 @@
 use super::index::VocabIndex;
 use super::normalize::{Buffers, Normalizer, QUEUE_CAPACITY, RUN_CAPACITY, SPECIAL_EVENT};
 use super::unicode::is_punctuation;
-use super::vocab::{classify, Cursor, Entry, FileWindow, Vocab};
+use super::vocab::{classify, Cursor, Entry, FileWindow, TokenizerKind, Vocab};
 use super::{Step, MAX_PIECE_BYTES, MAX_WORD_CHARS};
-use crate::error::{Error, InputError, Result};
+use crate::error::{Error, InputError, Name, Result, Unsupported};
 use crate::io::Source;
 
 /// How pieces are looked up in the vocab.
@@ -269,7 +269,8 @@ impl<'a> Tokenize<'a> {
     /// Errors: [`Error::BufferTooSmall`] when `options.max_tokens` < 2 (needed 2), when `out` is
     /// shorter than `options.max_tokens` (counted in ids), or when `mem` holds less than a
     /// [`MIN_WINDOW_CHARS`] window (counted in bytes); [`Error::PlanMismatch`] when the index was
-    /// built from another vocab.
+    /// built from another vocab; [`Unsupported::TokenizerModel`] when the vocab is not a WordPiece
+    /// one.
     pub fn new(
         vocab: &Vocab,
         lookup: Lookup<'a>,
@@ -278,6 +279,9 @@ impl<'a> Tokenize<'a> {
         out: &'a mut [u32],
         options: Options,
     ) -> Result<Self> {
+        if vocab.kind() != TokenizerKind::WordPiece {
+            return Err(Error::Unsupported(Unsupported::TokenizerModel(Name::new(vocab.kind().name()))));
+        }
         if options.max_tokens < 2 {
             return Err(Error::BufferTooSmall { needed: 2, given: options.max_tokens });
         }

@@ -37,6 +37,29 @@ const CLS: usize = 2;
 const SEP: usize = 3;
 const MASK: usize = 4;
 
+/// The tokenizer algorithm a file names (`tokenizer.ggml.model`; WordPiece when absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenizerKind {
+    /// `"bert"`: WordPiece, what [`Tokenize`](super::Tokenize) computes.
+    #[default]
+    WordPiece,
+    /// `"llama"`: SentencePiece-style (Gemma, Llama 2).
+    SentencePiece,
+    /// `"gpt2"`: byte-level BPE (Qwen).
+    Bpe,
+}
+
+impl TokenizerKind {
+    /// The `tokenizer.ggml.model` string.
+    pub const fn name(self) -> &'static str {
+        match self {
+            TokenizerKind::WordPiece => "bert",
+            TokenizerKind::SentencePiece => "llama",
+            TokenizerKind::Bpe => "gpt2",
+        }
+    }
+}
+
 /// Collects the tokenizer metadata from a GGUF reader's [`Event::Kv`]s.
 ///
 /// Feed it every KV ([`VocabMeta::observe`] ignores the ones it does not need), then turn it into
@@ -45,12 +68,13 @@ const MASK: usize = 4;
 pub struct VocabMeta {
     tokens: Option<ArrayRef>,
     ids: [Option<u64>; SPECIAL_KINDS],
+    kind: TokenizerKind,
 }
 
 impl VocabMeta {
     /// Nothing observed yet.
     pub const fn new() -> Self {
-        VocabMeta { tokens: None, ids: [None; SPECIAL_KINDS] }
+        VocabMeta { tokens: None, ids: [None; SPECIAL_KINDS], kind: TokenizerKind::WordPiece }
     }
 
     /// Records `key` if it is one of the tokenizer keys (`tokenizer.ggml.tokens`, `.model`, the
@@ -58,7 +82,7 @@ impl VocabMeta {
     ///
     /// Errors: a known key with a value of the wrong type is [`Malformed::WrongValueType`] (at the
     /// token array's offset for `tokens`, else at offset 0: the reader does not report a KV's
-    /// position); a `tokenizer.ggml.model` other than `"bert"` is
+    /// position); a `tokenizer.ggml.model` other than `"bert"`, `"llama"` and `"gpt2"` is
     /// [`Unsupported::TokenizerModel`].
     pub fn observe(&mut self, key: &str, value: &Value<'_>) -> Result<()> {
         let wrong = Error::malformed(Malformed::WrongValueType, 0);
@@ -73,10 +97,15 @@ impl VocabMeta {
                 Value::String(s) => s.as_str(),
                 _ => return Err(wrong),
             };
-            if model != Some("bert") {
-                let name = Name::new(model.unwrap_or("?"));
-                return Err(Error::Unsupported(Unsupported::TokenizerModel(name)));
-            }
+            self.kind = match model {
+                Some("bert") => TokenizerKind::WordPiece,
+                Some("llama") => TokenizerKind::SentencePiece,
+                Some("gpt2") => TokenizerKind::Bpe,
+                other => {
+                    let name = Name::new(other.unwrap_or("?"));
+                    return Err(Error::Unsupported(Unsupported::TokenizerModel(name)));
+                }
+            };
         } else if let Some(k) = KEY_IDS.iter().position(|&k| k == key) {
             let id = value.as_u64().ok_or(wrong)?;
             if let Some(slot) = self.ids.get_mut(k) {
@@ -86,9 +115,9 @@ impl VocabMeta {
         Ok(())
     }
 
-    /// Checks that the token array and the `[UNK]`, `[CLS]` and `[SEP]` ids are present and that every
-    /// special id is inside the vocab, and returns the loader that reads the special tokens'
-    /// strings.
+    /// Checks that the token array and (for WordPiece) the `[UNK]`, `[CLS]` and `[SEP]` ids are
+    /// present and that every special id is inside the vocab, and returns the loader that reads
+    /// the special tokens' strings.
     ///
     /// Errors: [`Malformed::MissingKey`] (offset 0) for an absent key; [`Malformed::BadVocab`] (at
     /// the token array) for an empty vocab, one of more than `u32::MAX` entries, or a special id
@@ -105,7 +134,7 @@ impl VocabMeta {
             match src {
                 Some(id) if id < u64::from(count) => *dst = Some(id as u32),
                 Some(_) => return Err(bad),
-                None if matches!(k, UNK | CLS | SEP) => {
+                None if self.kind == TokenizerKind::WordPiece && matches!(k, UNK | CLS | SEP) => {
                     let key = KEY_IDS.get(k).copied().unwrap_or(KEY_TOKENS);
                     return Err(Error::malformed(Malformed::MissingKey(key), 0));
                 }
@@ -113,7 +142,8 @@ impl VocabMeta {
             }
         }
         let last = ids.iter().flatten().copied().max().unwrap_or(0);
-        let vocab = Vocab { tokens, count, ids, specials: [Special::EMPTY; SPECIAL_KINDS], n_specials: 0 };
+        let specials = [Special::EMPTY; SPECIAL_KINDS];
+        let vocab = Vocab { tokens, count, ids, specials, n_specials: 0, kind: self.kind };
         Ok(VocabLoader { vocab, cursor: Cursor::new(&tokens), last, done: false, failed: None })
     }
 }
@@ -225,12 +255,18 @@ pub struct Vocab {
     /// The special tokens matched in raw text, in the order pad, unk, cls, sep, mask.
     specials: [Special; SPECIAL_KINDS],
     n_specials: u8,
+    kind: TokenizerKind,
 }
 
 impl Vocab {
     /// Number of entries (token ids are `0..count`).
     pub fn count(&self) -> u32 {
         self.count
+    }
+
+    /// The tokenizer algorithm the file names.
+    pub fn kind(&self) -> TokenizerKind {
+        self.kind
     }
 
     /// The token array in the file.

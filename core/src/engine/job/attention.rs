@@ -2,7 +2,9 @@
 //!
 //! Attention's unit is a tile: a key block of one query head of one text against a tile of its
 //! queries. A text's tiles go head by head, and within a head key block by key block (each
-//! block's values are transposed once, for all its query tiles).
+//! block's values are transposed once, for all its query tiles). Under a mask (causal, or a
+//! sliding window) the scores of hidden pairs are −∞, and a tile whose pairs are all hidden is
+//! skipped.
 
 use super::interpreter::{Pc, Place};
 use super::tokenwise::row;
@@ -18,24 +20,60 @@ struct Tile {
     q0: usize,
 }
 
+/// Which keys a query sees (positions within its text).
+#[derive(Debug, Clone, Copy)]
+struct Mask {
+    /// Only keys at or before the query.
+    causal: bool,
+    /// Only keys at most this far from the query, on either side.
+    window: Option<usize>,
+}
+
+impl Mask {
+    /// Whether query `i` sees key `j`.
+    fn sees(&self, i: usize, j: usize) -> bool {
+        (!self.causal || j <= i) && self.window.is_none_or(|w| i.abs_diff(j) <= w)
+    }
+
+    /// Whether every query of `queries` sees every key of `keys` (non-empty ranges).
+    fn sees_all(&self, queries: &core::ops::Range<usize>, keys: &core::ops::Range<usize>) -> bool {
+        let (q_last, k_last) = (queries.end.saturating_sub(1), keys.end.saturating_sub(1));
+        self.sees(queries.start, k_last) && self.sees(q_last, keys.start)
+    }
+
+    /// Whether some query of `queries` sees some key of `keys` (non-empty ranges).
+    fn sees_any(&self, queries: &core::ops::Range<usize>, keys: &core::ops::Range<usize>) -> bool {
+        let (q_last, k_last) = (queries.end.saturating_sub(1), keys.end.saturating_sub(1));
+        let causal_ok = !self.causal || keys.start <= q_last;
+        let window_ok = self.window.is_none_or(|w| {
+            keys.start <= q_last.saturating_add(w) && queries.start <= k_last.saturating_add(w)
+        });
+        causal_ok && window_ok
+    }
+}
+
 impl<'a> Job<'a> {
-    /// Rotary positions on the Q and K of the head group at `pc`, for `tokens`.
+    /// Rotary positions on the Q and K of the head group at `pc`, for `tokens`: the first
+    /// `n_rot` dimensions of each head, with the base (and position scale) of the current
+    /// layer's kind.
     pub(super) fn rope(&mut self, pc: Pc, tokens: core::ops::Range<usize>) -> Result<()> {
         let hp = *self.model.hparams();
-        let d = hp.head_dim_k;
+        let (d, rot) = (hp.head_dim_k, hp.n_rot);
+        let sliding = self.layer.as_ref().is_some_and(|l| l.sliding);
+        let (base, scale) = if sliding { (hp.rope_base_swa, 1.0) } else { (hp.rope_base, hp.rope_scale) };
         let non_finite = self.non_finite();
         let (q, k) = (self.place(Buf::Q, pc)?, self.place(Buf::K, pc)?);
         // In the attention region (free until attention): the (cos, sin) pairs of one position,
         // then each pair's frequency as an f32 pair (high, low) that sums to its f64 value.
-        let freqs = self.r.attn.get_mut(span(d, d)?).ok_or(Error::InvalidState)?;
+        let freqs = self.r.attn.get_mut(span(rot, rot)?).ok_or(Error::InvalidState)?;
         for (i, f) in freqs.chunks_exact_mut(2).enumerate() {
-            let exact = ops::inv_freq(hp.rope_base, i, d);
+            let exact = ops::inv_freq(base, i, rot) * f64::from(scale);
             let hi = exact as f32;
             f.copy_from_slice(&[hi, (exact - f64::from(hi)) as f32]);
         }
         for t in tokens {
             let pos = self.position_of(t)?;
-            let (pairs, freqs) = self.r.attn.split_at_mut_checked(d).ok_or(Error::InvalidState)?;
+            let (pairs, freqs) = self.r.attn.split_at_mut_checked(rot).ok_or(Error::InvalidState)?;
             for (pair, f) in pairs.chunks_exact_mut(2).zip(freqs.chunks_exact(2)) {
                 let exact = f.iter().map(|&v| f64::from(v)).sum::<f64>();
                 let (c, s) = ops::rotation(pos, exact);
@@ -45,7 +83,7 @@ impl<'a> Job<'a> {
             for place in [q, k] {
                 let vecs = self.r.wide.get_mut(row(place, t)?).ok_or(Error::InvalidState)?;
                 for head in vecs.chunks_exact_mut(d) {
-                    ops::rope(head, pairs);
+                    ops::rope(head.get_mut(..rot).ok_or(Error::InvalidState)?, pairs);
                 }
                 ensure_finite(vecs, non_finite)?;
             }
@@ -103,6 +141,9 @@ impl<'a> Job<'a> {
         let (start, len) = self.span(pc.text)?;
         let (q_tile, k_tile) = (self.plan.q_tile, self.plan.k_tile);
         let scale = 1.0 / libm::sqrtf(d as f32);
+        let sliding = self.layer.as_ref().is_some_and(|l| l.sliding);
+        let mask = Mask { causal: hp.causal, window: sliding.then_some(hp.sliding_window / 2) };
+        let masked = mask.causal || mask.window.is_some();
         for unit in span(pc.unit, count)? {
             let Tile { head, k0, q0 } = self.tile(unit, len)?;
             let kv = head.checked_div(r).ok_or(Error::InvalidState)?;
@@ -146,30 +187,46 @@ impl<'a> Job<'a> {
                     }
                 }
             }
-            let keys = qkv.get(k_of(first_key)?..).ok_or(Error::InvalidState)?;
-            // Scores of the tile: S = Q·Kᵀ.
-            let queries = qkv.get(q_of(add(start, q0)?)?..).ok_or(Error::InvalidState)?;
-            let block = scores.get_mut(..mul(tq, tk)?).ok_or(Error::InvalidState)?;
-            block.fill(0.0);
-            self.kernels.gemm_f32_acc(keys, stride, tk, d, queries, stride, tq, block, tk)?;
-            // Online softmax: rescale what was accumulated when the running max grows; the
-            // scores become unnormalised probabilities.
             let tile = span(q0, tq)?;
-            for (i, row) in tile.clone().zip(block.chunks_exact_mut(tk)) {
-                let m = run_max.get_mut(i).ok_or(Error::InvalidState)?;
-                let l = run_sum.get_mut(i).ok_or(Error::InvalidState)?;
-                let m_new = m.max(ops::scaled_max(row, scale));
-                let correction = ops::exp(*m - m_new);
-                if correction != 1.0 {
-                    let acc = ctx_buf.get_mut(out_of(i)?).ok_or(Error::InvalidState)?;
-                    acc.iter_mut().for_each(|v| *v *= correction);
+            let key_range = span(k0, tk)?;
+            if !masked || mask.sees_any(&tile, &key_range) {
+                let keys = qkv.get(k_of(first_key)?..).ok_or(Error::InvalidState)?;
+                // Scores of the tile: S = Q·Kᵀ; −∞ where the mask hides a pair.
+                let queries = qkv.get(q_of(add(start, q0)?)?..).ok_or(Error::InvalidState)?;
+                let block = scores.get_mut(..mul(tq, tk)?).ok_or(Error::InvalidState)?;
+                block.fill(0.0);
+                self.kernels.gemm_f32_acc(keys, stride, tk, d, queries, stride, tq, block, tk)?;
+                if masked && !mask.sees_all(&tile, &key_range) {
+                    for (i, row) in tile.clone().zip(block.chunks_exact_mut(tk)) {
+                        for (j, s) in key_range.clone().zip(row.iter_mut()) {
+                            if !mask.sees(i, j) {
+                                *s = f32::NEG_INFINITY;
+                            }
+                        }
+                    }
                 }
-                *l = *l * correction + ops::exp_and_sum(row, scale, m_new);
-                *m = m_new;
+                // Online softmax: rescale what was accumulated when the running max grows; the
+                // scores become unnormalised probabilities (a row that sees no key yet, none).
+                for (i, row) in tile.clone().zip(block.chunks_exact_mut(tk)) {
+                    let m = run_max.get_mut(i).ok_or(Error::InvalidState)?;
+                    let l = run_sum.get_mut(i).ok_or(Error::InvalidState)?;
+                    let m_new = m.max(ops::scaled_max(row, scale));
+                    if m_new == f32::NEG_INFINITY {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    let correction = ops::exp(*m - m_new);
+                    if correction != 1.0 {
+                        let acc = ctx_buf.get_mut(out_of(i)?).ok_or(Error::InvalidState)?;
+                        acc.iter_mut().for_each(|v| *v *= correction);
+                    }
+                    *l = *l * correction + ops::exp_and_sum(row, scale, m_new);
+                    *m = m_new;
+                }
+                // Accumulators += P·V.
+                let acc = ctx_buf.get_mut(out_of(q0)?.start..).ok_or(Error::InvalidState)?;
+                self.kernels.gemm_f32_acc(vt, tk, dv, tk, block, tk, tq, acc, ctx.stride)?;
             }
-            // Accumulators += P·V.
-            let acc = ctx_buf.get_mut(out_of(q0)?.start..).ok_or(Error::InvalidState)?;
-            self.kernels.gemm_f32_acc(vt, tk, dv, tk, block, tk, tq, acc, ctx.stride)?;
             if add(k0, tk)? >= len {
                 for i in tile {
                     let l = *run_sum.get(i).ok_or(Error::InvalidState)?;
@@ -180,5 +237,35 @@ impl<'a> Job<'a> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mask;
+
+    /// `sees_all` and `sees_any` agree with `sees` over every pair of every tile.
+    #[test]
+    fn tile_tests_agree_with_the_pairs() {
+        let masks = [
+            Mask { causal: true, window: None },
+            Mask { causal: false, window: Some(3) },
+            Mask { causal: true, window: Some(2) },
+            Mask { causal: false, window: Some(0) },
+        ];
+        for mask in masks {
+            for (q0, k0) in (0..12).flat_map(|q| (0..12).map(move |k| (q, k))) {
+                for (tq, tk) in [(1, 1), (2, 3), (4, 4), (5, 2)] {
+                    let (queries, keys) = (q0..q0 + tq, k0..k0 + tk);
+                    let pairs = || queries.clone().flat_map(|i| keys.clone().map(move |j| (i, j)));
+                    let all = pairs().all(|(i, j)| mask.sees(i, j));
+                    let any = pairs().any(|(i, j)| mask.sees(i, j));
+                    assert_eq!(mask.sees_all(&queries, &keys), all, "{mask:?} {queries:?} {keys:?}");
+                    assert_eq!(mask.sees_any(&queries, &keys), any, "{mask:?} {queries:?} {keys:?}");
+                }
+            }
+        }
+        let window = Mask { causal: false, window: Some(16) };
+        assert!(window.sees(20, 4) && window.sees(4, 20) && !window.sees(21, 4) && !window.sees(4, 21));
     }
 }

@@ -170,13 +170,14 @@ impl<'a> Job<'a> {
     fn extent(&self, op: Op, pc: Pc) -> Result<usize> {
         let n = self.n_tokens;
         Ok(match op.kind {
-            Kind::Embed | Kind::Init { .. } | Kind::Copy { .. } | Kind::LayerNorm { .. } => n,
-            Kind::Rope | Kind::Act(_) => n,
-            Kind::AddBias { bias, .. } => match self.tensor(bias) {
+            Kind::Embed { .. } | Kind::Init { .. } | Kind::Copy { .. } | Kind::LayerNorm { .. } => n,
+            Kind::RmsNorm { .. } | Kind::Add { .. } | Kind::Rope | Kind::Act(_) => n,
+            Kind::AddBias { bias: t, .. } | Kind::HeadNorm { weight: t, .. } => match self.tensor(t) {
                 Some(_) => n,
                 None => 0,
             },
             Kind::MatMul { dst, .. } => self.place(dst, pc)?.width,
+            Kind::Dense { w, .. } => self.tensor(w).map_or(0, |w| w.rows as usize),
             Kind::Attention => self.attention_tiles(pc)?,
             Kind::Pool => self.pool_units(pc.text)?,
             Kind::Normalize => 1,
@@ -187,11 +188,13 @@ impl<'a> Job<'a> {
     fn unit_cost(&self, op: Op, pc: Pc) -> Result<u64> {
         let e = self.plan.n_embd;
         Ok(match op.kind {
-            Kind::Embed => units(EMBED_COST + FINITE_COST, &[e]),
+            Kind::Embed { .. } => units(EMBED_COST + FINITE_COST, &[e]),
             Kind::Init { dst, .. } | Kind::AddBias { dst, .. } | Kind::Copy { dst, .. } => {
                 units(BIAS_COST, &[self.place(dst, pc)?.width])
             }
-            Kind::LayerNorm { .. } => units(NORM_COST + FINITE_COST, &[e]),
+            Kind::Add { dst, .. } => units(BIAS_COST + FINITE_COST, &[self.place(dst, pc)?.width]),
+            Kind::LayerNorm { .. } | Kind::RmsNorm { .. } => units(NORM_COST + FINITE_COST, &[e]),
+            Kind::HeadNorm { dst, .. } => units(NORM_COST + FINITE_COST, &[self.place(dst, pc)?.width]),
             Kind::MatMul { src, dst, .. } => {
                 let k = self.place(src, pc)?.width;
                 let check = if self.matmul_check(src, dst, pc).is_some() { FINITE_COST } else { 0 };
@@ -199,12 +202,16 @@ impl<'a> Job<'a> {
             }
             Kind::Rope => {
                 let (q, k) = (self.place(Buf::Q, pc)?.width, self.place(Buf::K, pc)?.width);
-                let pairs = units(ROPE_PAIR_COST, &[self.model.hparams().head_dim_k / 2]);
+                let pairs = units(ROPE_PAIR_COST, &[self.model.hparams().n_rot / 2]);
                 pairs.saturating_add(units(ROPE_COST + FINITE_COST, &[add(q, k)?]))
             }
             Kind::Attention => self.attention_tile_cost(pc.text)?,
             Kind::Act(_) => units(ACT_COST + FINITE_COST, &[self.place(Buf::Up, pc)?.width]),
             Kind::Pool => units(POOL_COST, &[e]),
+            Kind::Dense { w, .. } => {
+                let k = self.tensor(w).map_or(0, |w| w.cols as u64);
+                units(1, &[self.n_texts]).saturating_mul(k.saturating_add(FINITE_COST))
+            }
             Kind::Normalize => units(FINITE_COST, &[e]),
         })
     }
@@ -219,6 +226,10 @@ impl<'a> Job<'a> {
                 let (_, span) = w.col_span(cols.first, add(cols.first, cols.width)?);
                 self.r.chunk.len().checked_div(span).unwrap_or(0).max(1)
             }
+            Kind::Dense { w, .. } => {
+                let w = self.tensor(w).ok_or(Error::InvalidState)?;
+                self.r.chunk.len().checked_div(w.row_bytes()).unwrap_or(0).max(1)
+            }
             _ => usize::MAX,
         })
     }
@@ -227,7 +238,7 @@ impl<'a> Job<'a> {
     fn execute<S: Source + ?Sized>(&mut self, io: &mut S, op: Op, pc: Pc, count: usize) -> Result<()> {
         let tokens = span(pc.unit, count)?;
         match op.kind {
-            Kind::Embed => tokens.into_iter().try_for_each(|t| self.embed_token(io, t)),
+            Kind::Embed { scaled } => tokens.into_iter().try_for_each(|t| self.embed_token(io, t, scaled)),
             Kind::Init { dst, bias } => self.init(io, self.place(dst, pc)?, self.tensor(bias), tokens),
             Kind::AddBias { dst, bias } => {
                 let bias = self.tensor(bias).ok_or(Error::InvalidState)?;
@@ -240,6 +251,15 @@ impl<'a> Job<'a> {
                 let bias = self.tensor(bias).ok_or(Error::InvalidState)?;
                 self.layer_norm(io, (&weight, &bias), self.place(src, pc)?, self.place(dst, pc)?, tokens)
             }
+            Kind::RmsNorm { weight, src, dst } => {
+                let weight = self.tensor(weight).ok_or(Error::InvalidState)?;
+                self.rms_norm(io, &weight, self.place(src, pc)?, self.place(dst, pc)?, tokens)
+            }
+            Kind::HeadNorm { weight, dst } => {
+                let weight = self.tensor(weight).ok_or(Error::InvalidState)?;
+                self.head_norm(io, &weight, self.place(dst, pc)?, tokens)
+            }
+            Kind::Add { src, dst } => self.add(self.place(src, pc)?, self.place(dst, pc)?, tokens),
             Kind::MatMul { w, src, dst } => {
                 let w = self.tensor(w).ok_or(Error::InvalidState)?;
                 let check = self.matmul_check(src, dst, pc);
@@ -251,6 +271,10 @@ impl<'a> Job<'a> {
                 self.activate(act, self.place(Buf::Up, pc)?, self.place(Buf::Gate, pc)?, tokens)
             }
             Kind::Pool => self.pool(pc.text, tokens),
+            Kind::Dense { w, into } => {
+                let w = self.tensor(w).ok_or(Error::InvalidState)?;
+                self.dense(io, &w, into, tokens)
+            }
             Kind::Normalize => self.normalize(pc.text),
         }
     }
@@ -272,20 +296,25 @@ impl<'a> Job<'a> {
         let meta = self.model.meta();
         match t {
             Tensor::Layer(slot) => self.layer.as_ref()?.get(slot),
-            Tensor::EmbdNormWeight => Some(meta.embd_norm.weight),
-            Tensor::EmbdNormBias => Some(meta.embd_norm.bias),
+            Tensor::EmbdNormWeight => meta.embd_norm.map(|n| n.weight),
+            Tensor::EmbdNormBias => meta.embd_norm.map(|n| n.bias),
+            Tensor::OutputNorm => meta.output_norm,
+            Tensor::Dense2 => meta.dense.map(|[d2, _]| d2),
+            Tensor::Dense3 => meta.dense.map(|[_, d3]| d3),
         }
     }
 
     /// Where `buf` lies for the head group or slab at `pc`. The wide region holds the
-    /// attention output (later the FFN output) first, n_tokens × `plan.mid()`, then the head
-    /// group's Q|K|V (q of its query heads, k and v of its key/value heads, each as wide as a
-    /// full group's) or the slab's up columns, then its gate columns.
+    /// attention output (later the FFN output) first, n_tokens × `plan.mid()`, then the normed
+    /// copy of the hidden states where the program has one (n_tokens × `plan.normed()`), then
+    /// the head group's Q|K|V (q of its query heads, k and v of its key/value heads, each as
+    /// wide as a full group's) or the slab's up columns, then its gate columns.
     pub(super) fn place(&self, buf: Buf, pc: Pc) -> Result<Place> {
         let hp = self.model.hparams();
         let (n, e) = (self.n_tokens, hp.n_embd);
         let (r, dk, dv) = (hp.heads_per_kv(), hp.head_dim_k, hp.head_dim_v);
-        let after_mid = mul(n, self.plan.mid())?;
+        let normed_at = mul(n, self.plan.mid())?;
+        let after_mid = add(normed_at, mul(n, self.plan.normed())?)?;
         let (h0, heads) = self.group_heads(pc.iter);
         let g = self.layout.group;
         let q_full = mul(mul(g, r)?, dk)?;
@@ -296,6 +325,7 @@ impl<'a> Job<'a> {
         Ok(match buf {
             Buf::X => Place { in_wide: false, offset: 0, stride: e, col: 0, width: e, first: 0 },
             Buf::Y => wide(0, e, 0, e, 0),
+            Buf::Normed => wide(normed_at, e, 0, e, 0),
             Buf::Ctx => {
                 let ctx = mul(hp.n_head, dv)?;
                 wide(0, ctx, 0, ctx, 0)

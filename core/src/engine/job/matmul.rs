@@ -54,7 +54,7 @@ impl<'a> Job<'a> {
 
 /// Reads rows `[first, first + count)` of `w`, columns `[c0, c1)` of each (whole blocks), into
 /// `chunk`; returns the bytes read.
-fn read_rows<'c, S: Source + ?Sized>(
+pub(super) fn read_rows<'c, S: Source + ?Sized>(
     io: &mut S,
     chunk: &'c mut [u8],
     w: &TensorRef,
@@ -78,7 +78,7 @@ fn read_rows<'c, S: Source + ?Sized>(
 /// type `ty` each) and `n` tokens of `x`. Rows are independent of each other: any split of
 /// `raw` into runs of whole rows, each with its part of `out`, computes the same.
 #[allow(clippy::too_many_arguments)]
-fn multiply(
+pub(super) fn multiply(
     kernels: &Kernels,
     ty: crate::gguf::GgmlType,
     raw: &[u8],

@@ -16,11 +16,11 @@ use crate::engine::arena::{carve, Regions};
 use crate::engine::ops;
 use crate::engine::plan::{Layout, Plan};
 use crate::engine::program::Program;
-use crate::error::{Error, InputError, Result};
+use crate::error::{Error, InputError, Name, Result, Unsupported};
 use crate::io::{read_exact_at, Source};
 use crate::model::{LayerRefs, Model, TensorRef};
 use crate::quant::Kernels;
-use crate::tokenizer::{self, Lookup, Tokenize};
+use crate::tokenizer::{self, Lookup, Tokenize, TokenizerKind};
 use checked::{add, nth_row, span, sub, units};
 use interpreter::Pc;
 
@@ -166,9 +166,10 @@ impl<'a> Job<'a> {
     /// O(layers) (checking the plan against the model); tokenizing is part of the steps; copies
     /// the ids of id input. Fails with [`Error::PlanMismatch`] for a plan made for another model
     /// or a lookup of another mode than the plan's, [`Error::ArenaTooSmall`] for an arena
-    /// shorter than `plan.arena_bytes()`, and [`Error::Input`] for more texts than planned or,
-    /// for id input, more tokens than planned or than the model's context, an empty sequence,
-    /// or an id outside the vocab.
+    /// shorter than `plan.arena_bytes()`, [`Unsupported::TokenizerModel`] for text input to a
+    /// model whose tokenizer is not WordPiece (give it ids), and [`Error::Input`] for more texts
+    /// than planned or, for id input, more tokens than planned or than the model's context, an
+    /// empty sequence, or an id outside the vocab.
     pub fn new(
         model: Model<'a>,
         plan: &Plan,
@@ -185,6 +186,10 @@ impl<'a> Job<'a> {
             Input::Ids(_) => (Texts::None, 1),
             Input::IdBatch(b) => (Texts::None, b.len()),
         };
+        let tokenizer = model.meta().tokenizer;
+        if !matches!(texts, Texts::None) && tokenizer != TokenizerKind::WordPiece {
+            return Err(Error::Unsupported(Unsupported::TokenizerModel(Name::new(tokenizer.name()))));
+        }
         if !matches!(texts, Texts::None) && lookup.mode() != plan.mode {
             return Err(Error::PlanMismatch);
         }

@@ -1,6 +1,9 @@
-//! From hidden states to embeddings: pooling each text's tokens, then normalising.
+//! From hidden states to embeddings: pooling each text's tokens, the dense projections of the
+//! pooled vectors, then normalising.
 
+use super::matmul::{multiply, read_rows};
 use super::*;
+use crate::engine::program::Pooled;
 use crate::model::Pooling;
 use checked::mul;
 
@@ -9,21 +12,23 @@ impl<'a> Job<'a> {
     pub(super) fn pool_units(&self, text: usize) -> Result<usize> {
         Ok(match self.model.hparams().pooling {
             Pooling::Mean => self.span(text)?.1,
-            Pooling::Cls => 1,
+            Pooling::Cls | Pooling::Last => 1,
         })
     }
 
     /// Pools tokens `tokens` (counted within the text) of text `text` into its output slot.
     /// Mean pooling sums the tokens into scratch with compensation (Neumaier), so the sum is
     /// as exact as in f64, and writes the mean at the text's last token; CLS pooling copies the
-    /// first token.
+    /// first token, last-token pooling the last.
     pub(super) fn pool(&mut self, text: usize, tokens: core::ops::Range<usize>) -> Result<()> {
         let e = self.plan.n_embd;
         let (start, len) = self.span(text)?;
         let out = self.r.out.get_mut(nth_row(text, e)?).ok_or(Error::InvalidState)?;
         match self.model.hparams().pooling {
-            Pooling::Cls => {
-                out.copy_from_slice(self.r.x.get(nth_row(start, e)?).ok_or(Error::InvalidState)?);
+            Pooling::Cls | Pooling::Last => {
+                let pooling = self.model.hparams().pooling;
+                let t = if pooling == Pooling::Cls { start } else { add(start, sub(len, 1)?)? };
+                out.copy_from_slice(self.r.x.get(nth_row(t, e)?).ok_or(Error::InvalidState)?);
             }
             Pooling::Mean => {
                 let (sum, comp) = self.r.scratch.split_at_mut_checked(e).ok_or(Error::InvalidState)?;
@@ -48,6 +53,48 @@ impl<'a> Job<'a> {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Rows `rows` of `w` applied to every text's pooled vector: `into` [`Pooled::Hidden`] reads
+    /// the embeddings (n_embd each) and writes the dense hidden vectors (`w.rows` each, from the
+    /// start of the wide region), [`Pooled::Embedding`] reads those (`w.cols` each) and writes the
+    /// embeddings. The rows' outputs are set, not accumulated, and checked finite.
+    pub(super) fn dense<S: Source + ?Sized>(
+        &mut self,
+        io: &mut S,
+        w: &TensorRef,
+        into: Pooled,
+        rows: core::ops::Range<usize>,
+    ) -> Result<()> {
+        let (n, e, k) = (self.n_texts, self.plan.n_embd, w.cols as usize);
+        let non_finite = self.non_finite();
+        let raw = read_rows(io, self.r.chunk, w, rows.start, rows.len(), (0, k))?;
+        let (src, src_stride, dst, dst_stride) = match into {
+            Pooled::Hidden => (&*self.r.out, e, &mut *self.r.wide, w.rows as usize),
+            Pooled::Embedding => (&*self.r.wide, k, &mut *self.r.out, e),
+        };
+        let out = dst.get_mut(rows.start..).ok_or(Error::InvalidState)?;
+        for text in 0..n {
+            out.get_mut(span(mul(text, dst_stride)?, rows.len())?).ok_or(Error::InvalidState)?.fill(0.0);
+        }
+        multiply(
+            &self.kernels,
+            w.ty,
+            raw,
+            rows.len(),
+            k,
+            src,
+            src_stride,
+            n,
+            out,
+            dst_stride,
+            self.r.scratch,
+        )?;
+        for text in 0..n {
+            let sums = out.get(span(mul(text, dst_stride)?, rows.len())?).ok_or(Error::InvalidState)?;
+            ensure_finite(sums, non_finite)?;
         }
         Ok(())
     }

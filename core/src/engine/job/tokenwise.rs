@@ -1,5 +1,5 @@
 //! The operations done token by token: embedding, initialising and adding biases, copies,
-//! norms and the FFN activation. Each works on a run of tokens (`tokens`) of the buffers it is
+//! residual additions, norms and the FFN activation. Each works on a run of tokens (`tokens`) of the buffers it is
 //! given.
 
 use super::interpreter::Place;
@@ -13,8 +13,14 @@ pub(super) fn row(place: Place, t: usize) -> Result<core::ops::Range<usize>> {
 }
 
 impl<'a> Job<'a> {
-    /// Embeds token `t`: its row of `token_embd`, plus its position row (bert) and type row 0.
-    pub(super) fn embed_token<S: Source + ?Sized>(&mut self, io: &mut S, t: usize) -> Result<()> {
+    /// Embeds token `t`: its row of `token_embd`, plus its position row (bert) and type row 0,
+    /// times √n_embd when `scaled` (gemma-embedding).
+    pub(super) fn embed_token<S: Source + ?Sized>(
+        &mut self,
+        io: &mut S,
+        t: usize,
+        scaled: bool,
+    ) -> Result<()> {
         let meta = *self.model.meta();
         let e = self.plan.n_embd;
         let non_finite = self.non_finite();
@@ -29,6 +35,10 @@ impl<'a> Job<'a> {
             for (a, b) in x.iter_mut().zip(tmp.iter()) {
                 *a += *b;
             }
+        }
+        if scaled {
+            let scale = libm::sqrt(e as f64) as f32;
+            x.iter_mut().for_each(|v| *v *= scale);
         }
         ensure_finite(x, non_finite)
     }
@@ -145,8 +155,90 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
+    /// `dst ← RMSNorm(src) · weight` for each token of `tokens`. The weight is read into
+    /// scratch when the pass starts (token 0) and stays there.
+    pub(super) fn rms_norm<S: Source + ?Sized>(
+        &mut self,
+        io: &mut S,
+        weight: &TensorRef,
+        src: Place,
+        dst: Place,
+        tokens: core::ops::Range<usize>,
+    ) -> Result<()> {
+        let e = dst.width;
+        let eps = self.model.hparams().eps;
+        if tokens.start == 0 {
+            let g = self.r.scratch.get_mut(..e).ok_or(Error::InvalidState)?;
+            read_row(io, &self.kernels, self.r.chunk, weight, 0, g)?;
+        }
+        let non_finite = self.non_finite();
+        let in_place = src.in_wide == dst.in_wide && src.offset == dst.offset && src.col == dst.col;
+        for t in tokens {
+            if !in_place {
+                self.copy(src, dst, t..add(t, 1)?)?;
+            }
+            let g = self.r.scratch.get(..e).ok_or(Error::InvalidState)?;
+            let buf = if dst.in_wide { &mut *self.r.wide } else { &mut *self.r.x };
+            let x = buf.get_mut(row(dst, t)?).ok_or(Error::InvalidState)?;
+            ops::rms_norm(x, g, eps);
+            ensure_finite(x, non_finite)?;
+        }
+        Ok(())
+    }
+
+    /// Each head (`weight.cols` wide) of `dst` (the group's Q or K) ← RMSNorm(head) · weight, for
+    /// each token of `tokens`. The weight is read into scratch when the pass starts.
+    pub(super) fn head_norm<S: Source + ?Sized>(
+        &mut self,
+        io: &mut S,
+        weight: &TensorRef,
+        dst: Place,
+        tokens: core::ops::Range<usize>,
+    ) -> Result<()> {
+        let d = weight.cols as usize;
+        let eps = self.model.hparams().eps;
+        if tokens.start == 0 {
+            let g = self.r.scratch.get_mut(..d).ok_or(Error::InvalidState)?;
+            read_row(io, &self.kernels, self.r.chunk, weight, 0, g)?;
+        }
+        let non_finite = self.non_finite();
+        let g = self.r.scratch.get(..d).ok_or(Error::InvalidState)?;
+        for t in tokens {
+            let heads = self.r.wide.get_mut(row(dst, t)?).ok_or(Error::InvalidState)?;
+            if heads.len().checked_rem(d) != Some(0) {
+                return Err(Error::InvalidState);
+            }
+            for head in heads.chunks_exact_mut(d) {
+                ops::rms_norm(head, g, eps);
+            }
+            ensure_finite(heads, non_finite)?;
+        }
+        Ok(())
+    }
+
+    /// `dst += src` for each token of `tokens` (the two as wide, one in each region).
+    pub(super) fn add(&mut self, src: Place, dst: Place, tokens: core::ops::Range<usize>) -> Result<()> {
+        let non_finite = self.non_finite();
+        let (from, to) = match (src.in_wide, dst.in_wide) {
+            (true, false) => (&*self.r.wide, &mut *self.r.x),
+            (false, true) => (&*self.r.x, &mut *self.r.wide),
+            _ => return Err(Error::InvalidState),
+        };
+        if src.width != dst.width {
+            return Err(Error::InvalidState);
+        }
+        for t in tokens {
+            let s = from.get(row(src, t)?).ok_or(Error::InvalidState)?;
+            let d = to.get_mut(row(dst, t)?).ok_or(Error::InvalidState)?;
+            d.iter_mut().zip(s).for_each(|(d, &s)| *d += s);
+            ensure_finite(d, non_finite)?;
+        }
+        Ok(())
+    }
+
     /// The FFN activation on the slab's columns of each token of `tokens`: up ← GELU(up), or
-    /// up ← SiLU(gate) ⊙ up; non-finite results are [`Error::NonFinite`].
+    /// up ← SiLU(gate) ⊙ up, or up ← GELU_tanh(gate) ⊙ up; non-finite results are
+    /// [`Error::NonFinite`].
     pub(super) fn activate(
         &mut self,
         act: Act,
@@ -158,12 +250,13 @@ impl<'a> Job<'a> {
         for t in tokens {
             let up_cols = row(up, t)?;
             match act {
-                Act::SiluGated => {
+                Act::SiluGated | Act::GeluTanhGated => {
                     let (u, g) = self.r.wide.split_at_mut_checked(gate.offset).ok_or(Error::InvalidState)?;
                     let u = u.get_mut(up_cols).ok_or(Error::InvalidState)?;
                     let g = g.get(row(Place { offset: 0, ..gate }, t)?).ok_or(Error::InvalidState)?;
+                    let f = if act == Act::SiluGated { ops::silu } else { ops::gelu_tanh };
                     for (u, &g) in u.iter_mut().zip(g) {
-                        *u *= ops::silu(g);
+                        *u *= f(g);
                     }
                     ensure_finite(u, non_finite)?;
                 }

@@ -12,7 +12,9 @@
 //! writing its table here and its tensor names in `model`.
 
 mod bert;
+mod gemma_embedding;
 mod nomic_bert;
+mod qwen;
 
 use crate::model::{Arch, LayerSlot};
 
@@ -92,8 +94,8 @@ impl Stage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     /// `X ← token_embd[id]`, plus `position_embd[position]` and `token_types[0]` where the model
-    /// has them.
-    Embed,
+    /// has them; times √n_embd when `scaled`.
+    Embed { scaled: bool },
     /// `dst ← 0`, plus `bias` (its elements for the rows `dst` holds) where the model has it.
     Init { dst: Buf, bias: Tensor },
     /// `dst += bias` where the model has the bias (else nothing to do).
@@ -105,14 +107,28 @@ pub(crate) enum Kind {
     MatMul { w: Tensor, src: Buf, dst: Buf },
     /// `dst ← LayerNorm(src) · weight + bias`.
     LayerNorm { weight: Tensor, bias: Tensor, src: Buf, dst: Buf },
-    /// Rotary positions (NeoX pairs `(i, i + d/2)`) on the group's Q and K.
+    /// `dst ← RMSNorm(src) · weight`.
+    RmsNorm { weight: Tensor, src: Buf, dst: Buf },
+    /// Each head of the group's Q or K (`dst`) ← RMSNorm(head) · weight, where the model has the
+    /// weight (else nothing to do).
+    HeadNorm { weight: Tensor, dst: Buf },
+    /// `dst += src` (a residual).
+    Add { src: Buf, dst: Buf },
+    /// Rotary positions (NeoX pairs `(i, i + n_rot/2)`) on the group's Q and K, with the
+    /// layer's base (the sliding-window layers' own one where the model has those).
     Rope,
-    /// Softmax attention of the group's heads, every text on its own, into [`Buf::Ctx`].
+    /// Softmax attention of the group's heads, every text on its own, into [`Buf::Ctx`]: each
+    /// query sees the keys the model's mask lets it (all, the ones up to itself when causal,
+    /// the ones within the window on sliding-window layers); a key/value head serves
+    /// `n_head / n_head_kv` query heads.
     Attention,
     /// The FFN's activation on the slab, in [`Buf::Up`].
     Act(Act),
     /// Each text's token vectors → its embedding.
     Pool,
+    /// Each text's pooled vector through `w` (nothing to do when the model lacks it): `dst ←
+    /// src · wᵀ`, from the embeddings into the dense hidden vectors or back.
+    Dense { w: Tensor, into: Pooled },
     /// Each embedding to unit L2 norm (when the job's options ask for it), checked finite.
     Normalize,
 }
@@ -124,6 +140,17 @@ pub(crate) enum Act {
     Gelu,
     /// `up ← SiLU(gate) ⊙ up` (SwiGLU).
     SiluGated,
+    /// `up ← GELU_tanh(gate) ⊙ up` (GeGLU with the tanh approximation).
+    GeluTanhGated,
+}
+
+/// Where a [`Kind::Dense`] writes (it reads the other): one vector per text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pooled {
+    /// The dense hidden vectors (as wide as the projection's rows), in the wide region.
+    Hidden,
+    /// The job's embeddings (n_embd).
+    Embedding,
 }
 
 /// A tensor an operation reads.
@@ -135,6 +162,11 @@ pub(crate) enum Tensor {
     EmbdNormWeight,
     /// The embedding LayerNorm's bias.
     EmbdNormBias,
+    /// The RMSNorm weight after the last layer.
+    OutputNorm,
+    /// The first projection of the pooled vector (`dense_2`), and the second (`dense_3`).
+    Dense2,
+    Dense3,
 }
 
 /// The activation buffers, per token.
@@ -146,6 +178,9 @@ pub(crate) enum Buf {
     Ctx,
     /// The FFN output (n_embd), kept apart from `X` until the residual is added.
     Y,
+    /// A normed copy of `X` (n_embd) that the pre-norm architectures' branches read, later a
+    /// branch's output before its norm.
+    Normed,
     /// The group's queries, keys and values.
     Q,
     K,
@@ -161,6 +196,8 @@ impl Program {
         match arch {
             Arch::Bert => &bert::PROGRAM,
             Arch::NomicBert => &nomic_bert::PROGRAM,
+            Arch::GemmaEmbedding => &gemma_embedding::PROGRAM,
+            Arch::Qwen2 | Arch::Qwen3 => &qwen::PROGRAM,
         }
     }
 
@@ -172,5 +209,14 @@ impl Program {
     /// Whether the FFN has a gate (its slab holds gate columns beside the up ones).
     pub fn gated(&self) -> bool {
         self.layer_ops().any(|op| matches!(op.kind, Kind::MatMul { dst: Buf::Gate, .. }))
+    }
+
+    /// Whether a layer uses [`Buf::Normed`] (which then takes room in the wide region).
+    pub fn normed(&self) -> bool {
+        let writes = |op: &Op| match op.kind {
+            Kind::RmsNorm { dst, .. } | Kind::Init { dst, .. } => dst == Buf::Normed,
+            _ => false,
+        };
+        self.layer_ops().any(writes)
     }
 }

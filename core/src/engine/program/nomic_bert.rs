@@ -8,7 +8,7 @@ use crate::model::LayerSlot::*;
 pub(super) const PROGRAM: Program = Program {
     embed: &[
         // x = token_embd[id] (+ token_types[0]); x = LN(x).
-        op(Stage::Embed, Embed),
+        op(Stage::Embed, Embed { scaled: false }),
         op(
             Stage::Norm,
             LayerNorm { weight: Tensor::EmbdNormWeight, bias: Tensor::EmbdNormBias, src: X, dst: X },

@@ -1,0 +1,180 @@
+//! The decoder architectures (gemma-embedding, qwen3, qwen2) against their float64 references
+//! (`tools/reference/decoder.py`): every line of every reference through `Input::Ids` at
+//! cosine ≥ 0.99999, the same vectors bit for bit with a tiny step budget and in one batch, and
+//! text input refused with a typed error until their tokenizers are wired.
+
+mod common;
+
+use common::engine::{compare, embed, load};
+use stepembed::core::engine::{Input, Job, JobOptions, Limits, Plan, Step};
+use stepembed::core::io::SliceSource;
+use stepembed::core::model::{Arch, Model, Pooling};
+use stepembed::core::tokenizer::{Lookup, TokenizerKind};
+use stepembed::core::{Error, Unsupported};
+
+/// The decoder fixtures, their architecture and pooling.
+const MODELS: &[(&str, Arch, Pooling)] = &[
+    ("gemma-emb-tiny-3L-Q4_K_M", Arch::GemmaEmbedding, Pooling::Mean),
+    ("gemma-emb-tiny-2L-Q8_0", Arch::GemmaEmbedding, Pooling::Mean),
+    ("qwen3-tiny-2L-Q4_K_M", Arch::Qwen3, Pooling::Last),
+    ("qwen2-tiny-2L-Q4_K_M", Arch::Qwen2, Pooling::Mean),
+];
+
+/// One reference line: the ids and the float64 embedding.
+struct Case {
+    ids: Vec<u32>,
+    embedding: Vec<f64>,
+}
+
+fn cases(model: &str) -> Vec<Case> {
+    let path = common::fixture(&format!("reference/decoder/{model}.jsonl"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cases: Vec<Case> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let numbers = |key: &str| v[key].as_array().unwrap().clone();
+            Case {
+                ids: numbers("ids").iter().map(|x| x.as_u64().unwrap() as u32).collect(),
+                embedding: numbers("embedding").iter().map(|x| x.as_f64().unwrap()).collect(),
+            }
+        })
+        .collect();
+    assert!(cases.len() >= 10, "{model}: {} cases", cases.len());
+    cases
+}
+
+/// Runs `input` to the end with `budget` work units per step: the embeddings and the steps.
+fn run(model: Model<'_>, plan: &Plan, bytes: &[u8], input: Input<'_>, budget: u64) -> (Vec<f32>, usize) {
+    let mut arena = vec![0u8; plan.arena_bytes()];
+    let options = JobOptions { budget, ..JobOptions::default() };
+    let mut job = Job::new(model, plan, &mut arena, input, Lookup::Scan, options).unwrap();
+    let mut io = SliceSource::new(bytes);
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        if let Step::Done(e) = job.step(&mut io).unwrap() {
+            return (e.to_vec(), steps);
+        }
+    }
+}
+
+#[test]
+fn the_fixtures_load_as_their_architecture() {
+    for &(model, arch, pooling) in MODELS {
+        let bytes = common::read(&format!("models/{model}.gguf"));
+        let (meta, _) = load(&bytes);
+        assert_eq!((meta.arch, meta.hparams.pooling), (arch, pooling), "{model}");
+        let tokenizer =
+            if arch == Arch::GemmaEmbedding { TokenizerKind::SentencePiece } else { TokenizerKind::Bpe };
+        assert_eq!(meta.tokenizer, tokenizer, "{model}");
+        let hp = meta.hparams;
+        assert_eq!(
+            (hp.n_embd, hp.n_head, hp.n_head_kv, hp.causal),
+            (256, 4, 2, arch != Arch::GemmaEmbedding)
+        );
+        let head = if arch == Arch::Qwen3 { 128 } else { 64 };
+        assert_eq!((hp.head_dim_k, hp.head_dim_v, hp.n_rot), (head, head, head), "{model}");
+        assert_eq!(meta.dense.is_some(), model.starts_with("gemma-emb-tiny-3L"), "{model}");
+    }
+}
+
+#[test]
+fn every_decoder_reference_line_matches() {
+    for &(model, ..) in MODELS {
+        let bytes = common::read(&format!("models/{model}.gguf"));
+        let (meta, layers) = load(&bytes);
+        let m = Model::new(meta, &layers).unwrap();
+        let plan = Plan::new(&m, Limits::tokens(meta.hparams.n_ctx)).unwrap();
+        let mut worst = (1.0f64, 0.0f64);
+        for case in cases(model) {
+            let e = embed(m, &plan, &bytes, &case.ids);
+            let (cos, max) = compare(&e, &case.embedding);
+            assert!(cos >= 0.99999, "{model} ({} ids): cos {cos} max {max}", case.ids.len());
+            worst = (worst.0.min(cos), worst.1.max(max));
+        }
+        eprintln!("{model}: worst cosine {:.9}, worst max |Δ| {:.2e}", worst.0, worst.1);
+    }
+}
+
+#[test]
+fn tiny_budgets_and_batches_give_the_same_vectors_bit_for_bit() {
+    for &(model, ..) in MODELS {
+        let bytes = common::read(&format!("models/{model}.gguf"));
+        let (meta, layers) = load(&bytes);
+        let m = Model::new(meta, &layers).unwrap();
+        let all = cases(model);
+        let n_ctx = meta.hparams.n_ctx;
+        // A batch of short and long texts within one context (its layout, all heads and the
+        // whole FFN at once, is then that of each text alone); the longest text crosses the
+        // sliding window and many attention tiles.
+        let mut batch: Vec<&[u32]> = Vec::new();
+        for case in all.iter().step_by(2) {
+            if batch.iter().map(|t| t.len()).sum::<usize>() + case.ids.len() <= n_ctx {
+                batch.push(&case.ids);
+            }
+        }
+        assert!(batch.len() >= 4, "{model}: {} texts", batch.len());
+        let plan = Plan::new(&m, Limits { max_tokens: n_ctx, max_texts: batch.len() }).unwrap();
+        let mut one_by_one = Vec::new();
+        for ids in batch.iter().copied().chain([all.last().unwrap().ids.as_slice()]) {
+            let (e, _) = run(m, &plan, &bytes, Input::Ids(ids), 8_000_000);
+            let (tiny, steps) = run(m, &plan, &bytes, Input::Ids(ids), 20_000);
+            assert_eq!(tiny, e, "{model} ({} ids), {steps} steps", ids.len());
+            assert!(steps > 20, "{model}: {steps} steps");
+            one_by_one.push(e);
+        }
+        let (together, _) = run(m, &plan, &bytes, Input::IdBatch(&batch), 8_000_000);
+        assert_eq!(together, one_by_one[..batch.len()].concat(), "{model}: batch of {}", batch.len());
+        // The smallest plan groups heads and FFN columns differently: the same to rounding.
+        let small = Plan::smallest(&m, Limits::tokens(n_ctx)).unwrap();
+        let longest = all.last().unwrap();
+        let (smallest, _) = run(m, &small, &bytes, Input::Ids(&longest.ids), 8_000_000);
+        let exact: Vec<f64> = one_by_one.last().unwrap().iter().map(|&v| f64::from(v)).collect();
+        let (cos, max) = compare(&smallest, &exact);
+        assert!(cos >= 0.999999 && max <= 1e-5, "{model}: smallest plan cos {cos} max {max}");
+    }
+}
+
+#[test]
+fn text_input_is_refused_until_the_tokenizer_is_wired() {
+    for &(model, ..) in MODELS {
+        let bytes = common::read(&format!("models/{model}.gguf"));
+        let (meta, layers) = load(&bytes);
+        let m = Model::new(meta, &layers).unwrap();
+        let plan = Plan::new(&m, Limits::tokens(64)).unwrap();
+        assert_eq!(plan.index_bytes(), 0, "{model}");
+        let mut arena = vec![0u8; plan.arena_bytes()];
+        for input in [Input::Text("hello world"), Input::Texts(&["a", "b"])] {
+            let err = Job::new(m, &plan, &mut arena, input, Lookup::Scan, JobOptions::default()).unwrap_err();
+            let name = meta.tokenizer.name();
+            assert!(
+                matches!(err, Error::Unsupported(Unsupported::TokenizerModel(n)) if n.as_str() == name),
+                "{model}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_embedder_embeds_decoder_ids_and_refuses_their_text() {
+    for &(model, ..) in MODELS {
+        let path = common::fixture(&format!("models/{model}.gguf"));
+        let mut embedder = stepembed::Embedder::open(&path).unwrap();
+        assert_eq!(embedder.memory_bytes(), embedder.plan().arena_bytes(), "{model}: no vocab index");
+        let case = &cases(model)[5];
+        let mut job = embedder.job(Input::Ids(&case.ids)).unwrap();
+        let e = loop {
+            if let Step::Done(e) = job.step().unwrap() {
+                break e.to_vec();
+            }
+        };
+        let (cos, _) = compare(&e, &case.embedding);
+        assert!(cos >= 0.99999, "{model}: cos {cos}");
+        for err in [embedder.embed("hello world").unwrap_err(), embedder.tokenize("hello").unwrap_err()] {
+            assert_eq!(err.code(), "UNSUPPORTED", "{model}: {err}");
+        }
+        let batch = embedder.embed_batch(&["a", "b"]).unwrap_err();
+        assert_eq!(batch.code(), "UNSUPPORTED", "{model}: {batch}");
+    }
+}
