@@ -165,7 +165,7 @@ pub enum Unsupported {
     /// A tokenizer model the library does not know, or text input for a model whose tokenizer
     /// is not wired to jobs yet (SentencePiece `"llama"`, BPE `"gpt2"`: give token ids).
     TokenizerModel(Name),
-    /// A pooling type other than mean (1), CLS (2) and last (3).
+    /// A pooling type other than mean (1), CLS (2) and, for the decoders, last (3).
     PoolingType(u32),
     /// A RoPE scaling type other than linear (`rope.scaling.type`, e.g. `yarn`).
     RopeScaling(Name),
@@ -344,10 +344,10 @@ impl fmt::Display for Unsupported {
                 write!(f, "tensor {tensor} has type {}, which the engine cannot compute with", ty.name())
             }
             Unsupported::TokenizerModel(m) => {
-                write!(f, "tokenizer model {m:?} (text is tokenized for bert WordPiece only; give token ids)")
+                write!(f, "tokenizer model {m:?} (only bert WordPiece text is tokenized; give token ids)")
             }
             Unsupported::PoolingType(p) => {
-                write!(f, "pooling type {p} (1 = mean, 2 = CLS and 3 = last are supported)")
+                write!(f, "pooling type {p} (1 = mean, 2 = CLS, and 3 = last for decoders are supported)")
             }
             Unsupported::RopeScaling(s) => write!(f, "RoPE scaling {s:?} (only linear)"),
         }

@@ -131,7 +131,7 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
             vocab_scratch,
             vocab_loader: None,
             layers,
-            found: Found::default(),
+            found: Found { vocab: VocabMeta::any_model(), ..Found::default() },
             n_layer: None,
             layout: None,
             state: State::Reading,
@@ -305,7 +305,8 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
         let pooling = match raw.pooling.unwrap_or(1) {
             1 => Pooling::Mean,
             2 => Pooling::Cls,
-            3 => Pooling::Last,
+            // The last token sees every other one in a causal decoder.
+            3 if decoder => Pooling::Last,
             p => return Err(Error::Unsupported(Unsupported::PoolingType(p.try_into().unwrap_or(u32::MAX)))),
         };
 

@@ -59,7 +59,7 @@ pub enum Pooling {
     Mean,
     /// The first token's vector ([CLS]). `pooling_type` 2.
     Cls,
-    /// The last token's vector (decoders: the one that saw every other). `pooling_type` 3.
+    /// The last token's vector. `pooling_type` 3, for the decoder architectures.
     Last,
 }
 

@@ -69,12 +69,25 @@ pub struct VocabMeta {
     tokens: Option<ArrayRef>,
     ids: [Option<u64>; SPECIAL_KINDS],
     kind: TokenizerKind,
+    /// Whether `"llama"` and `"gpt2"` models are accepted ([`VocabMeta::any_model`]).
+    any_model: bool,
 }
 
 impl VocabMeta {
-    /// Nothing observed yet.
+    /// Nothing observed yet; a WordPiece vocab is expected.
     pub const fn new() -> Self {
-        VocabMeta { tokens: None, ids: [None; SPECIAL_KINDS], kind: TokenizerKind::WordPiece }
+        VocabMeta {
+            tokens: None,
+            ids: [None; SPECIAL_KINDS],
+            kind: TokenizerKind::WordPiece,
+            any_model: false,
+        }
+    }
+
+    /// Nothing observed yet; any [`TokenizerKind`] is accepted and remembered (what a model
+    /// loader needs, whose jobs may take token ids).
+    pub const fn any_model() -> Self {
+        VocabMeta { any_model: true, ..VocabMeta::new() }
     }
 
     /// Records `key` if it is one of the tokenizer keys (`tokenizer.ggml.tokens`, `.model`, the
@@ -82,8 +95,8 @@ impl VocabMeta {
     ///
     /// Errors: a known key with a value of the wrong type is [`Malformed::WrongValueType`] (at the
     /// token array's offset for `tokens`, else at offset 0: the reader does not report a KV's
-    /// position); a `tokenizer.ggml.model` other than `"bert"`, `"llama"` and `"gpt2"` is
-    /// [`Unsupported::TokenizerModel`].
+    /// position); a `tokenizer.ggml.model` other than `"bert"` (or, for [`VocabMeta::any_model`],
+    /// `"llama"` and `"gpt2"`) is [`Unsupported::TokenizerModel`].
     pub fn observe(&mut self, key: &str, value: &Value<'_>) -> Result<()> {
         let wrong = Error::malformed(Malformed::WrongValueType, 0);
         if key == KEY_TOKENS {
@@ -99,8 +112,8 @@ impl VocabMeta {
             };
             self.kind = match model {
                 Some("bert") => TokenizerKind::WordPiece,
-                Some("llama") => TokenizerKind::SentencePiece,
-                Some("gpt2") => TokenizerKind::Bpe,
+                Some("llama") if self.any_model => TokenizerKind::SentencePiece,
+                Some("gpt2") if self.any_model => TokenizerKind::Bpe,
                 other => {
                     let name = Name::new(other.unwrap_or("?"));
                     return Err(Error::Unsupported(Unsupported::TokenizerModel(name)));
