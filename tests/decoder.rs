@@ -6,11 +6,12 @@
 mod common;
 
 use common::engine::{compare, embed, load};
+use common::gguf_layout;
 use stepembed::core::engine::{Input, Job, JobOptions, Limits, Plan, Step};
 use stepembed::core::io::SliceSource;
-use stepembed::core::model::{Arch, Model, Pooling};
+use stepembed::core::model::{Arch, LayerRefs, Model, ModelLoader, Pooling};
 use stepembed::core::tokenizer::{Lookup, TokenizerKind};
-use stepembed::core::{Error, Unsupported};
+use stepembed::core::{Error, Malformed, Name, Unsupported};
 
 /// The decoder fixtures, their architecture and pooling.
 const MODELS: &[(&str, Arch, Pooling)] = &[
@@ -177,4 +178,56 @@ fn the_embedder_embeds_decoder_ids_and_refuses_their_text() {
         let batch = embedder.embed_batch(&["a", "b"]).unwrap_err();
         assert_eq!(batch.code(), "UNSUPPORTED", "{model}: {batch}");
     }
+}
+
+/// `model`'s bytes with `patch` applied to the value of metadata key `key` (or, with `key`
+/// a tensor name, to that name), then loaded: the loader's error.
+fn load_patched(model: &str, key: &str, patch: impl Fn(&mut [u8])) -> Error {
+    let mut bytes = common::read(&format!("models/{model}.gguf"));
+    let layout = gguf_layout::parse(&bytes);
+    let range = match layout.kv(key) {
+        Some((_, kv)) => kv.value.clone(),
+        None => {
+            // A tensor name: its bytes follow the name's length, just before its dimension count.
+            let at = bytes.windows(key.len()).position(|w| w == key.as_bytes()).unwrap();
+            at..at + key.len()
+        }
+    };
+    patch(&mut bytes[range]);
+    let mut scratch = vec![0u8; 4096];
+    let mut layers = vec![LayerRefs::default(); 8];
+    let mut loader = ModelLoader::new(&mut scratch, &mut layers).unwrap();
+    loader.load(&mut SliceSource::new(&bytes)).unwrap_err()
+}
+
+#[test]
+fn corrupted_decoder_headers_fail_with_typed_errors() {
+    let bad = |key| Error::Malformed { what: Malformed::BadHyperParameter(key), offset: 0 };
+    // Key/value heads that do not divide the heads.
+    let err = load_patched("qwen3-tiny-2L-Q4_K_M", "qwen3.attention.head_count_kv", |v| v[0] = 3);
+    assert_eq!(err, bad("attention.head_count_kv"));
+    // A key length the tensors do not have.
+    let err = load_patched("qwen3-tiny-2L-Q4_K_M", "qwen3.attention.key_length", |v| v[0] = 64);
+    assert!(matches!(err, Error::Malformed { what: Malformed::BadShape(_), .. }), "{err}");
+    // A dense width the tensors do not have.
+    let err = load_patched("gemma-emb-tiny-3L-Q4_K_M", "gemma-embedding.dense_2_feat_out", |v| v[0] ^= 1);
+    assert_eq!(err, bad("dense_2_feat_out"));
+    // A per-layer pattern holding something else than a bool (its first element follows the
+    // element type and count).
+    let key = "gemma-embedding.attention.sliding_window_pattern";
+    let err = load_patched("gemma-emb-tiny-2L-Q8_0", key, |v| v[12] = 2);
+    assert!(matches!(err, Error::Malformed { what: Malformed::WrongValueType, .. }), "{err}");
+    // A renamed tensor: required ones are missing, an optional bias in one layer only is too.
+    let err = load_patched("gemma-emb-tiny-3L-Q4_K_M", "blk.1.post_ffw_norm.weight", |v| v[6] = b'X');
+    let missing = |name| Error::malformed(Malformed::MissingTensor(Name::new(name)), 0);
+    assert_eq!(err, missing("blk.1.post_ffw_norm.weight"));
+    let err = load_patched("qwen3-tiny-2L-Q4_K_M", "blk.0.attn_q_norm.weight", |v| v[6] = b'X');
+    assert_eq!(err, missing("blk.0.attn_q_norm.weight"));
+    let err = load_patched("qwen2-tiny-2L-Q4_K_M", "blk.1.attn_v.bias", |v| v[6] = b'X');
+    assert_eq!(err, missing("blk.1.attn_v.bias"));
+    let err = load_patched("gemma-emb-tiny-3L-Q4_K_M", "dense_3.weight", |v| v[0] = b'X');
+    assert_eq!(err, missing("dense_3.weight"));
+    // Pooling type 4 does not exist.
+    let err = load_patched("qwen3-tiny-2L-Q4_K_M", "qwen3.pooling_type", |v| v[0] = 4);
+    assert_eq!(err, Error::Unsupported(Unsupported::PoolingType(4)));
 }
