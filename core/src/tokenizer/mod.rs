@@ -64,6 +64,8 @@
 //! `[EMPTY_i]`); a char with no byte token is the unknown token (llama.cpp throws). A fragment
 //! between two cuts (no space inside) longer than the window is [`Error::BufferTooSmall`](crate::Error).
 
+mod bpe;
+mod bpe_split;
 mod index;
 mod model_vocab;
 mod normalize;
@@ -76,6 +78,7 @@ mod tokenize;
 pub mod unicode;
 mod vocab;
 
+pub use bpe::{bpe_work_bytes, BpeTokenize};
 pub use index::{IndexBuilder, VocabIndex};
 pub use model_vocab::{
     read_model_vocab, ModelKind, ModelVocab, ModelVocabLoader, ModelVocabMeta, PreTokenizer, MAX_ENTRY_BYTES,
