@@ -36,11 +36,16 @@ fn tokenize(
     let mut t = BpeTokenize::new(vocab, ModelLookup::Index(ix), text, &mut mem, &mut out, opts)?;
     let mut io = SliceSource::new(&[]);
     let mut steps = 0u64;
+    let mut seen = 0;
     while t.step(&mut io, budget)? == Step::Pending {
         steps += 1;
         assert!(steps < 10_000_000, "no progress");
+        let (at, len) = t.progress();
+        assert!(at >= seen && at <= len);
+        seen = at;
     }
     assert!(t.is_done());
+    assert_eq!(t.progress(), (text.len() as u64, text.len() as u64));
     Ok(t.ids().to_vec())
 }
 

@@ -31,8 +31,7 @@
 use super::bpe_split::{byte_char, qwen2_word_end};
 use super::model_vocab::{ModelKind, ModelVocab, PreTokenizer};
 use super::special::{choose, Candidate};
-use super::spm::ModelLookup;
-use super::spm::ModelOptions;
+use super::spm::{ModelLookup, ModelOptions};
 use super::token_index::TokenIndex;
 use super::{Step, MIN_MODEL_WINDOW};
 use crate::error::{Error, InputError, Name, Result, Unsupported};
@@ -139,6 +138,8 @@ struct State<'i> {
     n_out: usize,
     max_pieces: usize,
     n_pieces: usize,
+    /// Raw bytes whose ids are written or being made.
+    consumed: usize,
     /// The fragment of raw text being split.
     frag_start: usize,
     frag_end: usize,
@@ -231,6 +232,7 @@ impl<'a> BpeTokenize<'a> {
                 n_out,
                 max_pieces: options.max_tokens.saturating_sub(fixed),
                 n_pieces: 0,
+                consumed: 0,
                 frag_start: 0,
                 frag_end: 0,
                 cluster_start: 0,
@@ -293,12 +295,10 @@ impl<'a> BpeTokenize<'a> {
         matches!(self.st.phase, Phase::Done)
     }
 
-    /// Raw text bytes tokenized so far, and the text's length.
+    /// Raw text bytes tokenized so far (through the word or special token being written), and the
+    /// text's length.
     pub fn progress(&self) -> (u64, u64) {
-        let at = match self.st.phase {
-            Phase::Done => self.text.len(),
-            _ => self.st.frag_start,
-        };
+        let at = if self.is_done() { self.text.len() } else { self.st.consumed };
         (at as u64, self.text.len() as u64)
     }
 
@@ -500,6 +500,7 @@ impl State<'_> {
             let end = qwen2_word_end(frag, rel, self.w).ok_or(self.too_small(mem_len))?;
             let end = self.frag_start.saturating_add(end.max(rel.saturating_add(1)));
             spend(left, (end.saturating_sub(at) / 64).saturating_add(1) as u64);
+            self.consumed = end;
             self.phase = Phase::Init { end, at, n_sym: 0, heap: 0 };
             return Ok(());
         }
@@ -513,6 +514,7 @@ impl State<'_> {
         }
         self.next_special = self.next_special.saturating_add(1);
         self.frag_start = special_end;
+        self.consumed = special_end;
         self.phase = match self.special_at(p, self.next_special) {
             Some((next_start, _, _)) => {
                 self.frag_end = next_start;
