@@ -13,7 +13,10 @@ use stepembed_core::{Error, InputError, Unsupported};
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tokenizer");
 
 fn load(name: &str) -> (Vec<u8>, ModelVocab, Vec<u8>) {
-    let file = std::fs::read(format!("{FIXTURES}/{name}")).unwrap();
+    index(std::fs::read(format!("{FIXTURES}/{name}")).unwrap())
+}
+
+fn index(file: Vec<u8>) -> (Vec<u8>, ModelVocab, Vec<u8>) {
     let vocab = read_model_vocab(&mut SliceSource::new(&file), &mut vec![0u8; 4096]).unwrap();
     let mut mem = vec![0u8; TokenIndex::bytes_needed(&vocab).unwrap()];
     let mut b = TokenIndexBuilder::new(&vocab, &mut mem).unwrap();
@@ -110,6 +113,41 @@ fn qwen2_random_texts_match_llama_cpp() {
         n += 1;
     }
     assert_eq!(n, 3000);
+}
+
+/// The Qwen2 vocab with `tokenizer.ggml.pre = "llama3"` (as `vocab_only.py --pre llama3` writes
+/// it): the Llama 3 split (digits three at a time), whole-word tokens unmerged, BOS added.
+fn qwen2_as_llama3() -> (Vec<u8>, ModelVocab, Vec<u8>) {
+    let file = std::fs::read(format!("{FIXTURES}/vocab-qwen2.gguf")).unwrap();
+    let old: Vec<u8> =
+        [&b"tokenizer.ggml.pre"[..], &8u32.to_le_bytes(), &5u64.to_le_bytes(), b"qwen2"].concat();
+    let new: Vec<u8> =
+        [&b"tokenizer.ggml.pre"[..], &8u32.to_le_bytes(), &6u64.to_le_bytes(), b"llama3"].concat();
+    let at = file.windows(old.len()).position(|w| w == old.as_slice()).unwrap();
+    let patched = [&file[..at], &new, &file[at + old.len()..]].concat();
+    index(patched)
+}
+
+/// `random-qwen2-llama3.jsonl`: 1000 random texts tokenized by libllama with that vocab.
+#[test]
+fn llama3_split_random_texts_match_llama_cpp() {
+    let (_, vocab, mem) = qwen2_as_llama3();
+    assert_eq!(vocab.kind(), ModelKind::Bpe(PreTokenizer::Llama3));
+    assert!(vocab.add_bos());
+    let ix = TokenIndex::open(&vocab, &mem).unwrap();
+    let lines = std::fs::read_to_string(format!("{FIXTURES}/random-qwen2-llama3.jsonl")).unwrap();
+    let mut n = 0;
+    for (i, line) in lines.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let text = v["text"].as_str().unwrap();
+        let want: Vec<u32> =
+            v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let window = if i % 10 == 0 { MIN_MODEL_WINDOW } else { 4096 };
+        let got = tokenize(&vocab, ix, text, full(4096), window, 1 + i as u32 % 50).unwrap();
+        assert_eq!(got, want, "line {} {text:?}", i + 1);
+        n += 1;
+    }
+    assert_eq!(n, 1000);
 }
 
 #[test]

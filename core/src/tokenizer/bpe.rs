@@ -1,12 +1,13 @@
-//! Byte-level BPE tokenizing of `"gpt2"` models with the Qwen2 pre-tokenizer exactly as
-//! llama.cpp's `llm_tokenizer_bpe_session` does it, a bounded amount of work per step, in caller
-//! memory.
+//! Byte-level BPE tokenizing of `"gpt2"` models with the Qwen2 or Llama 3 pre-tokenizer exactly
+//! as llama.cpp's `llm_tokenizer_bpe_session` does it, a bounded amount of work per step, in
+//! caller memory.
 //!
 //! # Rules (llama.cpp `llama_vocab::impl::tokenize`, `LLAMA_VOCAB_TYPE_BPE`)
 //! 1. Special tokens are cut out of the raw text first ([`special`](super::special)): control and
 //!    unknown tokens when [`ModelOptions::parse_special`], user-defined tokens always.
-//! 2. Each remaining fragment is split into words by the Qwen2 pattern
-//!    ([`bpe_split`](super::bpe_split)).
+//! 2. Each remaining fragment is split into words by the Qwen2 or Llama 3 pattern
+//!    ([`bpe_split`](super::bpe_split)). Llama 3 (llama.cpp's `ignore_merges`): a word that is a
+//!    token is that token, without merging.
 //! 3. Each word's UTF-8 bytes are written as GPT-2's byte chars (`Ġ` for a space, …); every char
 //!    is a symbol. The adjacent pair whose tokens have the lowest merge rank (the leftmost on
 //!    ties) is merged, and the new symbol's pairs with its neighbours become candidates; until no
@@ -28,7 +29,7 @@
 //! Only [`ModelLookup::Index`] is supported: a scan mode would stream the 151 387 merges as well
 //! as the vocab for every window.
 
-use super::bpe_split::{byte_char, qwen2_word_end};
+use super::bpe_split::{byte_char, word_end};
 use super::model_vocab::{ModelKind, ModelVocab, PreTokenizer};
 use super::special::{choose, Candidate};
 use super::spm::{ModelLookup, ModelOptions};
@@ -175,8 +176,8 @@ pub struct BpeTokenize<'a> {
 impl<'a> BpeTokenize<'a> {
     /// Prepares to tokenize `text`. O(1); writes BOS when it is added.
     ///
-    /// Errors: [`Unsupported::TokenizerModel`] for a vocab that is not BPE with the Qwen2
-    /// pre-tokenizer, or for [`ModelLookup::Scan`]; [`Error::BufferTooSmall`] when `out` is
+    /// Errors: [`Unsupported::TokenizerModel`] for a vocab that is not BPE with the Qwen2 or
+    /// Llama 3 pre-tokenizer, or for [`ModelLookup::Scan`]; [`Error::BufferTooSmall`] when `out` is
     /// shorter than `options.max_tokens` or `max_tokens` cannot hold BOS and EOS (counted in ids),
     /// or when `mem` holds less than a [`MIN_MODEL_WINDOW`] window (in bytes);
     /// [`Error::PlanMismatch`] for an index of another vocab.
@@ -189,8 +190,7 @@ impl<'a> BpeTokenize<'a> {
         options: ModelOptions,
     ) -> Result<Self> {
         match vocab.kind() {
-            ModelKind::Bpe(PreTokenizer::Qwen2) => {}
-            ModelKind::Bpe(PreTokenizer::Llama3) => return Err(unsupported("gpt2/llama-bpe")),
+            ModelKind::Bpe(PreTokenizer::Qwen2 | PreTokenizer::Llama3) => {}
             ModelKind::Bpe(PreTokenizer::Gpt2) => return Err(unsupported("gpt2/gpt-2")),
             ModelKind::Spm => return Err(unsupported("llama")),
         }
@@ -497,7 +497,8 @@ impl State<'_> {
         if at < self.frag_end {
             let frag = text.get(self.frag_start..self.frag_end).ok_or(Error::InvalidState)?;
             let rel = at.saturating_sub(self.frag_start);
-            let end = qwen2_word_end(frag, rel, self.w).ok_or(self.too_small(mem_len))?;
+            let digits = if self.llama3() { 3 } else { 1 };
+            let end = word_end(frag, rel, self.w, digits).ok_or(self.too_small(mem_len))?;
             let end = self.frag_start.saturating_add(end.max(rel.saturating_add(1)));
             spend(left, (end.saturating_sub(at) / 64).saturating_add(1) as u64);
             self.consumed = end;
@@ -538,7 +539,7 @@ impl State<'_> {
         let bytes = text.as_bytes();
         while *left > 0 {
             if at >= end {
-                self.phase = Phase::Merge { end, heap };
+                self.phase = Phase::Merge { end, heap: self.whole_word(p, n_sym).unwrap_or(heap) };
                 return Ok(());
             }
             let b = bytes.get(at).copied().ok_or(Error::InvalidState)?;
@@ -564,6 +565,23 @@ impl State<'_> {
         }
         self.phase = Phase::Init { end, at, n_sym, heap };
         Ok(())
+    }
+
+    fn llama3(&self) -> bool {
+        self.vocab.kind() == ModelKind::Bpe(PreTokenizer::Llama3)
+    }
+
+    /// Llama 3 (llama.cpp's `ignore_merges`): a word of `n_sym` symbols that is a token is that
+    /// token, unmerged. Makes it the only symbol and returns the empty heap; `None` otherwise.
+    fn whole_word(&self, p: &mut Parts<'_>, n_sym: usize) -> Option<usize> {
+        if !self.llama3() || n_sym < 2 {
+            return None;
+        }
+        let last = *p.sym.get(n_sym.checked_sub(1)?)?;
+        let len = last[0].checked_add(last[1])?;
+        let id = self.ix.lookup(p.chars.get(..len as usize)?)?;
+        *p.sym.first_mut()? = [0, len, NONE, NONE, id];
+        Some(0)
     }
 
     /// Pushes the bigram of symbols `l` and `r` when their tokens have a merge.

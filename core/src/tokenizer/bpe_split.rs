@@ -1,8 +1,9 @@
-//! The pre-tokenizer split of byte-level BPE models, hand-coded (no regex engine) as llama.cpp's
+//! The pre-tokenizer splits of byte-level BPE models, hand-coded (no regex engine) as llama.cpp's
 //! `unicode_regex_split_custom_qwen2` matches its Qwen2 pattern
 //! `(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|
-//! ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`, and the GPT-2 byte-to-char mapping the words
-//! are written in before merging.
+//! ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+` and `unicode_regex_split_custom_llama3` its
+//! Llama 3 pattern (the same but `\p{N}{1,3}`), and the GPT-2 byte-to-char mapping the words are
+//! written in before merging.
 //!
 //! A fragment of text (between special tokens) is cut into words left to right: each word is the
 //! first alternative that matches at its start, and nothing past the fragment's end is seen. So
@@ -25,10 +26,11 @@ fn is_newline(c: char) -> bool {
     c == '\r' || c == '\n'
 }
 
-/// The end (a byte offset into `frag`) of the Qwen2 word that starts at byte `at` of `frag`
-/// (`at` a char boundary before the end). `None` when the word, or the scan that decides where
-/// it ends, runs more than `max` bytes past `at`. Reads at most `max` + 4 bytes.
-pub(crate) fn qwen2_word_end(frag: &str, at: usize, max: usize) -> Option<usize> {
+/// The end (a byte offset into `frag`) of the word that starts at byte `at` of `frag` (`at` a
+/// char boundary before the end), numbers taken `digits` chars at most at a time (Qwen2: 1,
+/// Llama 3: 3). `None` when the word, or the scan that decides where it ends, runs more than
+/// `max` bytes past `at`. Reads at most `max` + 4 bytes.
+pub(crate) fn word_end(frag: &str, at: usize, max: usize, digits: usize) -> Option<usize> {
     let (c0, n0) = char_at(frag, at)?;
     let p1 = at.checked_add(n0)?;
     let limit = at.saturating_add(max);
@@ -53,7 +55,14 @@ pub(crate) fn qwen2_word_end(frag: &str, at: usize, max: usize) -> Option<usize>
         return run(frag, p1, limit, is_letter);
     }
     if is_number(c0) {
-        return Some(p1);
+        let mut end = p1;
+        for _ in 1..digits {
+            match char_at(frag, end) {
+                Some((c, n)) if is_number(c) => end = end.saturating_add(n),
+                _ => break,
+            }
+        }
+        return Some(end);
     }
     // An optional space, other chars, then newlines. A space that ends the fragment is a word
     // of its own here too (llama.cpp sees no flags past the end).
@@ -123,7 +132,7 @@ mod tests {
         let mut at = 0;
         let mut i = 0;
         while at < s.len() && i < out.len() {
-            let end = qwen2_word_end(s, at, 1000).unwrap();
+            let end = word_end(s, at, 1000, 1).unwrap();
             out[i] = &s[at..end];
             at = end;
             i += 1;
@@ -146,9 +155,17 @@ mod tests {
     }
 
     #[test]
+    fn llama3_takes_digits_three_at_a_time() {
+        let ends: [Option<usize>; 4] = [0, 3, 6, 8].map(|at| word_end("1234567x ٣٤", at, 100, 3));
+        assert_eq!(ends, [Some(3), Some(6), Some(7), Some(9)]);
+        assert_eq!(word_end("x ٣٤٥٦", 1, 100, 3), Some(2));
+        assert_eq!(word_end("٣٤٥٦", 0, 100, 3), Some(6));
+    }
+
+    #[test]
     fn long_words_are_refused() {
-        assert_eq!(qwen2_word_end("aaaa", 0, 3), None);
-        assert_eq!(qwen2_word_end("aaaa", 0, 4), Some(4));
+        assert_eq!(word_end("aaaa", 0, 3, 1), None);
+        assert_eq!(word_end("aaaa", 0, 4, 1), Some(4));
     }
 
     #[test]
