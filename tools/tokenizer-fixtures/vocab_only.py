@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Writes a vocab-only GGUF: the tokenizer.* keys of a model (no tensors, no other metadata).
 
-    python3 vocab_only.py IN.gguf OUT.gguf [--drop-key tokenizer.chat_template]
+    python3 vocab_only.py IN.gguf OUT.gguf [--drop-key tokenizer.chat_template] [--pre NAME]
+
+--pre replaces tokenizer.ggml.pre (the BPE tests tokenize the Qwen2 vocab with the llama3 split).
 
 gguf-py is the one vendored in llama.cpp (GGUF_PY=path/to/llama.cpp/gguf-py or on sys.path).
 """
@@ -18,6 +20,7 @@ def main():
     ap.add_argument("src")
     ap.add_argument("dst")
     ap.add_argument("--drop-key", action="append", default=["tokenizer.chat_template"])
+    ap.add_argument("--pre")
     args = ap.parse_args()
     r = gguf.GGUFReader(args.src)
     arch = r.fields["general.architecture"].contents() if "general.architecture" in r.fields else "llama"
@@ -29,7 +32,7 @@ def main():
         if t == gguf.GGUFValueType.ARRAY:
             w.add_array(key, f.contents())
         elif t == gguf.GGUFValueType.STRING:
-            w.add_string(key, f.contents())
+            w.add_string(key, args.pre if key == "tokenizer.ggml.pre" and args.pre else f.contents())
         elif t == gguf.GGUFValueType.BOOL:
             w.add_bool(key, f.contents())
         elif t == gguf.GGUFValueType.UINT32:

@@ -63,7 +63,28 @@
 //! entries over [`MAX_ENTRY_BYTES`] never match; empty entries never match (llama.cpp renames them
 //! `[EMPTY_i]`); a char with no byte token is the unknown token (llama.cpp throws). A fragment
 //! between two cuts (no space inside) longer than the window is [`Error::BufferTooSmall`](crate::Error).
+//!
+//! # Byte-level BPE models (`tokenizer.ggml.model = "gpt2"`: Qwen2, Llama 3)
+//! Tokenized exactly as llama.cpp does it ([`BpeTokenize`]; rules in the `bpe` module): the
+//! `qwen2` or `llama-bpe` split hand-coded over generated Unicode 15.1 letter/number tables,
+//! GPT-2's byte chars, merges by rank. Driving it is the SPM code with other names: [`ModelVocabMeta`] and
+//! [`ModelVocabLoader`] as above; [`TokenIndex::bytes_needed`] (5 163 435 bytes for Qwen2's
+//! 151 936 tokens and 151 387 merges, 6 406 332 for Llama 3's 128 256 and 280 147) and [`TokenIndexBuilder`] (it streams the merges after the
+//! tokens); [`bpe_work_bytes`] (≈ 315 KB for 4 KiB words), [`BpeTokenize::new`] with
+//! [`ModelLookup::Index`] and the same [`ModelOptions`], then [`BpeTokenize::step`]. There is no
+//! scan mode ([`ModelLookup::Scan`] is [`Unsupported`](crate::Unsupported)); the `gpt-2`
+//! pre-tokenizer is not split yet (also `Unsupported`).
+//!
+//! Where it differs from llama.cpp: as for SPM, the name-based attribute fixes are not applied —
+//! in the Qwen2 vocab llama.cpp makes the normal token `</s>` (128 247) a control token, so with
+//! `parse_special` the text `</s>` is that one id there and three pieces here; merges are kept by
+//! the ids of their sides (a merge of non-tokens, or one whose result is no token, would be lost;
+//! there is none in Qwen2); a word (a letter run, a whitespace run with a line break, …) longer
+//! than the window is [`Error::BufferTooSmall`](crate::Error), as is a cluster of overlapping
+//! special-token occurrences wider than the window.
 
+mod bpe;
+mod bpe_split;
 mod index;
 mod model_vocab;
 mod normalize;
@@ -76,6 +97,7 @@ mod tokenize;
 pub mod unicode;
 mod vocab;
 
+pub use bpe::{bpe_work_bytes, BpeTokenize};
 pub use index::{IndexBuilder, VocabIndex};
 pub use model_vocab::{
     read_model_vocab, ModelKind, ModelVocab, ModelVocabLoader, ModelVocabMeta, PreTokenizer, MAX_ENTRY_BYTES,

@@ -144,3 +144,22 @@ pub fn decompose_canonical(c: char) -> Decomposition {
     d.len = len.min(MAX_DECOMPOSITION as u8);
     d
 }
+
+/// llama.cpp's `\p{L}` (`unicode_cpt_flags::is_letter`): categories Lu Ll Lt Lm Lo, Unicode 15.1.
+pub fn is_letter(c: char) -> bool {
+    in_ranges(tables::LETTER, c)
+}
+
+/// llama.cpp's `\p{N}` (`unicode_cpt_flags::is_number`): categories Nd Nl No, Unicode 15.1.
+pub fn is_number(c: char) -> bool {
+    in_ranges(tables::NUMBER, c)
+}
+
+/// llama.cpp's `\s` (`unicode_cpt_flags::is_whitespace`): the White_Space property, as listed
+/// in its Unicode 15.1 data.
+pub fn is_llama_whitespace(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x09..=0x0D | 0x20 | 0x85 | 0xA0 | 0x1680 | 0x2000..=0x200A | 0x2028 | 0x2029 | 0x202F | 0x205F | 0x3000
+    )
+}

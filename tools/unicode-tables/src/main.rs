@@ -11,6 +11,11 @@
 //! * `unicode-normalization-alignments` 0.1.12 — `decompose_canonical` (full canonical
 //!   decompositions, Hangul algorithmic) and `canonical_combining_class`, Unicode 9.0.0.
 //!
+//! * `unicode-general-category` 0.6.0 (Unicode 15.0) — `get_general_category` for the letters
+//!   (L*) and numbers (N*) of llama.cpp's BPE pre-tokenizers, whose data is Unicode 15.1: the
+//!   letters 15.1 added (CJK Unified Ideographs Extension I, Lo) are added here; 15.1 added no
+//!   number and moved no code point between categories.
+//!
 //! Usage (from this directory):
 //!
 //! ```text
@@ -28,6 +33,9 @@ use std::process::ExitCode;
 use unicode_categories::UnicodeCategories;
 use unicode_normalization_alignments::char::{canonical_combining_class, decompose_canonical};
 use unicode_normalization_alignments::UNICODE_VERSION;
+
+/// Unicode 15.1's new letters: CJK Unified Ideographs Extension I (category Lo).
+const CJK_EXT_I: std::ops::RangeInclusive<u32> = 0x2EBF0..=0x2EE5D;
 
 /// Hangul syllables, decomposed algorithmically by the core (and by the crate).
 const HANGUL_FIRST: u32 = 0xAC00;
@@ -52,6 +60,25 @@ fn is_bert_punc(c: char) -> bool {
 
 fn is_mn(c: char) -> bool {
     c.is_mark_nonspacing()
+}
+
+/// `\p{L}` as llama.cpp's Unicode 15.1 data has it.
+fn is_letter(c: char) -> bool {
+    use unicode_general_category::GeneralCategory as G;
+    CJK_EXT_I.contains(&(c as u32))
+        || matches!(
+            unicode_general_category::get_general_category(c),
+            G::UppercaseLetter | G::LowercaseLetter | G::TitlecaseLetter | G::ModifierLetter | G::OtherLetter
+        )
+}
+
+/// `\p{N}` (Unicode 15.0 = 15.1 for this category).
+fn is_number(c: char) -> bool {
+    use unicode_general_category::GeneralCategory as G;
+    matches!(
+        unicode_general_category::get_general_category(c),
+        G::DecimalNumber | G::LetterNumber | G::OtherNumber
+    )
 }
 
 /// HF's `is_chinese_char`.
@@ -128,6 +155,14 @@ fn check_invariants() {
     // new in 9.0).
     assert!(is_mn('\u{08E3}') && !is_mn('\u{08D4}'), "unicode_categories is no longer Unicode 8.0");
     assert_eq!(UNICODE_VERSION, (9, 0, 0), "unicode-normalization-alignments changed Unicode version");
+    assert_eq!(unicode_general_category::UNICODE_VERSION, (15, 0, 0), "unicode-general-category changed");
+    let unassigned = |cp| {
+        char::from_u32(cp).is_some_and(|c| {
+            unicode_general_category::get_general_category(c)
+                == unicode_general_category::GeneralCategory::Unassigned
+        })
+    };
+    assert!(CJK_EXT_I.clone().all(unassigned), "Unicode 15.1's letters are already in the crate");
 
     for c in all_chars() {
         let d = decompose(c);
@@ -157,6 +192,8 @@ fn render() -> String {
     let control = ranges(is_other);
     let punct = ranges(is_bert_punc);
     let mn = ranges(is_mn);
+    let letter = ranges(is_letter);
+    let number = ranges(is_number);
     let ccc = ccc_ranges();
     let mut decomp: Vec<(u32, Vec<char>)> = Vec::new();
     for c in all_chars() {
@@ -189,6 +226,10 @@ fn render() -> String {
 //!   [`DECOMPOSITION`] / [`DECOMPOSED`] = `decompose_canonical()` (full canonical decompositions;
 //!   Hangul syllables U+AC00..=U+D7A3 are left to the algorithm of Unicode section 3.12).
 //!
+//! And, for llama.cpp's byte-level BPE pre-tokenizers (its data is Unicode 15.1), from
+//! `unicode-general-category` 0.6.0 (Unicode 15.0) plus the letters 15.1 added (U+2EBF0..=U+2EE5D):
+//! [`LETTER`] = categories L* (`\\p{{L}}`), [`NUMBER`] = categories N* (`\\p{{N}}`).
+//!
 //! Range tables hold sorted, disjoint, inclusive `(first, last)` code point ranges."
     )
     .unwrap();
@@ -204,6 +245,8 @@ fn render() -> String {
         &punct,
     );
     write_ranges(&mut s, "MARK_NONSPACING", "HF `is_mark_nonspacing()`: category Mn (Unicode 8.0).", &mn);
+    write_ranges(&mut s, "LETTER", "llama.cpp `\\p{L}`: categories Lu Ll Lt Lm Lo (Unicode 15.1).", &letter);
+    write_ranges(&mut s, "NUMBER", "llama.cpp `\\p{N}`: categories Nd Nl No (Unicode 15.1).", &number);
 
     writeln!(s, "/// Non-zero canonical combining classes (Unicode {ma}.{mi}.{pa}): `(first, last, class)`.")
         .unwrap();

@@ -48,3 +48,25 @@ fn tables_are_up_to_date() {
         .expect("run the generator");
     assert!(status.success(), "core/src/tokenizer/tables.rs is out of date");
 }
+
+#[test]
+fn bpe_categories_agree_on_every_code_point() {
+    use unicode_general_category::{get_general_category, GeneralCategory as G};
+    for c in all_chars() {
+        let cat = get_general_category(c);
+        let ext_i = (0x2EBF0..=0x2EE5D).contains(&(c as u32));
+        let letter = ext_i
+            || matches!(
+                cat,
+                G::UppercaseLetter
+                    | G::LowercaseLetter
+                    | G::TitlecaseLetter
+                    | G::ModifierLetter
+                    | G::OtherLetter
+            );
+        let number = matches!(cat, G::DecimalNumber | G::LetterNumber | G::OtherNumber);
+        assert_eq!(unicode::is_letter(c), letter, "L {:04X}", c as u32);
+        assert_eq!(unicode::is_number(c), number, "N {:04X}", c as u32);
+        assert_eq!(unicode::is_llama_whitespace(c), c.is_whitespace(), "White_Space {:04X}", c as u32);
+    }
+}

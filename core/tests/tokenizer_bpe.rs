@@ -1,0 +1,240 @@
+//! Byte-level BPE ("gpt2", Qwen2 pre-tokenizer) against llama.cpp: its own vocab test
+//! (`qwen2.inp` / `.out`, tokenized by llama.cpp's test-tokenizer-0 without BOS and without
+//! parsing control tokens), and random strings tokenized by libllama (fixture jsonl). Windows
+//! and step budgets must not change the ids.
+
+use stepembed_core::io::SliceSource;
+use stepembed_core::tokenizer::{
+    bpe_work_bytes, read_model_vocab, BpeTokenize, ModelKind, ModelLookup, ModelOptions, ModelVocab,
+    PreTokenizer, Step, TokenIndex, TokenIndexBuilder, MIN_MODEL_WINDOW,
+};
+use stepembed_core::{Error, InputError, Unsupported};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tokenizer");
+
+fn load(name: &str) -> (Vec<u8>, ModelVocab, Vec<u8>) {
+    index(std::fs::read(format!("{FIXTURES}/{name}")).unwrap())
+}
+
+fn index(file: Vec<u8>) -> (Vec<u8>, ModelVocab, Vec<u8>) {
+    let vocab = read_model_vocab(&mut SliceSource::new(&file), &mut vec![0u8; 4096]).unwrap();
+    let mut mem = vec![0u8; TokenIndex::bytes_needed(&vocab).unwrap()];
+    let mut b = TokenIndexBuilder::new(&vocab, &mut mem).unwrap();
+    let mut scratch = vec![0u8; 4096];
+    while b.step(&mut SliceSource::new(&file), &mut scratch, 1000).unwrap() == Step::Pending {}
+    b.finish().unwrap();
+    (file, vocab, mem)
+}
+
+fn tokenize(
+    vocab: &ModelVocab,
+    ix: TokenIndex<'_>,
+    text: &str,
+    opts: ModelOptions,
+    window: usize,
+    budget: u32,
+) -> Result<Vec<u32>, Error> {
+    let mut mem = vec![0u8; bpe_work_bytes(false, window)];
+    let mut out = vec![0u32; opts.max_tokens];
+    let mut t = BpeTokenize::new(vocab, ModelLookup::Index(ix), text, &mut mem, &mut out, opts)?;
+    let mut io = SliceSource::new(&[]);
+    let mut steps = 0u64;
+    let mut seen = 0;
+    while t.step(&mut io, budget)? == Step::Pending {
+        steps += 1;
+        assert!(steps < 10_000_000, "no progress");
+        let (at, len) = t.progress();
+        assert!(at >= seen && at <= len);
+        seen = at;
+    }
+    assert!(t.is_done());
+    assert_eq!(t.progress(), (text.len() as u64, text.len() as u64));
+    Ok(t.ids().to_vec())
+}
+
+fn plain(max_tokens: usize) -> ModelOptions {
+    ModelOptions { max_tokens, truncate: false, add_special: false, parse_special: false }
+}
+
+fn full(max_tokens: usize) -> ModelOptions {
+    ModelOptions { max_tokens, truncate: false, add_special: true, parse_special: true }
+}
+
+/// llama.cpp's vocab test file: inputs separated by `\n__ggml_vocab_test__\n`, one output line
+/// of space-separated ids per input.
+fn vocab_test(name: &str) -> Vec<(String, Vec<u32>)> {
+    let inp = std::fs::read_to_string(format!("{FIXTURES}/{name}.inp")).unwrap();
+    let out = std::fs::read_to_string(format!("{FIXTURES}/{name}.out")).unwrap();
+    let mut texts: Vec<String> = inp.split("\n__ggml_vocab_test__\n").map(str::to_owned).collect();
+    if texts.last().is_some_and(|t| t.is_empty()) {
+        texts.pop();
+    }
+    let ids: Vec<Vec<u32>> =
+        out.lines().map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect()).collect();
+    assert_eq!(texts.len(), ids.len(), "{name}: inputs vs outputs");
+    texts.into_iter().zip(ids).collect()
+}
+
+#[test]
+fn qwen2_matches_llama_cpp_vocab_test() {
+    let (_, vocab, mem) = load("vocab-qwen2.gguf");
+    assert_eq!(vocab.kind(), ModelKind::Bpe(PreTokenizer::Qwen2));
+    let ix = TokenIndex::open(&vocab, &mem).unwrap();
+    let cases = vocab_test("qwen2");
+    assert!(cases.len() > 30);
+    for (text, want) in &cases {
+        for (window, budget) in [(4096, u32::MAX), (MIN_MODEL_WINDOW, 1), (MIN_MODEL_WINDOW, 7), (1000, 997)]
+        {
+            let got = tokenize(&vocab, ix, text, plain(4096), window, budget).unwrap();
+            assert_eq!(&got, want, "{text:?} window {window} budget {budget}");
+        }
+    }
+}
+
+/// `random-qwen2.jsonl`: `{"text", "ids"}` lines, ids from libllama's `llama_tokenize` with
+/// add_special and parse_special on (tools/tokenizer-fixtures/random_texts.py).
+#[test]
+fn qwen2_random_texts_match_llama_cpp() {
+    let (_, vocab, mem) = load("vocab-qwen2.gguf");
+    let ix = TokenIndex::open(&vocab, &mem).unwrap();
+    let lines = std::fs::read_to_string(format!("{FIXTURES}/random-qwen2.jsonl")).unwrap();
+    let mut n = 0;
+    for (i, line) in lines.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let text = v["text"].as_str().unwrap();
+        let want: Vec<u32> =
+            v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let got = tokenize(&vocab, ix, text, full(4096), 4096, u32::MAX).unwrap();
+        assert_eq!(got, want, "line {} {text:?}", i + 1);
+        if i % 10 == 0 {
+            let got = tokenize(&vocab, ix, text, full(4096), MIN_MODEL_WINDOW, 13).unwrap();
+            assert_eq!(got, want, "small window, line {} {text:?}", i + 1);
+        }
+        n += 1;
+    }
+    assert_eq!(n, 3000);
+}
+
+/// The Qwen2 vocab with `tokenizer.ggml.pre = "llama3"` (as `vocab_only.py --pre llama3` writes
+/// it): the Llama 3 split (digits three at a time), whole-word tokens unmerged, BOS added.
+fn qwen2_as_llama3() -> (Vec<u8>, ModelVocab, Vec<u8>) {
+    let file = std::fs::read(format!("{FIXTURES}/vocab-qwen2.gguf")).unwrap();
+    let old: Vec<u8> =
+        [&b"tokenizer.ggml.pre"[..], &8u32.to_le_bytes(), &5u64.to_le_bytes(), b"qwen2"].concat();
+    let new: Vec<u8> =
+        [&b"tokenizer.ggml.pre"[..], &8u32.to_le_bytes(), &6u64.to_le_bytes(), b"llama3"].concat();
+    let at = file.windows(old.len()).position(|w| w == old.as_slice()).unwrap();
+    let patched = [&file[..at], &new, &file[at + old.len()..]].concat();
+    index(patched)
+}
+
+/// `random-qwen2-llama3.jsonl`: 1000 random texts tokenized by libllama with that vocab.
+#[test]
+fn llama3_split_random_texts_match_llama_cpp() {
+    let (_, vocab, mem) = qwen2_as_llama3();
+    assert_eq!(vocab.kind(), ModelKind::Bpe(PreTokenizer::Llama3));
+    assert!(vocab.add_bos());
+    let ix = TokenIndex::open(&vocab, &mem).unwrap();
+    let lines = std::fs::read_to_string(format!("{FIXTURES}/random-qwen2-llama3.jsonl")).unwrap();
+    let mut n = 0;
+    for (i, line) in lines.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let text = v["text"].as_str().unwrap();
+        let want: Vec<u32> =
+            v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let window = if i % 10 == 0 { MIN_MODEL_WINDOW } else { 4096 };
+        let got = tokenize(&vocab, ix, text, full(4096), window, 1 + i as u32 % 50).unwrap();
+        assert_eq!(got, want, "line {} {text:?}", i + 1);
+        n += 1;
+    }
+    assert_eq!(n, 1000);
+}
+
+#[test]
+fn special_tokens_follow_the_options() {
+    let (_, vocab, mem) = load("vocab-qwen2.gguf");
+    let ix = TokenIndex::open(&vocab, &mem).unwrap();
+    // Qwen2 adds neither BOS nor EOS.
+    assert!(!vocab.add_bos() && !vocab.add_eos());
+    // llama-tokenize: "Hello world<|im_start|> [PAD151646]x" -> 9707 1879 151644 220 151646 87.
+    let text = "Hello world<|im_start|> [PAD151646]x";
+    let got = tokenize(&vocab, ix, text, full(64), 4096, 1).unwrap();
+    assert_eq!(got, [9707, 1879, 151644, 220, 151646, 87]);
+    // Without parse_special the control token is text; the user-defined one is still matched.
+    let got = tokenize(&vocab, ix, text, plain(64), 4096, 3).unwrap();
+    assert!(!got.contains(&151644) && got.contains(&151646), "{got:?}");
+    assert_eq!(tokenize(&vocab, ix, "", full(64), 4096, 1).unwrap(), Vec::<u32>::new());
+    // Adjacent specials and specials at both ends.
+    let got = tokenize(&vocab, ix, "<|im_end|><|im_end|>a<|endoftext|>", full(64), 4096, 2).unwrap();
+    assert_eq!(got, [151645, 151645, 64, 151643]);
+}
+
+#[test]
+fn truncation_keeps_the_first_ids() {
+    let (_, vocab, mem) = load("vocab-qwen2.gguf");
+    let ix = TokenIndex::open(&vocab, &mem).unwrap();
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(20);
+    let whole = tokenize(&vocab, ix, &text, plain(4096), 4096, u32::MAX).unwrap();
+    for max in [1usize, 5, 17, whole.len()] {
+        let opts = ModelOptions { max_tokens: max, truncate: true, ..plain(max) };
+        let got = tokenize(&vocab, ix, &text, opts, MIN_MODEL_WINDOW, 50).unwrap();
+        assert_eq!(got, whole[..max.min(whole.len())]);
+    }
+    let err = tokenize(&vocab, ix, &text, plain(10), 4096, 50).unwrap_err();
+    assert_eq!(err, Error::Input(InputError::TooManyTokens { tokens: 11, max: 10 }));
+}
+
+#[test]
+fn long_text_through_small_windows_is_the_whole_text_tokenized() {
+    let (_, vocab, mem) = load("vocab-qwen2.gguf");
+    let ix = TokenIndex::open(&vocab, &mem).unwrap();
+    let text: String =
+        (0..400).map(|i| format!("wörd{i} ünïcödé  {}\t<|im_end|>", "x".repeat(i % 13))).collect();
+    let whole = tokenize(&vocab, ix, &text, full(1 << 16), 1 << 17, u32::MAX).unwrap();
+    for window in [MIN_MODEL_WINDOW, 1000] {
+        assert_eq!(
+            tokenize(&vocab, ix, &text, full(1 << 16), window, 333).unwrap(),
+            whole,
+            "window {window}"
+        );
+    }
+}
+
+#[test]
+fn a_word_longer_than_the_window_is_an_error() {
+    let (_, vocab, mem) = load("vocab-qwen2.gguf");
+    let ix = TokenIndex::open(&vocab, &mem).unwrap();
+    let text = "a".repeat(5000);
+    let err = tokenize(&vocab, ix, &text, plain(4096), 1000, 100).unwrap_err();
+    assert!(matches!(err, Error::BufferTooSmall { .. }), "{err:?}");
+    // With a window that holds it, it is tokenized.
+    assert!(!tokenize(&vocab, ix, &text, plain(4096), 8192, 100).unwrap().is_empty());
+}
+
+#[test]
+fn scan_mode_and_other_vocabs_are_refused() {
+    let (_, vocab, mem) = load("vocab-qwen2.gguf");
+    let mut work = vec![0u8; bpe_work_bytes(false, 4096)];
+    let mut out = vec![0u32; 16];
+    let err = BpeTokenize::new(&vocab, ModelLookup::Scan, "x", &mut work, &mut out, plain(16)).unwrap_err();
+    assert!(matches!(err, Error::Unsupported(Unsupported::TokenizerModel(_))), "{err:?}");
+    let (_, spm, spm_mem) = load("vocab-llama-spm.gguf");
+    let spm_ix = TokenIndex::open(&spm, &spm_mem).unwrap();
+    let err =
+        BpeTokenize::new(&spm, ModelLookup::Index(spm_ix), "x", &mut work, &mut out, plain(16)).unwrap_err();
+    assert!(matches!(err, Error::Unsupported(Unsupported::TokenizerModel(_))), "{err:?}");
+    // An index of another vocab.
+    let err = BpeTokenize::new(&vocab, ModelLookup::Index(spm_ix), "x", &mut work, &mut out, plain(16))
+        .unwrap_err();
+    assert_eq!(err, Error::PlanMismatch);
+    let _ = mem;
+}
+
+#[test]
+fn index_and_work_sizes_are_as_documented() {
+    let (_, vocab, _) = load("vocab-qwen2.gguf");
+    assert_eq!(vocab.count(), 151_936);
+    assert_eq!(vocab.merges().unwrap().count, 151_387);
+    assert_eq!(TokenIndex::bytes_needed(&vocab).unwrap(), 5_163_435);
+    assert_eq!(bpe_work_bytes(false, 4096), 77 * 4096 + 7);
+}
