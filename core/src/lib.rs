@@ -1,9 +1,9 @@
 //! # stepembed-core
 //!
-//! Text embeddings from GGUF models (bert, nomic-bert) computed without loading the model:
-//! weights are streamed in fixed chunks from an [`embedded_io`] `Read + Seek` source into
-//! caller-supplied buffers, and the whole inference is an explicit state machine advanced with
-//! `step()`, each step doing a bounded amount of work.
+//! Text embeddings from GGUF models (bert, nomic-bert; from token ids gemma-embedding, qwen3 and
+//! qwen2) computed without loading the model: weights are streamed in fixed chunks from an
+//! [`embedded_io`] `Read + Seek` source into caller-supplied buffers, and the whole inference is
+//! an explicit state machine advanced with `step()`, each step doing a bounded amount of work.
 //!
 //! `#![no_std]`, no `alloc`, no panics on any input: every malformed file, text or buffer size is
 //! a typed [`Error`].

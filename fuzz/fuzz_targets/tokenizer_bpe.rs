@@ -2,7 +2,8 @@
 //! fixture with fuzzer-chosen options, step budgets and windows. Asserts that nothing panics,
 //! that a small window and budget give the ids of one unbounded step over a large window (or
 //! fail for want of memory), and that every result fits the limit and holds only vocab ids. One
-//! input in 32 corrupts bytes of the vocab first.
+//! input in 256 (that has bytes to patch) corrupts bytes of the vocab first: rebuilding the index
+//! of 151 936 tokens and 151 387 merges is slow under the sanitizer.
 //!
 //! `cargo +nightly fuzz run tokenizer_bpe` (from the repository root).
 #![no_main]
@@ -61,7 +62,7 @@ fn check(vocab: &ModelVocab, mem: &[u8], text: &str, ctl: &[u8; 4], corrupted: b
     let budget = 1 + u32::from(ctl[1]) * 37;
     let window = MIN_MODEL_WINDOW + usize::from(ctl[2]) * 5;
     let small = run(vocab, ix, text, o, window, budget);
-    let large = run(vocab, ix, text, o, 1 << 16, u32::MAX);
+    let large = run(vocab, ix, text, o, 1 << 13, u32::MAX);
     if !matches!(small, Err(Error::BufferTooSmall { .. })) {
         assert_eq!(small, large, "window {window} budget {budget} differs on {text:?}");
     }
@@ -83,7 +84,7 @@ fn check(vocab: &ModelVocab, mem: &[u8], text: &str, ctl: &[u8; 4], corrupted: b
 fuzz_target!(|data: &[u8]| {
     let Some((ctl, rest)) = data.split_first_chunk::<4>() else { return };
     let text = String::from_utf8_lossy(rest);
-    if ctl[3] & 31 != 31 {
+    if ctl[3] != 255 || rest.len() < 3 {
         let (vocab, mem) = fixture();
         check(vocab, mem, &text, ctl, false);
         return;

@@ -24,9 +24,9 @@ impl<'a> Job<'a> {
         let e = self.plan.n_embd;
         let (start, len) = self.span(text)?;
         let out = self.r.out.get_mut(nth_row(text, e)?).ok_or(Error::InvalidState)?;
-        match self.model.hparams().pooling {
+        let pooling = self.model.hparams().pooling;
+        match pooling {
             Pooling::Cls | Pooling::Last => {
-                let pooling = self.model.hparams().pooling;
                 let t = if pooling == Pooling::Cls { start } else { add(start, sub(len, 1)?)? };
                 out.copy_from_slice(self.r.x.get(nth_row(t, e)?).ok_or(Error::InvalidState)?);
             }
