@@ -22,7 +22,9 @@ use futures_lite::future::{block_on, yield_now};
 use stepembed_core::engine::{Input, Job, JobOptions, Limits, Plan, PlanKind, Step, DEFAULT_BUDGET};
 use stepembed_core::io::Source;
 use stepembed_core::model::{LayerRefs, LoadStep, Model, ModelLoader, ModelMeta, Pooling};
-use stepembed_core::tokenizer::{self, IndexBuilder, Lookup, Tokenize, VocabIndex};
+use stepembed_core::tokenizer::{
+    self, IndexBuilder, TextLookup, TextTokenize, TextVocab, TokenIndex, TokenIndexBuilder, VocabIndex,
+};
 
 use crate::breaker::{Deadline, StepTuner};
 use crate::error::{Error, Result};
@@ -216,14 +218,24 @@ impl<S: Source> Embedder<S> {
         };
         let mut index = vec![0u8; plan.index_bytes()];
         if !index.is_empty() {
-            let mut builder = IndexBuilder::new(&meta.vocab, &mut index)?;
             let mut scratch = vec![0u8; 4096];
-            while builder.step(&mut source, &mut scratch, tokenizer_budget(options.budget))?
-                == tokenizer::Step::Pending
-            {
-                yield_now().await;
+            let budget = tokenizer_budget(options.budget);
+            match meta.text_vocab() {
+                TextVocab::WordPiece(vocab) => {
+                    let mut builder = IndexBuilder::new(&vocab, &mut index)?;
+                    while builder.step(&mut source, &mut scratch, budget)? == tokenizer::Step::Pending {
+                        yield_now().await;
+                    }
+                    builder.finish()?;
+                }
+                TextVocab::Model(vocab) => {
+                    let mut builder = TokenIndexBuilder::new(&vocab, &mut index)?;
+                    while builder.step(&mut source, &mut scratch, budget)? == tokenizer::Step::Pending {
+                        yield_now().await;
+                    }
+                    builder.finish()?;
+                }
             }
-            builder.finish()?;
         }
         let arena = vec![0u8; plan.arena_bytes()];
         let tuner = options.step_target.map(|target| StepTuner::new(target, options.budget));
@@ -479,16 +491,23 @@ impl<S: Source> Embedder<S> {
     ) -> Result<Vec<u32>> {
         let budget = tokenizer_budget(self.options().budget);
         let lookup = lookup(&self.meta, &self.index)?;
-        // An index needs no more than the smallest window; a scan makes one pass over the vocab
-        // per window, so it gets one holding most texts whole.
-        let window = match lookup.mode() {
-            tokenizer::Mode::Index => tokenizer::MIN_WINDOW_CHARS,
-            tokenizer::Mode::Scan => text.len().clamp(tokenizer::MIN_WINDOW_CHARS, 4096),
+        let vocab = self.meta.text_vocab();
+        let mode = lookup.mode();
+        let window = match vocab {
+            // WordPiece: an index needs no more than the smallest window; a scan makes one pass
+            // over the vocab per window, so it gets one holding most texts whole.
+            TextVocab::WordPiece(_) => match mode {
+                tokenizer::Mode::Index => tokenizer::MIN_WINDOW_CHARS,
+                tokenizer::Mode::Scan => text.len().clamp(tokenizer::MIN_WINDOW_CHARS, 4096),
+            },
+            // SentencePiece and BPE cut windows only where no piece spans: a window holding the
+            // whole escaped text (a space becomes 3 bytes) never runs out, up to 64 KiB.
+            TextVocab::Model(_) => text.len().saturating_mul(3).clamp(vocab.min_window(), 64 << 10),
         };
-        let mut work = vec![0u8; tokenizer::work_bytes(lookup.mode(), window)];
+        let mut work = vec![0u8; vocab.work_bytes(mode, window)];
         let mut out = vec![0u32; max_tokens.max(2)];
         let options = tokenizer::Options { max_tokens: max_tokens.max(2), truncate };
-        let mut tok = Tokenize::new(&self.meta.vocab, lookup, text, &mut work, &mut out, options)?;
+        let mut tok = TextTokenize::new(&vocab, lookup, text, &mut work, &mut out, options)?;
         while tok.step(&mut self.source, budget)? == tokenizer::Step::Pending {
             yield_now().await;
         }
@@ -548,11 +567,14 @@ fn tokenizer_budget(budget: u64) -> u32 {
 }
 
 /// The lookup for an embedder's vocab index (scan when there is none).
-fn lookup<'m>(meta: &ModelMeta, index: &'m [u8]) -> Result<Lookup<'m>> {
+fn lookup<'m>(meta: &ModelMeta, index: &'m [u8]) -> Result<TextLookup<'m>> {
     if index.is_empty() {
-        return Ok(Lookup::Scan);
+        return Ok(TextLookup::Scan);
     }
-    Ok(Lookup::Index(VocabIndex::open(&meta.vocab, index)?))
+    Ok(match meta.text_vocab() {
+        TextVocab::WordPiece(vocab) => TextLookup::WordPiece(VocabIndex::open(&vocab, index)?),
+        TextVocab::Model(vocab) => TextLookup::Model(TokenIndex::open(&vocab, index)?),
+    })
 }
 
 /// Loads a model's metadata and layer table, sizing the layer storage to the model. Blocks

@@ -13,7 +13,7 @@ use crate::engine::program::Program;
 use crate::error::{Error, Result};
 use crate::model::{LayerSlot, Model, TensorRef};
 use crate::quant::matmul_scratch_len;
-use crate::tokenizer::{work_bytes, Mode, TokenizerKind, VocabIndex, MIN_WINDOW_CHARS};
+use crate::tokenizer::{Mode, TextVocab, MIN_MODEL_WINDOW, MIN_WINDOW_CHARS};
 
 /// The most tokens one job can plan for (token positions are kept as u32).
 pub const MAX_TOKENS: usize = 1 << 24;
@@ -70,7 +70,8 @@ pub struct Plan {
     pub(crate) chunk_bytes: usize,
     /// Floats of decoded-weight scratch.
     pub(crate) scratch: usize,
-    /// How the tokenizer looks pieces up, and its window of text in chars.
+    /// How the tokenizer looks pieces up, and its window of text (chars for WordPiece, bytes
+    /// for SentencePiece and BPE).
     pub(crate) mode: Mode,
     pub(crate) window: usize,
     shape: Shape,
@@ -111,7 +112,7 @@ impl Plan {
     /// A job of fewer than `max_tokens` tokens uses the room it leaves for more heads and wider
     /// slabs (fewer, larger reads).
     pub fn new(model: &Model<'_>, limits: Limits) -> Result<Self> {
-        Plan::third_of_the_heads(model, limits, Mode::Index, MIN_WINDOW_CHARS, 2 << 20, 256)
+        Plan::third_of_the_heads(model, limits, Mode::Index, 2 << 20, 256)
     }
 
     /// The lean plan: the fast plan's layout without the vocab index (the tokenizer streams the
@@ -119,9 +120,7 @@ impl Plan {
     /// attention tiles and a 1 MiB allowance for the wide region: about 500 KiB less, nearly
     /// the same speed on long texts.
     pub fn lean(model: &Model<'_>, limits: Limits) -> Result<Self> {
-        // About 8 chars per token covers most texts in one window, hence one pass over the vocab.
-        let window = limits.max_tokens.saturating_mul(8).clamp(MIN_WINDOW_CHARS, 4096);
-        Plan::third_of_the_heads(model, limits, Mode::Scan, window, 1 << 20, 128)
+        Plan::third_of_the_heads(model, limits, Mode::Scan, 1 << 20, 128)
     }
 
     /// The layout shared by the fast and lean plans: a third of the heads per attention group,
@@ -130,11 +129,11 @@ impl Plan {
         model: &Model<'_>,
         limits: Limits,
         mode: Mode,
-        window: usize,
         wide_allowance: usize,
         k_tile: usize,
     ) -> Result<Self> {
         let shape = Shape::of(model)?;
+        let window = shape.window(limits, mode);
         let group = shape.n_head_kv.div_ceil(3);
         let slab = shape.slab_within(shape.qkv_width(group));
         let (_, preferred) = matmul_scratch_len(shape.n_embd.max(slab).max(shape.dense));
@@ -161,7 +160,7 @@ impl Plan {
         let slab = shape.slab_within(shape.qkv_width(1));
         let choices = Choices {
             mode: Mode::Scan,
-            window: MIN_WINDOW_CHARS,
+            window: shape.vocab.min_window(),
             wide_allowance: 0,
             group: 1,
             slab,
@@ -263,12 +262,13 @@ impl Plan {
             head_dim: shape.head_dim_k.max(shape.head_dim_v),
             chunk_bytes: c.chunk_bytes,
             scratch: c.scratch,
-            mode: c.mode,
+            // BPE has no scan mode: its plans always build the index.
+            mode: if shape.vocab.has_scan() { c.mode } else { Mode::Index },
             window: c.window,
             shape: *shape,
             index_bytes: match c.mode {
-                Mode::Index => shape.index_bytes,
-                Mode::Scan => 0,
+                Mode::Scan if shape.vocab.has_scan() => 0,
+                Mode::Index | Mode::Scan => shape.index_bytes,
             },
             arena_bytes: 0,
         };
@@ -335,7 +335,7 @@ impl Plan {
             floats(self.limits.max_texts.saturating_mul(self.n_embd)), // outputs
             self.limits.max_texts.saturating_mul(8),                   // text spans: two u32 each
             n.saturating_mul(core::mem::size_of::<u32>()),             // tokenizer output
-            work_bytes(self.mode, self.window),                        // tokenizer work
+            self.shape.vocab.work_bytes(self.mode, self.window),       // tokenizer work
         ]
     }
 
@@ -371,6 +371,8 @@ struct Shape {
     max_row: usize,
     /// The down projections' largest bytes per element, as (block bytes, block elements).
     down_density: (usize, usize),
+    /// The vocab, for the tokenizer's memory.
+    vocab: TextVocab,
     /// Bytes of the model's vocab index.
     index_bytes: usize,
 }
@@ -424,12 +426,24 @@ impl Shape {
             down_block,
             max_row,
             down_density,
-            // Text input is tokenized for WordPiece only: no index for the other tokenizers.
-            index_bytes: match meta.tokenizer {
-                TokenizerKind::WordPiece => VocabIndex::bytes_needed(&meta.vocab)?,
-                TokenizerKind::SentencePiece | TokenizerKind::Bpe => 0,
-            },
+            vocab: meta.text_vocab(),
+            index_bytes: meta.text_vocab().index_bytes()?,
         })
+    }
+
+    /// The tokenizer's window for `limits` in `mode`. WordPiece needs only the minimum with an
+    /// index; in scan mode each window costs a pass over the vocab, and about 8 chars per token
+    /// covers most texts in one. SentencePiece and BPE cut text only where no piece can span
+    /// (spaces, word ends), so a window must hold the longest uncut fragment: about 8 bytes per
+    /// token up to 16 KiB with an index (≈ 1.4 MB of work memory), 4 KiB when scanning.
+    fn window(&self, limits: Limits, mode: Mode) -> usize {
+        let per_token = limits.max_tokens.saturating_mul(8);
+        match (self.vocab, mode) {
+            (TextVocab::WordPiece(_), Mode::Index) => MIN_WINDOW_CHARS,
+            (TextVocab::WordPiece(_), Mode::Scan) => per_token.clamp(MIN_WINDOW_CHARS, 4096),
+            (TextVocab::Model(_), Mode::Index) => per_token.clamp(MIN_MODEL_WINDOW, 16 << 10),
+            (TextVocab::Model(_), Mode::Scan) => per_token.clamp(MIN_MODEL_WINDOW, 4096),
+        }
     }
 
     /// The least decode scratch: two n_embd vectors (a norm's parameters), a query/key head's

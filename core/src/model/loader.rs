@@ -7,7 +7,10 @@ use crate::model::{
     check_needs, layer_tensor_name, Arch, HParams, LayerRefs, LayerSlot, ModelMeta, Norm, Pooling, TensorRef,
 };
 use crate::quant;
-use crate::tokenizer::{Step as TokStep, Vocab, VocabLoader, VocabMeta, MIN_VOCAB_SCRATCH};
+use crate::tokenizer::{
+    ModelVocabLoader, ModelVocabMeta, Step as TokStep, TokenizerKind, Vocab, VocabLoader, VocabMeta,
+    MIN_VOCAB_SCRATCH,
+};
 
 /// The smallest scratch [`ModelLoader::new`] accepts: the GGUF reader's and the vocab loader's.
 pub const MIN_LOADER_SCRATCH: usize = MIN_SCRATCH + MIN_VOCAB_SCRATCH;
@@ -85,6 +88,9 @@ pub struct ModelLoader<'s, 'm> {
     /// Scratch for reading the special tokens' strings once the reader is done.
     vocab_scratch: &'s mut [u8],
     vocab_loader: Option<VocabLoader>,
+    /// For SentencePiece and BPE vocabs, the pass over every entry after the metadata is done,
+    /// and the metadata waiting for it.
+    model_vocab_loader: Option<(ModelVocabLoader, ModelMeta)>,
     layers: &'m mut [LayerRefs],
     found: Found,
     n_layer: Option<usize>,
@@ -98,6 +104,10 @@ struct Found {
     arch: Option<Arch>,
     raw: [RawHParams; Arch::ALL.len()],
     vocab: VocabMeta,
+    /// The SentencePiece/BPE keys, and the first error they gave (which matters only when the
+    /// file names one of those tokenizers).
+    model_vocab: ModelVocabMeta,
+    model_vocab_error: Option<Error>,
     token_embd: Option<TensorRef>,
     position_embd: Option<TensorRef>,
     token_types: Option<TensorRef>,
@@ -130,6 +140,7 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
             reader: Reader::new(reader_scratch)?,
             vocab_scratch,
             vocab_loader: None,
+            model_vocab_loader: None,
             layers,
             found: Found { vocab: VocabMeta::any_model(), ..Found::default() },
             n_layer: None,
@@ -175,6 +186,17 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
     }
 
     fn advance<S: Source + ?Sized>(&mut self, io: &mut S) -> Result<LoadStep> {
+        if let Some((loader, meta)) = &mut self.model_vocab_loader {
+            // Everything else is done; learn the SentencePiece/BPE vocab, then finish.
+            if loader.step(io, self.vocab_scratch, VOCAB_ENTRIES_PER_STEP)? == TokStep::Pending {
+                return Ok(LoadStep::Pending);
+            }
+            let vocab = loader.vocab()?;
+            if vocab.count() as usize != meta.hparams.n_vocab {
+                return Err(Error::malformed(Malformed::BadVocab, vocab.tokens().offset));
+            }
+            return Ok(LoadStep::Done(ModelMeta { model_vocab: Some(vocab), ..*meta }));
+        }
         if let Some(loader) = &mut self.vocab_loader {
             // The reader is done; read the special tokens' strings, then finish.
             if loader.step(io, self.vocab_scratch, VOCAB_ENTRIES_PER_STEP)? == TokStep::Pending {
@@ -184,7 +206,14 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
             let layout = self.layout.ok_or(Error::InvalidState)?;
             let meta = self.finish(layout, vocab)?;
             self.mark_sliding_layers(io, &meta)?;
-            return Ok(LoadStep::Done(meta));
+            if meta.tokenizer == TokenizerKind::WordPiece {
+                return Ok(LoadStep::Done(meta));
+            }
+            if let Some(e) = self.found.model_vocab_error {
+                return Err(e);
+            }
+            self.model_vocab_loader = Some((self.found.model_vocab.loader()?, meta));
+            return Ok(LoadStep::Pending);
         }
         let event = self.reader.step(io)?;
         match event {
@@ -401,6 +430,7 @@ impl<'s, 'm> ModelLoader<'s, 'm> {
             dense,
             vocab,
             tokenizer: vocab.kind(),
+            model_vocab: None,
             layout,
         })
     }
@@ -537,6 +567,12 @@ fn dense(
 /// Records a metadata value the engine uses.
 fn note_kv(l: &mut Found, key: &str, value: Value<'_>) -> Result<()> {
     l.vocab.observe(key, &value)?;
+    // WordPiece's model name is not one of the SentencePiece/BPE ones; other errors of theirs are
+    // kept until the tokenizer is known.
+    let wordpiece = key == "tokenizer.ggml.model" && value.as_str() == Some("bert");
+    if !wordpiece && l.model_vocab_error.is_none() {
+        l.model_vocab_error = l.model_vocab.observe(key, &value).err();
+    }
     if key == "general.architecture" {
         let name = value.as_str().ok_or(Error::malformed(Malformed::WrongValueType, 0))?;
         let arch = Arch::ALL.into_iter().find(|a| a.name() == name);

@@ -12,7 +12,7 @@ use core::fmt::Write as _;
 
 use crate::error::{Error, Malformed, Name, Result};
 use crate::gguf::{GgmlType, Layout};
-use crate::tokenizer::{TokenizerKind, Vocab};
+use crate::tokenizer::{ModelVocab, TextVocab, TokenizerKind, Vocab};
 
 /// The architectures the engine computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,10 +281,23 @@ pub struct ModelMeta {
     pub dense: Option<[TensorRef; 2]>,
     /// The vocab: where its entries are, the special tokens.
     pub vocab: Vocab,
-    /// The tokenizer the file names (text input is computed for WordPiece only).
+    /// The tokenizer the file names.
     pub tokenizer: TokenizerKind,
+    /// The SentencePiece or BPE vocab (what the loader's pass over every entry learned); `None`
+    /// for WordPiece.
+    pub model_vocab: Option<ModelVocab>,
     /// Where everything is in the file.
     pub layout: Layout,
+}
+
+impl ModelMeta {
+    /// The vocab as the model's tokenizer needs it.
+    pub fn text_vocab(&self) -> TextVocab {
+        match self.model_vocab {
+            Some(v) => TextVocab::Model(v),
+            None => TextVocab::WordPiece(self.vocab),
+        }
+    }
 }
 
 /// A loaded model: its metadata plus one [`LayerRefs`] per layer, in caller storage.

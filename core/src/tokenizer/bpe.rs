@@ -290,6 +290,11 @@ impl<'a> BpeTokenize<'a> {
         self.out.get(..self.st.n_out).unwrap_or_default()
     }
 
+    /// Gives the buffers back: `(out, number of ids written, work memory)`.
+    pub fn into_parts(self) -> (&'a mut [u32], usize, &'a mut [u8]) {
+        (self.out, self.st.n_out, self.mem)
+    }
+
     /// Whether a step has returned [`Step::Done`].
     pub fn is_done(&self) -> bool {
         matches!(self.st.phase, Phase::Done)

@@ -92,6 +92,7 @@ mod special;
 mod spm;
 #[rustfmt::skip]
 mod tables;
+mod text;
 mod token_index;
 mod tokenize;
 pub mod unicode;
@@ -108,6 +109,7 @@ pub use spm::{
     spm_work_bytes, ModelLookup, ModelOptions, SpmTokenize, MAX_MODEL_WINDOW, MIN_MODEL_WINDOW,
     MODEL_SCAN_SCRATCH,
 };
+pub use text::{TextLookup, TextTokenize, TextVocab};
 pub use token_index::{TokenIndex, TokenIndexBuilder};
 pub use tokenize::{
     work_bytes, Lookup, Mode, Options, Tokenize, MAX_WINDOW_CHARS, MIN_WINDOW_CHARS, SCAN_SCRATCH,

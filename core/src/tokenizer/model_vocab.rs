@@ -307,7 +307,7 @@ impl ModelVocabMeta {
 /// span: before a space (or `▁`) that follows a char that is neither, when no token has that char
 /// right before an inner space or `▁`. The pass records those chars (a vocab with more than a few
 /// tokenizes each fragment between special tokens in one window).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelVocab {
     kind: ModelKind,
     tokens: ArrayRef,

@@ -16,11 +16,11 @@ use crate::engine::arena::{carve, Regions};
 use crate::engine::ops;
 use crate::engine::plan::{Layout, Plan};
 use crate::engine::program::Program;
-use crate::error::{Error, InputError, Name, Result, Unsupported};
+use crate::error::{Error, InputError, Result};
 use crate::io::{read_exact_at, Source};
 use crate::model::{LayerRefs, Model, TensorRef};
 use crate::quant::Kernels;
-use crate::tokenizer::{self, Lookup, Tokenize, TokenizerKind};
+use crate::tokenizer::{self, TextLookup, TextTokenize};
 use checked::{add, nth_row, span, sub, units};
 use interpreter::Pc;
 
@@ -140,9 +140,9 @@ pub struct Job<'a> {
     r: Regions<'a>,
     /// The texts still to tokenize (empty for id input).
     texts: Texts<'a>,
-    lookup: Lookup<'a>,
+    lookup: TextLookup<'a>,
     /// The text being tokenized.
-    tokenizer: Option<Tokenize<'a>>,
+    tokenizer: Option<TextTokenize<'a>>,
     n_tokens: usize,
     n_texts: usize,
     /// Texts whose ids are in place.
@@ -160,24 +160,26 @@ pub struct Job<'a> {
 
 impl<'a> Job<'a> {
     /// A job embedding `input` with `model`, working in `arena` as `plan` lays it out. Texts are
-    /// tokenized through `lookup`: [`Lookup::Index`] with an index built for this model when
-    /// the plan's [`Plan::tokenizer_mode`] is index, [`Lookup::Scan`] otherwise (and for ids).
+    /// tokenized by the model's tokenizer ([`ModelMeta::text_vocab`](crate::model::ModelMeta::text_vocab))
+    /// through `lookup`: an index built for this model ([`tokenizer::Lookup::Index`] for
+    /// WordPiece, [`TextLookup::Model`] for SentencePiece and BPE) when the plan's
+    /// [`Plan::tokenizer_mode`] is index, [`TextLookup::Scan`] otherwise (and for ids).
     ///
     /// O(layers) (checking the plan against the model); tokenizing is part of the steps; copies
     /// the ids of id input. Fails with [`Error::PlanMismatch`] for a plan made for another model
     /// or a lookup of another mode than the plan's, [`Error::ArenaTooSmall`] for an arena
-    /// shorter than `plan.arena_bytes()`, [`Unsupported::TokenizerModel`] for text input to a
-    /// model whose tokenizer is not WordPiece (give it ids), and [`Error::Input`] for more texts
-    /// than planned or, for id input, more tokens than planned or than the model's context, an
-    /// empty sequence, or an id outside the vocab.
+    /// shorter than `plan.arena_bytes()`, and [`Error::Input`] for more texts than planned or,
+    /// for id input, more tokens than planned or than the model's context, an empty sequence,
+    /// or an id outside the vocab.
     pub fn new(
         model: Model<'a>,
         plan: &Plan,
         arena: &'a mut [u8],
         input: Input<'a>,
-        lookup: Lookup<'a>,
+        lookup: impl Into<TextLookup<'a>>,
         options: JobOptions,
     ) -> Result<Self> {
+        let lookup = lookup.into();
         plan.check_model(&model)?;
         let r = carve(plan, arena)?;
         let (texts, n_texts) = match input {
@@ -186,10 +188,6 @@ impl<'a> Job<'a> {
             Input::Ids(_) => (Texts::None, 1),
             Input::IdBatch(b) => (Texts::None, b.len()),
         };
-        let tokenizer = model.meta().tokenizer;
-        if !matches!(texts, Texts::None) && tokenizer != TokenizerKind::WordPiece {
-            return Err(Error::Unsupported(Unsupported::TokenizerModel(Name::new(tokenizer.name()))));
-        }
         if !matches!(texts, Texts::None) && lookup.mode() != plan.mode {
             return Err(Error::PlanMismatch);
         }
@@ -285,8 +283,8 @@ impl<'a> Job<'a> {
             let options = tokenizer::Options { max_tokens, truncate: self.options.truncate };
             let out = core::mem::take(&mut self.r.tok_out);
             let work = core::mem::take(&mut self.r.tok_work);
-            let vocab = self.model.meta().vocab;
-            self.tokenizer = Some(Tokenize::new(&vocab, self.lookup, s, work, out, options)?);
+            let vocab = self.model.meta().text_vocab();
+            self.tokenizer = Some(TextTokenize::new(&vocab, self.lookup, s, work, out, options)?);
         }
         let tok = self.tokenizer.as_mut().ok_or(Error::InvalidState)?;
         let units = u32::try_from(budget / TOKENIZER_COST).unwrap_or(u32::MAX).max(1);
