@@ -188,7 +188,8 @@ fn real_models_embed_text_as_llama_cpp_tokenizes_it() {
                 Err(err) => failures.push(format!("{model} line {i}: embedding {text:?} failed: {err}")),
             }
         }
-        eprintln!("{model}: {embedded} texts embedded, worst cosine {worst:.9}");
+        let texts = lines.iter().filter(|l| l.text.is_some()).count();
+        eprintln!("{model}: {embedded} of {texts} texts embedded, worst cosine {worst:.9}");
     }
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
