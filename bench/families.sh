@@ -70,7 +70,7 @@ for m in gemma-emb-270m-dense qwen2-emb-0.5b qwen3-synth-4L-1024; do
   model=$DIR/$m-Q4_K_M.gguf
   [ -f "$model" ] || die "$model is missing: run tools/reference/fetch_models.sh $DIR"
   # llama-embedding's own tokens (the count it logs), so the row says what was embedded.
-  tokens=$("$LLAMA_BIN/llama-embedding" -m "$model" -p "$TEXT" -t 1 -c 512 -b 512 -ub 512 --no-repack 2>&1 |
+  tokens=$("$LLAMA_BIN/llama-embedding" -m "$model" -p "$TEXT" -t 1 -c 512 -b 512 -ub 512 --no-repack --verbose-prompt 2>&1 |
     sed -n 's/.*number of tokens in prompt = \([0-9]*\).*/\1/p' | head -1)
   llama=$(runs "$LLAMA_BIN/llama-embedding" -m "$model" -p "$TEXT" -t 1 -c 512 -b 512 -ub 512 --no-repack)
   ours="not run"
