@@ -16,7 +16,7 @@
 #   off, f32 KV cache) and "default" (flash attention auto, f16 KV cache; see compare_llama.py).
 # A model whose three files are there is skipped (remove them to remake them).
 # Needs: python3 with numpy and gguf, LLAMA = a llama.cpp tree built as in shared/DESIGN.md §7
-# (build/bin/llama-embedding, libllama), a C compiler. About 15 minutes on one core; tests never run this.
+# (build/bin/llama-embedding, libllama), a C compiler. About 20 minutes on an idle core (40 on a loaded one); tests never run this.
 set -euo pipefail
 
 die() {
