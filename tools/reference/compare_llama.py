@@ -4,13 +4,18 @@
     compare_llama.py ids LLAMA_EMBED_IDS MODEL.gguf REF.jsonl [--ctx N] [--fa auto|on|off]
         REF.jsonl lines {"ids", "embedding"} (decoder.py's output); llama.cpp embeds the same ids
         with llama_embed_ids (built from llama_embed_ids.c).
-    compare_llama.py texts LLAMA_BIN_DIR MODEL.gguf TEXTS.jsonl OUT.jsonl --llama A.gguf [--llama B.gguf] [--ctx N]
-        for each {"text"}: ids from llama-tokenize on MODEL (BOS/EOS as the file says, special tokens
-        parsed, as llama-embedding tokenizes), decoder.py's float64 embedding of those ids on MODEL, and
-        llama-embedding's vector for the text on each --llama file (e.g. an F32 copy and MODEL itself),
-        with flash attention off (exact on F32: llama.cpp's CPU flash attention rounds K/V to f16) and
-        auto (what a user gets). OUT.jsonl lines: {"text", "ids", "embedding", "llama": {"FILE fa off|auto":
-        {"embedding", "cosine"} or {"error"}}}; a text the reference cannot take gets "error" instead.
+    compare_llama.py texts LLAMA_BIN_DIR MODEL.gguf TEXTS.jsonl OUT.jsonl --tokenizer LLAMA_TOKENIZE_MANY
+                     --llama A.gguf [--llama B.gguf] [--report REPORT.jsonl] [--ctx N]
+        for each {"text"}: ids from libllama's llama_tokenize on MODEL with add_special and parse_special
+        on, as llama-embedding tokenizes (tools/tokenizer-fixtures/llama_tokenize_many.c; llama-tokenize
+        adds special tokens only when the file sets add_bos_token, so it leaves out Qwen's EOS), and
+        decoder.py's float64 embedding of those ids on MODEL,
+        written as OUT.jsonl lines {"text", "ids", "embedding"} (a text the reference cannot take is an
+        error); then llama-embedding's vector for the text on each --llama file (e.g. an F32 copy and
+        MODEL itself), with the settings "exact" (flash attention off, f32 KV cache: exact on F32
+        weights) and "default" (flash attention auto, f16 KV cache: what a user gets), compared with
+        the reference. REPORT.jsonl lines: {"text", "tokens", "llama": {"FILE exact|default": cosine,
+        or an error message}}.
 
 Prints one line per input (index, tokens, cosine) and the minimum.
 """
@@ -49,21 +54,27 @@ def compare_ids(a):
     print(f"min cosine {min(cos):.9f} over {len(cos)} sequences")
 
 
-def tokenize(bin_dir, model, text):
-    """llama-tokenize's ids for text (read from a file, so an empty text works too)."""
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt") as f:
-        f.write(text)
-        f.flush()
-        p = subprocess.run([os.path.join(bin_dir, "llama-tokenize"), "-m", model, "-f", f.name, "--ids",
-                            "--log-disable"], capture_output=True, text=True, check=True)
-    return json.loads(p.stdout.strip().splitlines()[-1])
+def tokenize_all(tool, model, texts):
+    """libllama's ids for each text, special tokens added and parsed (llama_tokenize_many)."""
+    stdin = b"".join(t.encode("utf-8") + b"\0" for t in texts)
+    p = subprocess.run([tool, model, "1", "1"], input=stdin, capture_output=True, check=True)
+    lines = p.stdout.decode().splitlines()
+    if len(lines) != len(texts):
+        raise SystemExit(f"{tool}: {len(lines)} id lines for {len(texts)} texts")
+    return [[int(i) for i in line.split()] for line in lines]
 
 
-def llama_embedding(bin_dir, model, text, ctx, fa):
-    """llama-embedding's pooled vector for text (one thread, flash attention `fa`), or (None, error)."""
+# llama-embedding's settings: exact (flash attention off, f32 KV cache: its CPU flash attention and its
+# default f16 KV cache round K and V to f16, which moves Qwen2's embeddings to cosine 0.9994) and
+# what a user gets by default (flash attention auto, f16 KV cache).
+SETTINGS = {"exact": ["-fa", "off", "-ctk", "f32", "-ctv", "f32"], "default": ["-fa", "auto"]}
+
+
+def llama_embedding(bin_dir, model, text, ctx, setting):
+    """llama-embedding's pooled vector for text (one thread, SETTINGS[setting]), or (None, error)."""
     cmd = [os.path.join(bin_dir, "llama-embedding"), "-m", model, "-p", text, "--embd-normalize", "-1",
            "--embd-output-format", "json", "-t", "1", "-c", str(ctx), "-b", str(ctx), "-ub", str(ctx),
-           "--embd-separator", "\x01", "-fa", fa]
+           "--embd-separator", "\x01"] + SETTINGS[setting]
     p = subprocess.run(cmd, capture_output=True, text=True)
     try:
         return json.loads(p.stdout)["data"][0]["embedding"], None
@@ -73,33 +84,29 @@ def llama_embedding(bin_dir, model, text, ctx, fa):
 
 def compare_texts(a):
     m = decoder.Model(a.model)
-    runs = [(f, fa) for f in a.llama for fa in ("off", "auto")]
-    cos = {f"{os.path.basename(f)} fa {fa}": [] for f, fa in runs}
+    runs = [(f, setting) for f in a.llama for setting in SETTINGS]
+    cos = {f"{os.path.basename(f)} {setting}": [] for f, setting in runs}
+    report = open(a.report, "w") if a.report else None
+    texts = [json.loads(line)["text"] for line in open(a.texts, encoding="utf-8") if line.strip()]
     with open(a.out, "w") as out:
-        for i, line in enumerate(open(a.texts)):
-            text = json.loads(line)["text"]
-            rec = {"text": text}
-            try:
-                rec["ids"] = tokenize(a.bin_dir, a.model, text)
-                rec["embedding"] = decoder.embed(m, rec["ids"]).tolist()
-            except (subprocess.CalledProcessError, ValueError) as e:
-                rec["error"] = f"reference: {e}"
-            report = []
-            if "error" not in rec:
-                rec["llama"] = {}
-                for f, fa in runs:
-                    name = f"{os.path.basename(f)} fa {fa}"
-                    vec, err = llama_embedding(a.bin_dir, f, text, a.ctx, fa)
-                    if vec is None:
-                        rec["llama"][name] = {"error": err}
-                        report.append(f"{name}: {err}")
-                    else:
-                        c = cosine(rec["embedding"], vec)
-                        rec["llama"][name] = {"embedding": vec, "cosine": c}
-                        cos[name].append(c)
-                        report.append(f"{name} {c:.9f}")
-            print(f"{i:3d} {len(rec.get('ids', [])):5d} tokens  " + ("  ".join(report) or rec["error"]), flush=True)
+        for i, (text, ids) in enumerate(zip(texts, tokenize_all(a.tokenizer, a.model, texts))):
+            rec = {"text": text, "ids": ids, "embedding": decoder.embed(m, ids).tolist()}
             out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            out.flush()
+            got = {}
+            for f, setting in runs:
+                name = f"{os.path.basename(f)} {setting}"
+                vec, err = llama_embedding(a.bin_dir, f, text, a.ctx, setting)
+                if vec is None:
+                    got[name] = err
+                else:
+                    got[name] = cosine(rec["embedding"], vec)
+                    cos[name].append(got[name])
+            shown = "  ".join(f"{k} {v:.9f}" if isinstance(v, float) else f"{k}: {v}" for k, v in got.items())
+            print(f"{i:3d} {len(ids):5d} tokens  {shown}", flush=True)
+            if report:
+                report.write(json.dumps({"text": text, "tokens": len(ids), "llama": got}, ensure_ascii=False) + "\n")
+                report.flush()
     for name, c in cos.items():
         if c:
             print(f"{name}: min cosine {min(c):.9f} over {len(c)} texts")
@@ -114,6 +121,8 @@ def main():
     s = sub.add_parser("texts")
     s.add_argument("bin_dir"); s.add_argument("model"); s.add_argument("texts"); s.add_argument("out")
     s.add_argument("--llama", action="append", required=True, help="a file for llama-embedding (repeatable)")
+    s.add_argument("--tokenizer", required=True, help="llama_tokenize_many, built against the same llama.cpp")
+    s.add_argument("--report", help="JSONL of the cosines per text")
     s.add_argument("--ctx", type=int, default=2048)
     a = ap.parse_args()
     compare_ids(a) if a.cmd == "ids" else compare_texts(a)
