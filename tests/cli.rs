@@ -628,3 +628,32 @@ fn scan_weights_checks_every_decodable_type_and_f64_and_skips_integers() {
     let summary = scan_weights(&mut SliceSource::new(&clean)).unwrap();
     assert_eq!((summary.tensors, summary.bytes, summary.skipped), (1, 32, 1));
 }
+
+/// `--mode fast` embeds with the engine's fast mode (the library's result to the bit) and
+/// `--mode exact` is the default.
+#[test]
+fn mode_fast_embeds_like_the_library_in_fast_mode() {
+    let m = model("minilm-l6-Q4_K_M");
+    let text = "The quick brown fox jumps over the lazy dog.";
+    let embedding = |args: &[&str]| -> Vec<f32> {
+        let out = stepembed(&[&["embed", m.as_str(), text], args].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let line: Json = serde_json::from_slice(&out.stdout).unwrap();
+        line["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
+    };
+    let options = stepembed::EmbedderOptions {
+        mode: stepembed::core::engine::Mode::Fast,
+        max_tokens: Some(12),
+        max_texts: 1,
+        ..Default::default()
+    };
+    let library = Embedder::open_with(&m, options).unwrap().embed(text).unwrap();
+    let (fast, exact) = (embedding(&["--mode", "fast"]), embedding(&[]));
+    assert_eq!(fast, library);
+    assert_eq!(exact, embedding(&["--mode", "exact"]));
+    assert_ne!(fast, exact);
+    let cos: f32 = fast.iter().zip(&exact).map(|(a, b)| a * b).sum();
+    assert!(cos >= 0.999, "cosine {cos}");
+    let bad = stepembed(&["embed", m.as_str(), text, "--mode", "int8"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

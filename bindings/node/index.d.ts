@@ -5,6 +5,12 @@ export interface EmbedderOptions {
   /** Most tokens per text (default: the model's context). */
   maxTokens?: number;
   plan?: 'fast' | 'lean' | 'smallest';
+  /**
+   * How weight matrix products are computed (default 'exact'): 'fast' multiplies int8
+   * activations with the quantized weights (faster on long texts, a larger arena, cosine to
+   * the exact result about 0.999–0.99999).
+   */
+  mode?: 'exact' | 'fast';
   /** Byte cap for arena + vocab index: the fastest plan that fits, or ERR_MEMORY. */
   memory?: number;
   /** Scale embeddings to unit length (default true). */

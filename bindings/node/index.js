@@ -8,6 +8,7 @@ const path = require('node:path');
 const { NativeEmbedder } = require(path.join(__dirname, 'stepembed.node'));
 
 const PLANS = ['fast', 'lean', 'smallest'];
+const MODES = ['exact', 'fast'];
 const EXECUTIONS = ['worker', 'cooperative'];
 /** Steps aim at this long in worker mode (cancellation and deadlines are seen between steps). */
 const WORKER_STEP_MS = 1;
@@ -54,6 +55,9 @@ function normalizeOptions(options) {
   }
   if (options.plan !== undefined && !PLANS.includes(options.plan)) {
     throw invalid(`options.plan must be one of ${PLANS.join(', ')}`);
+  }
+  if (options.mode !== undefined && !MODES.includes(options.mode)) {
+    throw invalid(`options.mode must be one of ${MODES.join(', ')}`);
   }
   const execution = options.execution ?? 'worker';
   if (!EXECUTIONS.includes(execution)) {
@@ -119,6 +123,7 @@ class Embedder {
     const native = {
       maxTokens: o.maxTokens,
       plan: o.plan,
+      mode: o.mode,
       memory: o.memory,
       normalize: o.normalize,
       truncate: o.truncate,

@@ -55,8 +55,8 @@ pub enum Error {
         /// The layer, for stages inside one.
         layer: Option<u16>,
     },
-    /// A plan, index or lookup made for another model (or another tokenizer mode) was given to a
-    /// job.
+    /// A plan, index or lookup made for another model (or another tokenizer or numeric mode) was
+    /// given to a job.
     PlanMismatch,
     /// A result was asked for before it existed (e.g. a builder finished early), or an internal
     /// invariant does not hold (a bug: please report it). A state machine that returns it is

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::{block_on, yield_now};
 
-use stepembed_core::engine::{Input, Job, JobOptions, Limits, Plan, PlanKind, Step, DEFAULT_BUDGET};
+use stepembed_core::engine::{Input, Job, JobOptions, Limits, Mode, Plan, PlanKind, Step, DEFAULT_BUDGET};
 use stepembed_core::io::Source;
 use stepembed_core::model::{LayerRefs, LoadStep, Model, ModelLoader, ModelMeta, Pooling};
 use stepembed_core::tokenizer::{
@@ -42,9 +42,12 @@ pub struct EmbedderOptions {
     /// [`Plan::smallest`]).
     pub plan: PlanKind,
     /// At most this much memory for the arena and the vocab index together, in bytes: the
-    /// fastest plan that fits is used instead of `plan` ([`Plan::fit`]); too little is
+    /// fastest plan that fits is used instead of `plan` ([`Plan::fit_mode`]); too little is
     /// [`stepembed_core::Error::ArenaTooSmall`].
     pub memory: Option<usize>,
+    /// How weight matrix products are computed (default [`Mode::Exact`]; [`Mode::Fast`]: int8
+    /// activations, a larger plan, see [`Plan::with_mode`]).
+    pub mode: Mode,
     /// Work units per step (default [`DEFAULT_BUDGET`]).
     pub budget: u64,
     /// Scale embeddings to unit length (default true).
@@ -69,6 +72,7 @@ impl Default for EmbedderOptions {
             max_texts: 16,
             plan: PlanKind::Fast,
             memory: None,
+            mode: Mode::Exact,
             budget: DEFAULT_BUDGET,
             normalize: true,
             truncate: true,
@@ -213,8 +217,8 @@ impl<S: Source> Embedder<S> {
         // Limits the plan refuses (fewer than 2 tokens) come back as its typed error.
         let limits = Limits { max_tokens, max_texts: options.max_texts.max(1).min(max_tokens.max(1)) };
         let plan = match options.memory {
-            Some(memory) => Plan::fit(&model, limits, memory)?,
-            None => Plan::of_kind(&model, limits, options.plan)?,
+            Some(memory) => Plan::fit_mode(&model, limits, memory, options.mode)?,
+            None => Plan::of_kind(&model, limits, options.plan)?.with_mode(options.mode)?,
         };
         let mut index = vec![0u8; plan.index_bytes()];
         if !index.is_empty() {
@@ -284,9 +288,9 @@ impl<S: Source> Embedder<S> {
 
     /// [`Embedder::job`] with an explicit deadline.
     pub fn job_until<'e>(&'e mut self, input: Input<'e>, deadline: Deadline) -> Result<Running<'e, S>> {
-        let EmbedderOptions { normalize, truncate, .. } = self.options;
+        let EmbedderOptions { normalize, truncate, mode, .. } = self.options;
         let budget = self.options().budget;
-        let options = JobOptions { normalize, budget, truncate };
+        let options = JobOptions { normalize, budget, truncate, mode };
         let model = Model::new(self.meta, &self.layers)?;
         let lookup = lookup(&self.meta, &self.index)?;
         let job = Job::new(model, &self.plan, &mut self.arena, input, lookup, options)?;

@@ -48,6 +48,7 @@ use tokio::sync::{oneshot, Semaphore};
 use crate::embedder::{Embedder, EmbedderOptions};
 use crate::error::Error;
 use crate::service::{self, Completion, Embedded, Inbox, Item, ServiceOptions, Work};
+use stepembed_core::engine::Mode;
 
 /// `stepembed serve`'s command line.
 #[derive(Debug, clap::Args)]
@@ -82,6 +83,9 @@ pub struct ServeArgs {
     /// Largest request body in bytes; beyond it: 413
     #[arg(long, value_name = "N", value_parser = positive(), default_value_t = 2 << 20)]
     pub max_body_bytes: usize,
+    /// How the weight matrix products are computed
+    #[arg(long, value_enum, default_value_t = crate::cli::ModeArg::Exact)]
+    pub mode: crate::cli::ModeArg,
 }
 
 /// Parses a positive count.
@@ -110,6 +114,8 @@ pub struct ServerConfig {
     pub max_queue: usize,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// How the weight matrix products are computed ([`EmbedderOptions::mode`]).
+    pub mode: Mode,
 }
 
 impl ServerConfig {
@@ -125,6 +131,7 @@ impl ServerConfig {
             timeout: Some(Duration::from_secs(60)),
             max_queue: 64,
             max_body_bytes: 2 << 20,
+            mode: Mode::Exact,
         }
     }
 }
@@ -147,6 +154,7 @@ impl TryFrom<ServeArgs> for ServerConfig {
             timeout: (args.timeout_ms > 0).then(|| Duration::from_millis(args.timeout_ms)),
             max_queue: args.max_queue,
             max_body_bytes: args.max_body_bytes,
+            mode: args.mode.into(),
         })
     }
 }
@@ -205,6 +213,7 @@ impl Server {
             normalize: false,
             // Cut texts are flagged; each API decides whether that is an error.
             truncate: true,
+            mode: config.mode,
             ..EmbedderOptions::default()
         };
         let embedder = Embedder::open_with(&config.model, options).map_err(ServerError::Model)?;

@@ -19,7 +19,7 @@ use napi::bindgen_prelude::{Float32Array, ObjectFinalize, Uint32Array};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
-use stepembed::core::engine::PlanKind;
+use stepembed::core::engine::{Mode, PlanKind};
 use stepembed::service::{serve, Completion, Inbox, ServiceOptions, Work};
 use stepembed::{Embedder, EmbedderOptions, Error};
 
@@ -28,6 +28,8 @@ use stepembed::{Embedder, EmbedderOptions, Error};
 pub struct NativeOptions {
     pub max_tokens: Option<u32>,
     pub plan: Option<String>,
+    /// `"exact"` (the default) or `"fast"`.
+    pub mode: Option<String>,
     pub memory: Option<f64>,
     pub normalize: Option<bool>,
     pub truncate: Option<bool>,
@@ -396,10 +398,15 @@ fn convert(o: &NativeOptions) -> (EmbedderOptions, ServiceOptions) {
         Some("smallest") => PlanKind::Smallest,
         _ => PlanKind::Fast,
     };
+    let mode = match o.mode.as_deref() {
+        Some("fast") => Mode::Fast,
+        _ => Mode::Exact,
+    };
     let defaults = EmbedderOptions::default();
     let embedder = EmbedderOptions {
         max_tokens: o.max_tokens.map(|n| n as usize),
         plan,
+        mode,
         memory: o.memory.map(|m| m as usize),
         normalize: o.normalize.unwrap_or(defaults.normalize),
         truncate: o.truncate.unwrap_or(defaults.truncate),

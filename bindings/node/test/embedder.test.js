@@ -20,9 +20,9 @@ const MODES = ['worker', 'cooperative'];
 const TEXTS = ['Hello world', 'The quick brown fox jumps over the lazy dog.', 'naïve café, 東京'];
 const LONG = 'word '.repeat(2000);
 
-/** The CLI's embedding of `text` (`cargo run --release -- embed MODEL TEXT`). */
-function cliEmbedding(model, text) {
-  const out = execFileSync('cargo', ['run', '--release', '--quiet', '--', 'embed', model, text], {
+/** The CLI's embedding of `text` (`cargo run --release -- embed MODEL TEXT [ARGS]`). */
+function cliEmbedding(model, text, ...args) {
+  const out = execFileSync('cargo', ['run', '--release', '--quiet', '--', 'embed', model, text, ...args], {
     cwd: repo,
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -66,6 +66,25 @@ test('embeddings equal the CLI to 1e-6, in both modes and in batches', async () 
       e.close();
     }
   }
+});
+
+test("mode 'fast' equals the CLI's --mode fast and stays close to exact", async () => {
+  const text = TEXTS[1];
+  const fast = cliEmbedding(MINILM, text, '--mode', 'fast');
+  const exact = cliEmbedding(MINILM, text);
+  for (const execution of MODES) {
+    // The CLI plans for its longest argument (12 tokens); fast-mode results depend on the plan's
+    // layout (another layout: another sample of the int8 error), so plan alike.
+    const e = await Embedder.open(MINILM, { execution, mode: 'fast', maxTokens: 12 });
+    const v = await e.embed(text);
+    assert.ok(maxAbsDiff(v, fast) <= 1e-6, execution);
+    // int8 activations: not the exact result, but within cosine 0.999 of it (unit vectors).
+    assert.ok(maxAbsDiff(v, exact) > 1e-6, `${execution}: fast mode gave the exact result`);
+    const cos = v.reduce((s, x, i) => s + x * exact[i], 0);
+    assert.ok(cos >= 0.999, `${execution}: cosine ${cos}`);
+    e.close();
+  }
+  assert.throws(() => new Embedder(MINILM, { mode: 'int8' }), { code: 'ERR_INVALID_ARG' });
 });
 
 test('concurrent calls are coalesced into shared passes', async () => {

@@ -2,6 +2,7 @@
 
 use crate::engine::plan::{Plan, REGION_ALIGN};
 use crate::error::{Error, Result};
+use crate::quant::BlockQ8;
 
 /// A job's working memory, carved from one arena by [`carve`].
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub(crate) struct Regions<'a> {
     pub tok_out: &'a mut [u32],
     /// The tokenizer's work memory.
     pub tok_work: &'a mut [u8],
+    /// Int8 blocks of a matrix product's input in fast mode (empty in a plan without them).
+    pub q8: &'a mut [BlockQ8],
 }
 
 /// Splits `arena` into the plan's regions, each aligned to [`REGION_ALIGN`].
@@ -47,7 +50,8 @@ pub(crate) fn carve<'a>(plan: &Plan, arena: &'a mut [u8]) -> Result<Regions<'a>>
     };
     let floats = |b: &'a mut [u8]| bytemuck::try_cast_slice_mut::<u8, f32>(b).map_err(|_| too_small);
     let words = |b: &'a mut [u8]| bytemuck::try_cast_slice_mut::<u8, u32>(b).map_err(|_| too_small);
-    let [x, wide, scratch, chunk, attn, ids, out, spans, tok_out, tok_work] = plan.regions();
+    let blocks = |b: &'a mut [u8]| bytemuck::try_cast_slice_mut::<u8, BlockQ8>(b).map_err(|_| too_small);
+    let [x, wide, scratch, chunk, attn, ids, out, spans, tok_out, tok_work, q8] = plan.regions();
     Ok(Regions {
         x: floats(take(x)?)?,
         wide: floats(take(wide)?)?,
@@ -59,5 +63,6 @@ pub(crate) fn carve<'a>(plan: &Plan, arena: &'a mut [u8]) -> Result<Regions<'a>>
         spans: words(take(spans)?)?,
         tok_out: words(take(tok_out)?)?,
         tok_work: take(tok_work)?,
+        q8: blocks(take(q8)?)?,
     })
 }

@@ -10,9 +10,11 @@
 //! fixes every size; [`Plan::arena_bytes`] is exact.
 
 use crate::engine::program::Program;
+use crate::engine::Mode as NumericMode;
 use crate::error::{Error, Result};
 use crate::model::{LayerSlot, Model, TensorRef};
-use crate::quant::matmul_scratch_len;
+use crate::quant::int8::matmul_q8_max_k;
+use crate::quant::{matmul_q8_scratch_len, matmul_scratch_len, BlockQ8};
 use crate::tokenizer::{Mode, TextVocab, MIN_MODEL_WINDOW, MIN_WINDOW_CHARS};
 
 /// The most tokens one job can plan for (token positions are kept as u32).
@@ -74,6 +76,10 @@ pub struct Plan {
     /// for SentencePiece and BPE).
     pub(crate) mode: Mode,
     pub(crate) window: usize,
+    /// The numeric mode the plan has room for ([`Plan::with_mode`]), and the blocks of its int8
+    /// activation region (0 unless [`NumericMode::Fast`]).
+    pub(crate) numeric: NumericMode,
+    pub(crate) q8_blocks: usize,
     shape: Shape,
     index_bytes: usize,
     arena_bytes: usize,
@@ -185,15 +191,7 @@ impl Plan {
     /// vocab index together fit `memory` bytes; memory too small for all three is
     /// [`Error::ArenaTooSmall`] with the smallest plan's size.
     pub fn fit(model: &Model<'_>, limits: Limits, memory: usize) -> Result<Self> {
-        let mut needed = 0;
-        for kind in [PlanKind::Fast, PlanKind::Lean, PlanKind::Smallest] {
-            let plan = Plan::of_kind(model, limits, kind)?;
-            needed = plan.memory_bytes();
-            if needed <= memory {
-                return Ok(plan);
-            }
-        }
-        Err(Error::ArenaTooSmall { needed, given: memory })
+        Plan::fit_mode(model, limits, memory, NumericMode::Exact)
     }
 
     /// Bytes of the arena and the vocab index together.
@@ -270,14 +268,53 @@ impl Plan {
                 Mode::Scan if shape.vocab.has_scan() => 0,
                 Mode::Index | Mode::Scan => shape.index_bytes,
             },
+            numeric: NumericMode::Exact,
+            q8_blocks: 0,
             arena_bytes: 0,
         };
-        plan.arena_bytes = plan
-            .regions()
+        plan.arena_bytes = plan.total_bytes().ok_or(too_big)?;
+        Ok(plan)
+    }
+
+    /// The arena bytes of the regions with their alignment (`None` on overflow).
+    fn total_bytes(&self) -> Option<usize> {
+        self.regions()
             .iter()
             .try_fold(REGION_ALIGN, |acc, &r| acc.checked_add(r.checked_next_multiple_of(REGION_ALIGN)?))
-            .ok_or(too_big)?;
+    }
+
+    /// This plan with room for jobs in `mode` as well. For [`NumericMode::Fast`]: a region for
+    /// the int8 blocks of every token's matrix-product input (`max_tokens · k / 32` blocks of
+    /// 40 bytes, for the widest input `k` of the plan's layout: about a third more than the
+    /// hidden states and wide region take) and decode scratch for one int8 weight panel of
+    /// such rows (6 floats per element at most). [`NumericMode::Exact`] needs nothing more:
+    /// the plan as it is. A plan with the region lays exact jobs out as fast ones (FFN slabs
+    /// no wider than the region holds).
+    pub fn with_mode(self, mode: NumericMode) -> Result<Plan> {
+        if mode == NumericMode::Exact || self.numeric == NumericMode::Fast {
+            return Ok(self);
+        }
+        let too_big = Error::ArenaTooSmall { needed: usize::MAX, given: 0 };
+        let k = self.shape.mid.max(self.slab);
+        let blocks = (k / 32).checked_mul(self.limits.max_tokens).ok_or(too_big)?;
+        let scratch = self.scratch.max(matmul_q8_scratch_len(k));
+        let mut plan = Plan { numeric: NumericMode::Fast, q8_blocks: blocks, scratch, ..self };
+        plan.arena_bytes = plan.total_bytes().ok_or(too_big)?;
         Ok(plan)
+    }
+
+    /// [`Plan::fit`] for jobs in `mode`: the fastest plan whose arena (with what `mode` needs,
+    /// [`Plan::with_mode`]) and vocab index fit `memory` bytes.
+    pub fn fit_mode(model: &Model<'_>, limits: Limits, memory: usize, mode: NumericMode) -> Result<Self> {
+        let mut needed = 0;
+        for kind in [PlanKind::Fast, PlanKind::Lean, PlanKind::Smallest] {
+            let plan = Plan::of_kind(model, limits, kind)?.with_mode(mode)?;
+            needed = plan.memory_bytes();
+            if needed <= memory {
+                return Ok(plan);
+            }
+        }
+        Err(Error::ArenaTooSmall { needed, given: memory })
     }
 
     /// Fails with [`Error::PlanMismatch`] unless this plan was made for `model` (or one of the
@@ -302,13 +339,22 @@ impl Plan {
         let group = room.checked_div(per_group).unwrap_or(0).clamp(self.group, sh.n_head_kv.max(self.group));
         let (bb, be) = sh.down_density;
         let by_chunk = self.chunk_bytes.checked_div(bb.max(1)).unwrap_or(0).saturating_mul(be);
-        let slab = sh.slab_within(room).min(self.scratch).min(by_chunk);
+        let slab = sh.slab_within(room).min(self.scratch).min(by_chunk).min(self.q8_cols(n_tokens));
         let block = sh.down_block.max(1);
         let slab = slab.checked_div(block).unwrap_or(0).saturating_mul(block).max(self.slab);
         Layout { group, slab }
     }
 
-    /// Byte sizes of the arena's regions, in carving order (see `engine::arena`).
+    /// The widest matrix-product input whose int8 blocks for `n_tokens` tokens fit the int8
+    /// region and whose weight panel fits the scratch (no limit in a plan without the region).
+    pub(crate) fn q8_cols(&self, n_tokens: usize) -> usize {
+        if self.q8_blocks == 0 {
+            return usize::MAX;
+        }
+        let per_token = self.q8_blocks.checked_div(n_tokens.max(1)).unwrap_or(0).saturating_mul(32);
+        per_token.min(matmul_q8_max_k(self.scratch))
+    }
+
     /// Floats per token of the wide region before the head group's Q|K|V or the FFN slab:
     /// the attention output, later the FFN output (see `job::place`).
     pub(crate) fn mid(&self) -> usize {
@@ -321,21 +367,23 @@ impl Plan {
         self.shape.normed
     }
 
-    pub(crate) fn regions(&self) -> [usize; 10] {
+    /// Byte sizes of the arena's regions, in carving order (see `engine::arena`).
+    pub(crate) fn regions(&self) -> [usize; 11] {
         let n = self.limits.max_tokens;
         let f = core::mem::size_of::<f32>();
         let floats = |count: usize| count.saturating_mul(f);
         [
-            floats(n.saturating_mul(self.n_embd)),                     // x
-            floats(n.saturating_mul(self.wide)),                       // wide
-            floats(self.scratch),                                      // scratch
-            self.chunk_bytes,                                          // weight chunk
-            floats(self.attention_floats()),                           // attention tiles
-            n.saturating_mul(core::mem::size_of::<u32>()),             // token ids
-            floats(self.limits.max_texts.saturating_mul(self.n_embd)), // outputs
-            self.limits.max_texts.saturating_mul(8),                   // text spans: two u32 each
-            n.saturating_mul(core::mem::size_of::<u32>()),             // tokenizer output
-            self.shape.vocab.work_bytes(self.mode, self.window),       // tokenizer work
+            floats(n.saturating_mul(self.n_embd)),                          // x
+            floats(n.saturating_mul(self.wide)),                            // wide
+            floats(self.scratch),                                           // scratch
+            self.chunk_bytes,                                               // weight chunk
+            floats(self.attention_floats()),                                // attention tiles
+            n.saturating_mul(core::mem::size_of::<u32>()),                  // token ids
+            floats(self.limits.max_texts.saturating_mul(self.n_embd)),      // outputs
+            self.limits.max_texts.saturating_mul(8),                        // text spans: two u32 each
+            n.saturating_mul(core::mem::size_of::<u32>()),                  // tokenizer output
+            self.shape.vocab.work_bytes(self.mode, self.window),            // tokenizer work
+            self.q8_blocks.saturating_mul(core::mem::size_of::<BlockQ8>()), // int8 activations
         ]
     }
 

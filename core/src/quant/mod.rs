@@ -45,7 +45,7 @@ mod simd;
 
 use crate::error::{Error, Malformed, Name, Result, Unsupported};
 use crate::gguf::GgmlType;
-pub use int8::{matmul_q8_scratch_len, q8_blocks, quantize_q8, BlockQ8, Q8Isa};
+pub use int8::{has_q8_kernel, matmul_q8_scratch_len, q8_blocks, quantize_q8, BlockQ8, Q8Isa};
 
 /// Whether the engine can compute with tensors of type `ty`.
 ///

@@ -176,7 +176,7 @@ impl<'a> Job<'a> {
                 Some(_) => n,
                 None => 0,
             },
-            Kind::MatMul { dst, .. } => self.place(dst, pc)?.width,
+            Kind::MatMul { w, src, dst } => add(self.matmul_lead(w, src, pc)?, self.place(dst, pc)?.width)?,
             Kind::Dense { w, .. } => self.tensor(w).map_or(0, |w| w.rows as usize),
             Kind::Attention => self.attention_tiles(pc)?,
             Kind::Pool => self.pool_units(pc.text)?,
@@ -195,10 +195,16 @@ impl<'a> Job<'a> {
             Kind::Add { dst, .. } => units(BIAS_COST + FINITE_COST, &[self.place(dst, pc)?.width]),
             Kind::LayerNorm { .. } | Kind::RmsNorm { .. } => units(NORM_COST + FINITE_COST, &[e]),
             Kind::HeadNorm { dst, .. } => units(NORM_COST + FINITE_COST, &[self.place(dst, pc)?.width]),
-            Kind::MatMul { src, dst, .. } => {
+            Kind::MatMul { w, src, dst } => {
                 let k = self.place(src, pc)?.width;
+                let lead = self.matmul_lead(w, src, pc)?;
                 let check = if self.matmul_check(src, dst, pc).is_some() { FINITE_COST } else { 0 };
-                units(1, &[self.n_tokens]).saturating_mul((k as u64).saturating_add(check))
+                let row = units(1, &[self.n_tokens]).saturating_mul((k as u64).saturating_add(check));
+                match lead {
+                    0 => row,
+                    _ if pc.unit < lead => units(QUANTIZE_COST, &[k]),
+                    _ => row.saturating_add(units(PANEL_COST, &[k])),
+                }
             }
             Kind::Rope => {
                 let (q, k) = (self.place(Buf::Q, pc)?.width, self.place(Buf::K, pc)?.width);
@@ -217,10 +223,14 @@ impl<'a> Job<'a> {
     }
 
     /// The most units of `op` one call can do whatever the budget: the weight rows that fit
-    /// the chunk buffer.
+    /// the chunk buffer (the tokens left to quantize, on the int8 path's first units).
     fn most_units(&self, op: Op, pc: Pc) -> Result<usize> {
         Ok(match op.kind {
             Kind::MatMul { w, src, .. } => {
+                let lead = self.matmul_lead(w, src, pc)?;
+                if pc.unit < lead {
+                    return sub(lead, pc.unit);
+                }
                 let w = self.tensor(w).ok_or(Error::InvalidState)?;
                 let cols = self.place(src, pc)?;
                 let (_, span) = w.col_span(cols.first, add(cols.first, cols.width)?);
@@ -261,9 +271,14 @@ impl<'a> Job<'a> {
             }
             Kind::Add { src, dst } => self.add(self.place(src, pc)?, self.place(dst, pc)?, tokens),
             Kind::MatMul { w, src, dst } => {
+                let lead = self.matmul_lead(w, src, pc)?;
+                if tokens.start < lead {
+                    return self.quantize(self.place(src, pc)?, tokens);
+                }
+                let rows = sub(tokens.start, lead)?..sub(tokens.end, lead)?;
                 let w = self.tensor(w).ok_or(Error::InvalidState)?;
                 let check = self.matmul_check(src, dst, pc);
-                self.matmul(io, &w, self.place(src, pc)?, self.place(dst, pc)?, tokens, check)
+                self.matmul(io, &w, self.place(src, pc)?, self.place(dst, pc)?, rows, check)
             }
             Kind::Rope => self.rope(pc, tokens),
             Kind::Attention => self.attention(pc, count),

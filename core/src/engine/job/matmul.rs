@@ -3,18 +3,63 @@
 //!
 //! Its unit is one weight row. The rows of one call are read together ([`read_rows`]) and then
 //! multiplied ([`multiply`]); any sub-range of those rows can be multiplied on its own, into
-//! its own output columns, which is the seam for splitting a call over threads or for another
-//! kernel (8-bit activations) taking the same rows.
+//! its own output columns, which is the seam for splitting a call over threads.
+//!
+//! In [`Mode::Fast`], a product whose weights have an int8 kernel ([`Job::q8_k`]) first
+//! quantizes every token's input row into the int8 region, one token per unit (the operation's
+//! first `n_tokens` units, [`Job::matmul_lead`]), then multiplies the weight rows with those
+//! blocks ([`Kernels::matmul_q8_acc`]: no f32 decoding of the weights). Each token's blocks and
+//! each row's sums depend on nothing else, so any budget gives the same bits.
 
-use super::interpreter::Place;
+use super::interpreter::{Pc, Place};
 use super::*;
+use crate::engine::program::{Buf, Tensor};
+use crate::quant::{has_q8_kernel, matmul_q8_scratch_len, q8_blocks, quantize_q8, BlockQ8};
 use checked::mul;
 
 impl<'a> Job<'a> {
+    /// The input length `k` of a product of `w` over `src` when it runs on the int8 kernel: in
+    /// [`Mode::Fast`], for a weight type that has one, `k` a whole number of 32-element blocks,
+    /// the blocks of the job's tokens fitting the int8 region and a weight panel the scratch.
+    /// `None`: the f32 path.
+    pub(super) fn q8_k(&self, w: &TensorRef, src: Place) -> Option<usize> {
+        let k = src.width;
+        let fits = q8_blocks(k, self.n_tokens).is_some_and(|b| b <= self.r.q8.len());
+        let panel_fits = matmul_q8_scratch_len(k) <= self.r.scratch.len();
+        let fast = self.options.mode == Mode::Fast && has_q8_kernel(w.ty);
+        (fast && k > 0 && fits && panel_fits).then_some(k)
+    }
+
+    /// Units of the product at `pc` that quantize its input before any weight row: one per token
+    /// on the int8 path, none on the f32 path.
+    pub(super) fn matmul_lead(&self, w: Tensor, src: Buf, pc: Pc) -> Result<usize> {
+        let w = self.tensor(w).ok_or(Error::InvalidState)?;
+        Ok(match self.q8_k(&w, self.place(src, pc)?) {
+            Some(_) => self.n_tokens,
+            None => 0,
+        })
+    }
+
+    /// Quantizes tokens `tokens` of `src` (its `src.width` columns) into the int8 region,
+    /// `src.width / 32` blocks per token from token 0 on. A NaN or an infinity is the current
+    /// stage's [`Error::NonFinite`].
+    pub(super) fn quantize(&mut self, src: Place, tokens: core::ops::Range<usize>) -> Result<()> {
+        let non_finite = self.non_finite();
+        let k = src.width;
+        let buf: &[f32] = if src.in_wide { self.r.wide } else { self.r.x };
+        let from = add(src.offset, add(mul(tokens.start, src.stride)?, src.col)?)?;
+        let x = buf.get(from..).ok_or(Error::InvalidState)?;
+        let dst = self.r.q8.get_mut(mul(tokens.start, k / 32)?..).ok_or(Error::InvalidState)?;
+        quantize_q8(x, src.stride, k, tokens.len(), dst).map_err(|e| match e {
+            Error::NonFinite { .. } => non_finite,
+            e => e,
+        })
+    }
+
     /// `dst += src · W[rows]ᵀ` for all tokens: `rows` are units of `dst`'s selection (rows
     /// `dst.first + rows` of `w`), over the columns `src` holds (`[src.first, src.first +
-    /// src.width)` of each weight row). With `check = Some(non_finite)`, the new sums are
-    /// checked for NaN and infinity.
+    /// src.width)` of each weight row); on the int8 path from the blocks [`Job::quantize`] made
+    /// of them. With `check = Some(non_finite)`, the new sums are checked for NaN and infinity.
     pub(super) fn matmul<S: Source + ?Sized>(
         &mut self,
         io: &mut S,
@@ -28,21 +73,14 @@ impl<'a> Job<'a> {
         let count = rows.len();
         let first = add(dst.first, rows.start)?;
         let cols = (src.first, add(src.first, src.width)?);
+        let q8 = self.q8_k(w, src).is_some();
         let raw = read_rows(io, self.r.chunk, w, first, count, cols)?;
         let (x, out) = apart(self.r.x, self.r.wide, src, Place { col: add(dst.col, rows.start)?, ..dst })?;
-        multiply(
-            &self.kernels,
-            w.ty,
-            raw,
-            count,
-            src.width,
-            x,
-            src.stride,
-            n,
-            out,
-            dst.stride,
-            self.r.scratch,
-        )?;
+        let input = match q8 {
+            true => Activations::Q8(self.r.q8, src.width / 32),
+            false => Activations::F32(x, src.stride),
+        };
+        multiply(&self.kernels, w.ty, raw, count, src.width, input, n, out, dst.stride, self.r.scratch)?;
         if let Some(non_finite) = check {
             for sums in out.chunks(dst.stride.max(1)).take(n) {
                 ensure_finite(sums.get(..count).ok_or(Error::InvalidState)?, non_finite)?;
@@ -74,6 +112,13 @@ pub(super) fn read_rows<'c, S: Source + ?Sized>(
     Ok(raw)
 }
 
+/// A matrix product's input rows with their stride: f32 values (floats apart), or int8 blocks
+/// (blocks apart, [`Mode::Fast`]).
+pub(super) enum Activations<'b> {
+    F32(&'b [f32], usize),
+    Q8(&'b [BlockQ8], usize),
+}
+
 /// `out[t·out_stride + r] += Σ W[r]·x[t]` for the `rows` weight rows of `raw` (`k` columns of
 /// type `ty` each) and `n` tokens of `x`. Rows are independent of each other: any split of
 /// `raw` into runs of whole rows, each with its part of `out`, computes the same.
@@ -84,14 +129,20 @@ pub(super) fn multiply(
     raw: &[u8],
     rows: usize,
     k: usize,
-    x: &[f32],
-    x_stride: usize,
+    x: Activations<'_>,
     n: usize,
     out: &mut [f32],
     out_stride: usize,
     scratch: &mut [f32],
 ) -> Result<()> {
-    kernels.matmul_acc(ty, raw, rows, k, x, x_stride, n, out, out_stride, scratch)
+    match x {
+        Activations::F32(x, stride) => {
+            kernels.matmul_acc(ty, raw, rows, k, x, stride, n, out, out_stride, scratch)
+        }
+        Activations::Q8(xq, stride) => {
+            kernels.matmul_q8_acc(ty, raw, rows, k, xq, stride, n, out, out_stride, scratch)
+        }
+    }
 }
 
 /// `src`'s values (from its column on) and `dst`'s (likewise), borrowed together: from the two

@@ -48,6 +48,13 @@ const POOL_COST: u64 = 20;
 /// quarter of the time of a weight-kernel unit (steps in attention ended 4x early); at 100 they
 /// agree within 15%.
 const ATTENTION_PAIR_COST: u64 = 100;
+/// Work units of the int8 path (fast mode) besides its multiply-adds, counted one unit each as in
+/// the f32 kernels (they take 0.55–0.6 of that at 128 tokens, so its steps end early rather than
+/// late): per input element quantized (once per token and product; `quantize_q8` measured at
+/// 3.5 ns per element, AVX-512 machine, benches/int8.rs), and per weight element unpacked into a
+/// panel (once per weight row whatever the token count; 0.3–0.45 ns measured at one token).
+const QUANTIZE_COST: u64 = 100;
+const PANEL_COST: u64 = 12;
 /// Work units per tokenizer unit (a char normalized, a vocab entry compared, …).
 const TOKENIZER_COST: u64 = 1000;
 /// Work units per computed value checked for finiteness (every stage checks what it computed,
@@ -94,6 +101,22 @@ pub struct Progress {
     pub layer: Option<usize>,
 }
 
+/// How a job computes its weight matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Mode {
+    /// f32 arithmetic throughout, the weights decoded to f32 (the default).
+    #[default]
+    Exact,
+    /// Each matrix product whose weight type has an int8 kernel
+    /// ([`crate::quant::has_q8_kernel`]) quantizes its input rows to int8 blocks of 32 (one f32
+    /// scale each) and multiplies them with the quantized weights in integer arithmetic; other
+    /// types, attention, norms and activations stay f32. Needs a plan made for it
+    /// ([`Plan::with_mode`]). Cosine to the float64 reference ≥ 0.9992 for every text of the
+    /// fixture models but minilm-l6's 2- and 3-token ones (0.9989).
+    Fast,
+}
+
 /// Options of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobOptions {
@@ -107,11 +130,13 @@ pub struct JobOptions {
     /// first pieces + [SEP] (default true); when false such a text is
     /// [`InputError::TooManyTokens`].
     pub truncate: bool,
+    /// How weight matrix products are computed (default [`Mode::Exact`]).
+    pub mode: Mode,
 }
 
 impl Default for JobOptions {
     fn default() -> Self {
-        JobOptions { normalize: true, budget: DEFAULT_BUDGET, truncate: true }
+        JobOptions { normalize: true, budget: DEFAULT_BUDGET, truncate: true, mode: Mode::Exact }
     }
 }
 
@@ -167,7 +192,8 @@ impl<'a> Job<'a> {
     ///
     /// O(layers) (checking the plan against the model); tokenizing is part of the steps; copies
     /// the ids of id input. Fails with [`Error::PlanMismatch`] for a plan made for another model
-    /// or a lookup of another mode than the plan's, [`Error::ArenaTooSmall`] for an arena
+    /// or a lookup of another mode than the plan's or [`Mode::Fast`] options with a plan not made
+    /// for them ([`Plan::with_mode`]), [`Error::ArenaTooSmall`] for an arena
     /// shorter than `plan.arena_bytes()`, and [`Error::Input`] for more texts than planned or,
     /// for id input, more tokens than planned or than the model's context, an empty sequence,
     /// or an id outside the vocab.
@@ -181,6 +207,9 @@ impl<'a> Job<'a> {
     ) -> Result<Self> {
         let lookup = lookup.into();
         plan.check_model(&model)?;
+        if options.mode == Mode::Fast && plan.numeric != Mode::Fast {
+            return Err(Error::PlanMismatch);
+        }
         let r = carve(plan, arena)?;
         let (texts, n_texts) = match input {
             Input::Text(t) => (Texts::One(t), 1),

@@ -1,7 +1,7 @@
 //! From hidden states to embeddings: pooling each text's tokens, the dense projections of the
 //! pooled vectors, then normalising.
 
-use super::matmul::{multiply, read_rows};
+use super::matmul::{multiply, read_rows, Activations};
 use super::*;
 use crate::engine::program::Pooled;
 use crate::model::Pooling;
@@ -85,8 +85,7 @@ impl<'a> Job<'a> {
             raw,
             rows.len(),
             k,
-            src,
-            src_stride,
+            Activations::F32(src, src_stride),
             n,
             out,
             dst_stride,

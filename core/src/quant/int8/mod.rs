@@ -38,8 +38,13 @@ use panel::{Form, MAX_BLOCK_WORDS, QB, ROWS};
 /// `qs[i] = round(x[i] / d)` with `d = max|x| / 127` (ties away from zero), so `|qs[i]| ≤ 127`;
 /// `sums` are `Σ qs[0..16]` and `Σ qs[16..32]`. 40 bytes, 4-byte aligned; the SIMD kernels
 /// read the fields at the offsets this `repr(C)` layout fixes (d 0, sums 4, qs 8).
+///
+/// Plain data (`bytemuck::Pod`, derived: the layout has no padding and every field is plain
+/// data), so that blocks can live in a byte arena carved without `unsafe`. Any bits are
+/// memory-safe for the kernels; their results, and the bit-for-bit agreement of the paths,
+/// are those of blocks [`quantize_q8`] wrote.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ8 {
     d: f32,
     sums: [i16; 2],
@@ -91,6 +96,12 @@ impl Default for BlockQ8 {
     }
 }
 
+/// Whether `ty` has an integer kernel ([`Kernels::matmul_q8_acc`](super::Kernels::matmul_q8_acc)):
+/// the twelve quantized computable types, not the float types.
+pub const fn has_q8_kernel(ty: GgmlType) -> bool {
+    Form::of(ty).is_some()
+}
+
 /// Blocks of `n_tokens` rows of `k` activations (`k / 32` per row), or `None` if `k` is not a
 /// multiple of 32 or the count overflows. Bytes: that times `size_of::<BlockQ8>()` (40).
 pub const fn q8_blocks(k: usize, n_tokens: usize) -> Option<usize> {
@@ -136,12 +147,14 @@ pub fn quantize_q8(x: &[f32], x_stride: usize, k: usize, n_tokens: usize, dst: &
 /// whose f32 reciprocal would overflow, is quantized as well as any other; a block whose `d`
 /// underflows to zero (all |x| < 127 · 2⁻¹⁵⁰) becomes all zeros.
 fn quantize_block(xs: &[f32]) -> Option<BlockQ8> {
-    let mut amax = 0.0f32;
+    // No early exit, so that the loop vectorises.
+    let (mut amax, mut finite) = (0.0f32, true);
     for &v in xs {
-        if !v.is_finite() {
-            return None;
-        }
+        finite &= v.is_finite();
         amax = amax.max(v.abs());
+    }
+    if !finite {
+        return None;
     }
     let d = amax / 127.0;
     let mut b = BlockQ8 { d, ..BlockQ8::ZERO };
@@ -150,8 +163,7 @@ fn quantize_block(xs: &[f32]) -> Option<BlockQ8> {
     }
     let inv = 127.0 / f64::from(amax);
     for (q, &v) in b.qs.iter_mut().zip(xs) {
-        // |v · inv| ≤ 127 (plus rounding), so the clamped cast is exact.
-        *q = libm::round(f64::from(v) * inv).clamp(-127.0, 127.0) as i8;
+        *q = round_to_i8(f64::from(v) * inv);
     }
     let (lo, hi) = b.qs.split_at(QB / 2);
     // 16 values of at most 127 in magnitude: within i16.
@@ -160,11 +172,30 @@ fn quantize_block(xs: &[f32]) -> Option<BlockQ8> {
     Some(b)
 }
 
+/// `x` (|x| ≤ 127 plus rounding) rounded to the nearest integer, ties away from zero, as
+/// `libm::round` does, but branch-free so that the quantizer's loop vectorises: the truncating
+/// cast, plus one where the exact remainder (an f64 difference of numbers < 2⁵³ apart by less
+/// than one) reaches a half.
+#[inline(always)]
+fn round_to_i8(x: f64) -> i8 {
+    let t = x as i32;
+    let frac = x - f64::from(t);
+    let r = t.wrapping_add(i32::from(frac >= 0.5)).wrapping_sub(i32::from(frac <= -0.5));
+    // Within ±127 already; the clamp makes the narrowing cast obviously exact.
+    r.clamp(-127, 127) as i8
+}
+
 /// Floats of scratch that [`Kernels::matmul_q8_acc`](super::Kernels::matmul_q8_acc) needs for
 /// rows of `k` elements, enough for every type: one panel of 16 rows plus 16 floats to start it
 /// on a 64-byte boundary. (`k / 32 · 192 + 16`; saturating.)
 pub const fn matmul_q8_scratch_len(k: usize) -> usize {
     (k / QB).saturating_mul(MAX_BLOCK_WORDS).saturating_add(16)
+}
+
+/// The longest rows (elements, a whole number of blocks) whose weight panel fits in `floats` of
+/// scratch: the inverse of [`matmul_q8_scratch_len`].
+pub(crate) const fn matmul_q8_max_k(floats: usize) -> usize {
+    (floats.saturating_sub(16) / MAX_BLOCK_WORDS).saturating_mul(QB)
 }
 
 /// The integer instruction set a kernel table uses for [`Kernels::matmul_q8_acc`](super::Kernels::matmul_q8_acc).
@@ -293,4 +324,21 @@ pub(crate) fn matmul_q8_acc(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_to_i8;
+
+    #[test]
+    fn rounding_is_libm_round_ties_away_from_zero() {
+        // Every multiple of 1/1024 in [-127.5, 127.5] (halves included) and their neighbours.
+        for i in -130_560i32..=130_560 {
+            let x = f64::from(i) / 1024.0;
+            for x in [x, libm::nextafter(x, f64::INFINITY), libm::nextafter(x, f64::NEG_INFINITY)] {
+                let want = libm::round(x).clamp(-127.0, 127.0) as i8;
+                assert_eq!(round_to_i8(x), want, "{x}");
+            }
+        }
+    }
 }
