@@ -7,8 +7,8 @@
 //!   contract of [`Kernels::matmul_acc`](super::Kernels::matmul_acc), for the twelve quantized
 //!   computable types; its scratch is [`matmul_q8_scratch_len`] floats.
 //! * [`Q8Isa`] — the integer paths: AVX-512 VNNI (`vpdpbusd` on zmm), AVX-VNNI (on ymm),
-//!   AVX-512BW and AVX2 (`pmaddubsw` + `pmaddwd`), NEON (`smull` + pairwise adds, or `sdot`
-//!   where the target enables dotprod), simd128 (`i16x8.extmul`) and the portable scalar twin.
+//!   AVX-512BW and AVX2 (`pmaddubsw` + `pmaddwd`), NEON (`smull` + pairwise adds), simd128
+//!   (`i32x4.dot_i16x8_s` on widened codes) and the portable scalar twin.
 //!
 //! # How it works
 //! Weight-stationary like the f32 kernel, in panels of 16 rows: the rows' blocks are unpacked
@@ -186,9 +186,9 @@ pub enum Q8Isa {
     AvxVnni,
     /// x86-64 AVX-512 VNNI (with F, BW and VL): `vpdpbusd` on zmm.
     Avx512Vnni,
-    /// aarch64 NEON: `smull` + pairwise adds (`sdot` when built with the dotprod feature).
+    /// aarch64 NEON: `smull` + pairwise adds.
     Neon,
-    /// wasm32 simd128 (when the crate is built with it): `i16x8.extmul` + pairwise adds.
+    /// wasm32 simd128 (when the crate is built with it): `i32x4.dot_i16x8_s` on widened codes.
     Simd128,
 }
 

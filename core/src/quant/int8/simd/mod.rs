@@ -8,11 +8,11 @@
 //! whose bounds are in their types. Everything else is safe Rust over slices.
 //!
 //! One micro-kernel, written once (`panel_kernel!`) over each ISA module's vector primitives:
-//! 16 weight rows (one zmm, two ymm halves or four 128-bit quarters) × up to `NT` tokens. Per group of four elements
-//! it loads the panel's codes once and adds `code · value` products for every token, the
-//! token's four int8 values broadcast to every lane; per sub-block it scales the exact integer
-//! sums into the f32 accumulators with the scalar twin's operations (see `super::scalar`), one
-//! lane per row, so the result is bit for bit the scalar one.
+//! 16 weight rows (one zmm, two ymm halves or four 128-bit quarters) × up to `NT` tokens. Per
+//! group of four elements it loads the panel's codes once and adds `code · value` products for
+//! every token, the token's four int8 values broadcast to every lane; per sub-block it scales
+//! the exact integer sums into the f32 accumulators with the scalar twin's operations (see
+//! `super::scalar`), one lane per row, so the result is bit for bit the scalar one.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
