@@ -31,6 +31,15 @@ fn q8_tables() -> Vec<Kernels> {
     Q8Isa::ALL.into_iter().filter_map(|isa| Kernels::scalar().with_q8_isa(isa)).collect()
 }
 
+/// The cross-compiled runs (.ci/cross) test the target's integer path, not just the scalar one.
+#[test]
+fn the_targets_integer_path_is_chosen() {
+    if let Some(isa) = common::target_simd() {
+        assert_eq!(Kernels::detect().q8_isa().name(), isa.name());
+        assert!(q8_tables().iter().any(|k| k.q8_isa().name() == isa.name()));
+    }
+}
+
 /// How block scales are drawn.
 #[derive(Clone, Copy, Debug)]
 enum Scales {

@@ -26,9 +26,18 @@ fn read(rel: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// Every kernel table this CPU can run, scalar first.
+/// Every kernel table this CPU and target can run, scalar first.
 fn all_kernels() -> Vec<Kernels> {
-    [Isa::Scalar, Isa::Avx2, Isa::Avx512].into_iter().filter_map(Kernels::with_isa).collect()
+    Isa::ALL.into_iter().filter_map(Kernels::with_isa).collect()
+}
+
+/// The cross-compiled runs (.ci/cross) test the target's SIMD table, not just the scalar one.
+#[test]
+fn the_targets_simd_table_is_chosen() {
+    if let Some(isa) = common::target_simd() {
+        assert_eq!(Kernels::detect().isa(), isa);
+        assert!(all_kernels().iter().any(|k| k.isa() == isa));
+    }
 }
 
 /// Dequantizes a whole tensor by streaming it in chunks of at most `chunk` bytes (whole blocks).

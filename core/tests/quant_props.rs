@@ -13,9 +13,9 @@ use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 use stepembed_core::gguf::GgmlType;
 use stepembed_core::quant::{is_computable, Isa, Kernels};
 
-/// The SIMD tables this CPU supports (tested against the scalar one).
+/// The SIMD tables this CPU and target support (tested against the scalar one).
 fn simd_kernels() -> Vec<Kernels> {
-    [Isa::Avx2, Isa::Avx512].into_iter().filter_map(Kernels::with_isa).collect()
+    Isa::ALL.into_iter().filter(|&isa| isa != Isa::Scalar).filter_map(Kernels::with_isa).collect()
 }
 
 fn computable() -> Vec<GgmlType> {

@@ -6,8 +6,9 @@
 //! * [`find_non_finite`] — where a chunk of weights would decode to NaN or infinity (a loader's
 //!   check; the kernels themselves just propagate such values).
 //! * [`Kernels`] — a small `Copy` table chosen once at run time ([`Kernels::detect`]): AVX-512
-//!   (F + VL), AVX2+FMA+F16C, or the portable scalar path ([`Kernels::scalar`], also the reference every SIMD
-//!   kernel is tested against). Its methods dequantize ([`Kernels::dequantize`]), multiply
+//!   (F + VL), AVX2+FMA+F16C, NEON on aarch64, simd128 on wasm32 built with that feature, or the
+//!   portable scalar path ([`Kernels::scalar`], also the reference every SIMD kernel is tested
+//!   against). Its methods dequantize ([`Kernels::dequantize`]), multiply
 //!   quantized weight rows by a batch of token vectors ([`Kernels::matmul_acc`]), multiply f32
 //!   matrices ([`Kernels::gemm_f32_acc`]) and provide the vector helpers [`Kernels::dot`] and
 //!   [`Kernels::axpy`].
@@ -35,12 +36,17 @@
 //! core on this project's reference machine (see `benches/kernels.rs`).
 //!
 //! The portable path is plain Rust (the compiler vectorizes what it can for the target); it is
-//! what thumbv7em and wasm32 run.
+//! what thumbv7em and wasm32 without simd128 run. The NEON and simd128 tables (4 × 4 and 3 × 4
+//! micro-kernels) decode with the portable path and multiply with their own kernels.
 
 mod blocks;
 pub mod int8;
 mod scalar;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon"),
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
 mod simd;
 
 use crate::error::{Error, Malformed, Name, Result, Unsupported};
@@ -132,15 +138,24 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512F + AVX-512VL (with AVX2, FMA and F16C).
     Avx512,
+    /// aarch64 NEON (Advanced SIMD), on every aarch64 target that enables `neon`.
+    Neon,
+    /// wasm32 simd128, when the crate is built with `-C target-feature=+simd128`.
+    Simd128,
 }
 
 impl Isa {
-    /// A short lowercase name (`"scalar"`, `"avx2"`, `"avx512"`).
+    /// Every instruction set, the portable one first.
+    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::Simd128];
+
+    /// A short lowercase name (`"scalar"`, `"avx2"`, `"avx512"`, `"neon"`, `"simd128"`).
     pub const fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+            Isa::Simd128 => "simd128",
         }
     }
 }
@@ -154,6 +169,10 @@ enum Backend {
     Avx2(simd::Avx2),
     #[cfg(target_arch = "x86_64")]
     Avx512(simd::Avx512),
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    Neon(simd::Neon),
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    Simd128(simd::Simd128),
 }
 
 /// Floats of decoded-weight scratch for [`Kernels::matmul_acc`] with rows of `k` elements:
@@ -243,10 +262,12 @@ fn check_tokens(
 
 impl Kernels {
     /// The fastest table this CPU supports: AVX-512 if present, else AVX2+FMA+F16C, else the
-    /// scalar path. Detection runs once per process (cached by `cpufeatures`) and is cheap after.
+    /// scalar path; NEON on aarch64 and simd128 on wasm32 built with it (compile-time choices).
+    /// Detection runs once per process (cached by `cpufeatures`) and is cheap after.
     pub fn detect() -> Self {
-        Kernels::with_isa(Isa::Avx512)
-            .or_else(|| Kernels::with_isa(Isa::Avx2))
+        [Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Simd128]
+            .into_iter()
+            .find_map(Kernels::with_isa)
             .unwrap_or_else(Kernels::scalar)
             .with_best_q8()
     }
@@ -266,6 +287,14 @@ impl Kernels {
             Isa::Avx512 => Backend::Avx512(simd::Avx512::new()?),
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx2 | Isa::Avx512 => return None,
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::Neon => Backend::Neon(simd::Neon::new()?),
+            #[cfg(not(all(target_arch = "aarch64", target_feature = "neon")))]
+            Isa::Neon => return None,
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Isa::Simd128 => Backend::Simd128(simd::Simd128::new()?),
+            #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+            Isa::Simd128 => return None,
         };
         let kernels = Kernels { backend, q8: int8::Backend::Scalar };
         Some(if isa == Isa::Scalar { kernels } else { kernels.with_best_q8() })
@@ -296,6 +325,10 @@ impl Kernels {
             Backend::Avx2(_) => Isa::Avx2,
             #[cfg(target_arch = "x86_64")]
             Backend::Avx512(_) => Isa::Avx512,
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Backend::Neon(_) => Isa::Neon,
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Backend::Simd128(_) => Isa::Simd128,
         }
     }
 
@@ -307,6 +340,11 @@ impl Kernels {
             Backend::Avx2(t) => t.decode(ty, src, dst),
             #[cfg(target_arch = "x86_64")]
             Backend::Avx512(t) => t.decode(ty, src, dst),
+            #[cfg(any(
+                all(target_arch = "aarch64", target_feature = "neon"),
+                all(target_arch = "wasm32", target_feature = "simd128")
+            ))]
+            _ => false,
         };
         if !done {
             scalar::decode(ty, src, dst);
@@ -333,6 +371,10 @@ impl Kernels {
             Backend::Avx2(t) => t.gemm(w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride),
             #[cfg(target_arch = "x86_64")]
             Backend::Avx512(t) => t.gemm(w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride),
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Backend::Neon(t) => t.gemm(w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Backend::Simd128(t) => t.gemm(w, w_stride, n_rows, k, x, x_stride, n_tokens, out, out_stride),
         }
     }
 
@@ -506,6 +548,10 @@ impl Kernels {
             Backend::Avx2(t) => t.dot(a, b),
             #[cfg(target_arch = "x86_64")]
             Backend::Avx512(t) => t.dot(a, b),
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Backend::Neon(t) => t.dot(a, b),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Backend::Simd128(t) => t.dot(a, b),
         })
     }
 
@@ -520,6 +566,10 @@ impl Kernels {
             Backend::Avx2(t) => t.axpy(alpha, x, y),
             #[cfg(target_arch = "x86_64")]
             Backend::Avx512(t) => t.axpy(alpha, x, y),
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Backend::Neon(t) => t.axpy(alpha, x, y),
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Backend::Simd128(t) => t.axpy(alpha, x, y),
         }
         Ok(())
     }

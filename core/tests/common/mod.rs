@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use quickcheck::{Arbitrary, Gen};
 use stepembed_core::gguf::{self, Event, GgmlType, Reader, TensorInfo};
 use stepembed_core::io::SliceSource;
+use stepembed_core::quant::Isa;
 
 /// The bytes of `tests/fixtures/<rel>` (the repository's fixtures).
 pub fn read_fixture(rel: &str) -> Vec<u8> {
@@ -52,5 +53,18 @@ pub fn f16_fields(ty: GgmlType) -> &'static [usize] {
         GgmlType::Q6_K => &[208],
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
         _ => &[],
+    }
+}
+
+/// The SIMD table chosen at compile time for this target (NEON on aarch64, simd128 on wasm32
+/// built with it), which the kernel tests must find; `None` where it is chosen at run time (x86)
+/// or there is none.
+pub fn target_simd() -> Option<Isa> {
+    if cfg!(all(target_arch = "aarch64", target_feature = "neon")) {
+        Some(Isa::Neon)
+    } else if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
+        Some(Isa::Simd128)
+    } else {
+        None
     }
 }

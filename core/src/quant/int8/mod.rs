@@ -7,7 +7,8 @@
 //!   contract of [`Kernels::matmul_acc`](super::Kernels::matmul_acc), for the twelve quantized
 //!   computable types; its scratch is [`matmul_q8_scratch_len`] floats.
 //! * [`Q8Isa`] — the integer paths: AVX-512 VNNI (`vpdpbusd` on zmm), AVX-VNNI (on ymm),
-//!   AVX-512BW and AVX2 (`pmaddubsw` + `pmaddwd`) and the portable scalar twin.
+//!   AVX-512BW and AVX2 (`pmaddubsw` + `pmaddwd`), NEON (`smull` + pairwise adds), simd128
+//!   (`i32x4.dot_i16x8_s` on widened codes) and the portable scalar twin.
 //!
 //! # How it works
 //! Weight-stationary like the f32 kernel, in panels of 16 rows: the rows' blocks are unpacked
@@ -25,7 +26,11 @@
 
 mod panel;
 mod scalar;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon"),
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
 mod simd;
 
 use super::{need, span, unsupported};
@@ -212,14 +217,26 @@ pub enum Q8Isa {
     AvxVnni,
     /// x86-64 AVX-512 VNNI (with F, BW and VL): `vpdpbusd` on zmm.
     Avx512Vnni,
+    /// aarch64 NEON: `smull` + pairwise adds.
+    Neon,
+    /// wasm32 simd128 (when the crate is built with it): `i32x4.dot_i16x8_s` on widened codes.
+    Simd128,
 }
 
 impl Q8Isa {
-    /// Every path, slowest first.
-    pub const ALL: [Q8Isa; 5] =
-        [Q8Isa::Scalar, Q8Isa::Avx2, Q8Isa::Avx512Bw, Q8Isa::AvxVnni, Q8Isa::Avx512Vnni];
+    /// Every path: the portable one, then x86's slowest first, then NEON and simd128.
+    pub const ALL: [Q8Isa; 7] = [
+        Q8Isa::Scalar,
+        Q8Isa::Avx2,
+        Q8Isa::Avx512Bw,
+        Q8Isa::AvxVnni,
+        Q8Isa::Avx512Vnni,
+        Q8Isa::Neon,
+        Q8Isa::Simd128,
+    ];
 
-    /// A short lowercase name (`"scalar"`, `"avx2"`, `"avx512bw"`, `"avxvnni"`, `"avx512vnni"`).
+    /// A short lowercase name (`"scalar"`, `"avx2"`, `"avx512bw"`, `"avxvnni"`, `"avx512vnni"`,
+    /// `"neon"`, `"simd128"`).
     pub const fn name(self) -> &'static str {
         match self {
             Q8Isa::Scalar => "scalar",
@@ -227,6 +244,8 @@ impl Q8Isa {
             Q8Isa::Avx512Bw => "avx512bw",
             Q8Isa::AvxVnni => "avxvnni",
             Q8Isa::Avx512Vnni => "avx512vnni",
+            Q8Isa::Neon => "neon",
+            Q8Isa::Simd128 => "simd128",
         }
     }
 }
@@ -236,14 +255,18 @@ impl Q8Isa {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Backend {
     Scalar,
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "aarch64", target_feature = "neon"),
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ))]
     Simd(simd::Token),
 }
 
 impl Backend {
     /// The fastest path this CPU runs.
     pub(crate) fn detect() -> Backend {
-        [Q8Isa::Avx512Vnni, Q8Isa::AvxVnni, Q8Isa::Avx512Bw, Q8Isa::Avx2]
+        [Q8Isa::Avx512Vnni, Q8Isa::AvxVnni, Q8Isa::Avx512Bw, Q8Isa::Avx2, Q8Isa::Neon, Q8Isa::Simd128]
             .into_iter()
             .find_map(Backend::with_isa)
             .unwrap_or(Backend::Scalar)
@@ -253,9 +276,17 @@ impl Backend {
     pub(crate) fn with_isa(isa: Q8Isa) -> Option<Backend> {
         match isa {
             Q8Isa::Scalar => Some(Backend::Scalar),
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(any(
+                target_arch = "x86_64",
+                all(target_arch = "aarch64", target_feature = "neon"),
+                all(target_arch = "wasm32", target_feature = "simd128")
+            ))]
             _ => simd::Token::new(isa).map(Backend::Simd),
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(not(any(
+                target_arch = "x86_64",
+                all(target_arch = "aarch64", target_feature = "neon"),
+                all(target_arch = "wasm32", target_feature = "simd128")
+            )))]
             _ => None,
         }
     }
@@ -264,7 +295,11 @@ impl Backend {
     pub(crate) fn isa(self) -> Q8Isa {
         match self {
             Backend::Scalar => Q8Isa::Scalar,
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(any(
+                target_arch = "x86_64",
+                all(target_arch = "aarch64", target_feature = "neon"),
+                all(target_arch = "wasm32", target_feature = "simd128")
+            ))]
             Backend::Simd(t) => t.isa(),
         }
     }
@@ -317,7 +352,11 @@ pub(crate) fn matmul_q8_acc(
             Backend::Scalar => {
                 scalar::panel_tokens(form, panel, n, n_blocks, xq, xq_stride, n_tokens, out, out_stride)
             }
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(any(
+                target_arch = "x86_64",
+                all(target_arch = "aarch64", target_feature = "neon"),
+                all(target_arch = "wasm32", target_feature = "simd128")
+            ))]
             Backend::Simd(t) => {
                 t.panel_tokens(form, panel, n, n_blocks, xq, xq_stride, n_tokens, out, out_stride)
             }

@@ -1,33 +1,53 @@
-//! x86-64 SIMD kernels: AVX2+FMA+F16C and AVX-512 (F + VL), chosen at run time.
+//! The explicit SIMD kernels: x86-64 AVX2+FMA+F16C and AVX-512 (F + VL), chosen at run time;
+//! aarch64 NEON and wasm32 simd128, chosen at compile time (the target has the feature or the
+//! module is not built).
 //!
 //! The only module of the crate with `unsafe` code. Three kinds of `unsafe` appear, each with
 //! its `SAFETY:` argument:
 //! * calling a `#[target_feature]` function from code compiled without those features — only
 //!   through the token types [`Avx2`] and [`Avx512`], which can be made only after run-time
-//!   detection found the features;
+//!   detection found the features ([`Neon`] and [`Simd128`] exist only where the whole crate is
+//!   compiled with their feature);
 //! * unaligned vector loads and stores through pointers into slices whose lengths were checked
 //!   (whole-array helpers take `&[u8; 16]` / `&mut [f32; 16]`, so their bounds are in the type);
 //! * the f32 micro-kernels, which read rows through raw pointers after their caller re-checked
 //!   every span against the slices.
 //!
-//! Every decoder here reproduces its scalar twin in [`super::blocks::scalar`] bit for bit: the
+//! Every x86 decoder here reproduces its scalar twin in [`super::blocks::scalar`] bit for bit: the
 //! integer codes are rebuilt with byte shuffles, converted exactly, and scaled with the same f32
-//! multiplications and subtractions (never a fused multiply-add).
+//! multiplications and subtractions (never a fused multiply-add). The NEON and simd128 tables
+//! leave decoding to that scalar twin and provide the f32 GEMM, `dot` and `axpy`.
 #![allow(unsafe_code)]
 
+#[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod neon;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128;
 
+#[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::{__m128i, _mm_loadu_si128};
 
+#[cfg(target_arch = "x86_64")]
 pub(crate) use avx2::Avx2;
+#[cfg(target_arch = "x86_64")]
 pub(crate) use avx512::Avx512;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub(crate) use neon::Neon;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) use simd128::Simd128;
 
+#[cfg(target_arch = "x86_64")]
 cpufeatures::new!(cpu_avx2_fma, "avx", "avx2", "fma");
+#[cfg(target_arch = "x86_64")]
 cpufeatures::new!(cpu_avx512, "avx", "avx2", "fma", "avx512f", "avx512vl");
 
 /// F16C (CPUID.1:ECX bit 29), which `cpufeatures` does not list. The OS's saving of the YMM
 /// state it relies on is covered by the `avx` check made alongside.
+#[cfg(target_arch = "x86_64")]
 fn has_f16c() -> bool {
     // `__cpuid` became a safe function in newer Rust; the block keeps the crate's MSRV building.
     #[allow(unused_unsafe)]
@@ -37,11 +57,13 @@ fn has_f16c() -> bool {
 }
 
 /// Whether AVX2, FMA and F16C are usable.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn detect_avx2() -> bool {
     cpu_avx2_fma::get() && has_f16c()
 }
 
 /// Whether AVX-512F and AVX-512VL (with AVX2, FMA and F16C) are usable.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn detect_avx512() -> bool {
     cpu_avx512::get() && has_f16c()
 }
@@ -100,6 +122,7 @@ fn row_blocks(n_rows: usize, kc: usize, mr: usize) -> impl Iterator<Item = (usiz
 }
 
 /// Sixteen bytes as a vector.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn load16(b: &[u8; 16]) -> __m128i {
     // SAFETY: `b` is 16 readable bytes; `loadu` has no alignment requirement; SSE2 is part of the
@@ -108,18 +131,21 @@ fn load16(b: &[u8; 16]) -> __m128i {
 }
 
 /// A slice of whole 16-byte groups as an array of `N` of them.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn bytes16<const N: usize>(b: &[u8]) -> Option<&[[u8; 16]; N]> {
     b.as_chunks::<16>().0.try_into().ok()
 }
 
 /// A slice of floats as an array of `N` groups of 16.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn floats16<const N: usize>(o: &mut [f32]) -> Option<&mut [[f32; 16]; N]> {
     o.as_chunks_mut::<16>().0.try_into().ok()
 }
 
 /// Applies a whole-block decoder to every block of `src`, in order, into `dst`.
+#[cfg(target_arch = "x86_64")]
 macro_rules! each_block {
     ($src:expr, $dst:expr, $bytes:expr, $elems:expr, $f:ident) => {{
         let (blocks, _) = $src.as_chunks::<{ $bytes }>();
@@ -129,6 +155,7 @@ macro_rules! each_block {
         }
     }};
 }
+#[cfg(target_arch = "x86_64")]
 use each_block;
 
 /// The block decoders of every quantized type, written once over byte vectors and instantiated
@@ -137,6 +164,7 @@ use each_block;
 /// in one vector product) and `pick` (one entry of such a table in every lane), `emit_i8`,
 /// `emit_u8_sub` and `emit_u8_add` (which widen 16 byte codes to f32, scale them and store them)
 /// and its feature list.
+#[cfg(target_arch = "x86_64")]
 macro_rules! byte_decoders {
     ($feat:literal) => {
         /// This ISA's block decoders (generated by `byte_decoders!`).
@@ -547,6 +575,7 @@ macro_rules! byte_decoders {
         use decoders::decode_blocks;
     };
 }
+#[cfg(target_arch = "x86_64")]
 use byte_decoders;
 
 /// The f32 GEMM driver of an ISA module, written once: blocks of `k` (`k_blocks`), of rows

@@ -1,30 +1,43 @@
-//! x86-64 integer kernels on weight panels: AVX-512 VNNI, AVX-VNNI, AVX-512BW and AVX2.
+//! Integer kernels on weight panels: x86-64 AVX-512 VNNI, AVX-VNNI, AVX-512BW and AVX2 (chosen
+//! at run time), aarch64 NEON and wasm32 simd128 (built when the target has the feature).
 //!
 //! The only `unsafe` of the int8 path, of two kinds, each with its `SAFETY:` argument: calling
 //! a `#[target_feature]` function, only through [`Token`], which is made only after run-time
-//! detection found the features; and unaligned vector loads from fixed-size arrays (`&[u8; 64]`,
-//! `&[f32; 16]`), whose bounds are in their types. Everything else is safe Rust over slices.
+//! detection found the features (or, for NEON and simd128, where the whole crate is compiled
+//! with them); and unaligned vector loads from fixed-size arrays (`&[u8; 64]`, `&[f32; 16]`),
+//! whose bounds are in their types. Everything else is safe Rust over slices.
 //!
 //! One micro-kernel, written once (`panel_kernel!`) over each ISA module's vector primitives:
-//! 16 weight rows (one zmm, or two ymm halves) × up to `NT` tokens. Per group of four elements
-//! it loads the panel's codes once and adds `code · value` products for every token, the
-//! token's four int8 values broadcast to every lane; per sub-block it scales the exact integer
-//! sums into the f32 accumulators with the scalar twin's operations (see `super::scalar`), one
-//! lane per row, so the result is bit for bit the scalar one.
+//! 16 weight rows (one zmm, two ymm halves or four 128-bit quarters) × up to `NT` tokens. Per
+//! group of four elements it loads the panel's codes once and adds `code · value` products for
+//! every token, the token's four int8 values broadcast to every lane; per sub-block it scales
+//! the exact integer sums into the f32 accumulators with the scalar twin's operations (see
+//! `super::scalar`), one lane per row, so the result is bit for bit the scalar one.
 #![allow(unsafe_code)]
 
+#[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512bw;
+#[cfg(target_arch = "x86_64")]
 mod avx512vnni;
+#[cfg(target_arch = "x86_64")]
 mod avxvnni;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod neon;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128;
 
 use super::panel::Form;
 use super::{BlockQ8, Q8Isa};
 
+#[cfg(target_arch = "x86_64")]
 cpufeatures::new!(cpu_avx2, "avx", "avx2");
+#[cfg(target_arch = "x86_64")]
 cpufeatures::new!(cpu_avx512bw, "avx", "avx2", "avx512f", "avx512bw", "avx512vl");
 
 /// CPUID leaf 7: `(sub-leaf 0 ECX, sub-leaf 1 EAX)`.
+#[cfg(target_arch = "x86_64")]
 fn leaf7() -> (u32, u32) {
     // `__cpuid_count` became a safe function in newer Rust; the block keeps the MSRV building.
     #[allow(unused_unsafe)]
@@ -36,6 +49,7 @@ fn leaf7() -> (u32, u32) {
 }
 
 /// Whether the CPU (and OS) run the instructions of `isa`.
+#[cfg(target_arch = "x86_64")]
 fn supported(isa: Q8Isa) -> bool {
     match isa {
         Q8Isa::Scalar => true,
@@ -45,7 +59,20 @@ fn supported(isa: Q8Isa) -> bool {
         Q8Isa::AvxVnni => cpu_avx2::get() && leaf7().1 & (1 << 4) != 0,
         // AVX512_VNNI: CPUID.(7,0):ECX bit 11 (zmm state, as AVX-512BW).
         Q8Isa::Avx512Vnni => cpu_avx512bw::get() && leaf7().0 & (1 << 11) != 0,
+        Q8Isa::Neon | Q8Isa::Simd128 => false,
     }
+}
+
+/// Whether this build runs the instructions of `isa`: NEON is enabled for the whole crate.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+fn supported(isa: Q8Isa) -> bool {
+    matches!(isa, Q8Isa::Scalar | Q8Isa::Neon)
+}
+
+/// Whether this build runs the instructions of `isa`: simd128 is enabled for the whole crate.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn supported(isa: Q8Isa) -> bool {
+    matches!(isa, Q8Isa::Scalar | Q8Isa::Simd128)
 }
 
 /// Proof that the CPU runs a SIMD [`Q8Isa`]: only [`Token::new`] makes one, after detecting it.
@@ -82,11 +109,19 @@ impl Token {
         // function enables.
         unsafe {
             match self.0 {
+                #[cfg(target_arch = "x86_64")]
                 Q8Isa::Avx512Vnni => avx512vnni::panel_tokens(args),
+                #[cfg(target_arch = "x86_64")]
                 Q8Isa::AvxVnni => avxvnni::panel_tokens(args),
+                #[cfg(target_arch = "x86_64")]
                 Q8Isa::Avx512Bw => avx512bw::panel_tokens(args),
+                #[cfg(target_arch = "x86_64")]
                 Q8Isa::Avx2 => avx2::panel_tokens(args),
-                Q8Isa::Scalar => {}
+                #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+                Q8Isa::Neon => neon::panel_tokens(args),
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                Q8Isa::Simd128 => simd128::panel_tokens(args),
+                _ => {}
             }
         }
     }
