@@ -36,7 +36,7 @@ LLAMA_BIN=${LLAMA_BIN:?set LLAMA_BIN to llama.cpp build/bin (llama-embedding, ll
 [ -x /usr/bin/time ] || die "/usr/bin/time is missing (apt-get install time)"
 TEXT=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["128"])' "$ROOT/tests/fixtures/bench-texts.json")
 
-CLI=$ROOT/target/release/stepembed
+CLI=${CARGO_TARGET_DIR:-$ROOT/target}/release/stepembed
 if [ -z "$LLAMA_ONLY" ]; then
   (cd "$ROOT" && cargo build --release -q -p stepembed --bin stepembed) || die "cannot build the CLI"
 fi
