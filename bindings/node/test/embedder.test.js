@@ -68,6 +68,36 @@ test('embeddings equal the CLI to 1e-6, in both modes and in batches', async () 
   }
 });
 
+test('decoder families: text tokenized as libllama does, embeddings equal to the CLI', async () => {
+  const decoders = [
+    ['gemma-emb-tiny-2L-Q8_0', 'gemma-embedding'],
+    ['gemma-emb-tiny-3L-Q4_K_M', 'gemma-embedding'],
+    ['qwen3-tiny-2L-Q4_K_M', 'qwen3'],
+    ['qwen2-tiny-2L-Q4_K_M', 'qwen2'],
+  ];
+  for (const [name, architecture] of decoders) {
+    const model = path.join(models, `${name}.gguf`);
+    // The ids libllama gives these texts for llama-embedding (tools/tokenizer-fixtures/llama_text_ids.py).
+    const refs = fs
+      .readFileSync(path.join(repo, 'tests', 'fixtures', 'reference', 'decoder', `${name}.text-ids.jsonl`), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .slice(0, 3);
+    const expected = refs.map((r) => cliEmbedding(model, r.text));
+    for (const execution of MODES) {
+      const e = await Embedder.open(model, { execution });
+      assert.equal(e.model.architecture, architecture);
+      for (const [i, r] of refs.entries()) {
+        assert.deepEqual([...(await e.tokenize(r.text))], r.ids, `${name} ${execution}: ${r.text}`);
+        const v = await e.embed(r.text);
+        assert.ok(maxAbsDiff(v, expected[i]) <= 1e-6, `${name} ${execution}: ${r.text}`);
+      }
+      await e.close();
+    }
+  }
+});
+
 test("mode 'fast' equals the CLI's --mode fast and stays close to exact", async () => {
   const text = TEXTS[1];
   const fast = cliEmbedding(MINILM, text, '--mode', 'fast');
