@@ -23,7 +23,7 @@ use stepembed_core::engine::{Input, Job, JobOptions, Limits, Mode, Plan, PlanKin
 use stepembed_core::io::Source;
 use stepembed_core::model::{LayerRefs, LoadStep, Model, ModelLoader, ModelMeta, Pooling};
 use stepembed_core::tokenizer::{
-    self, IndexBuilder, TextLookup, TextTokenize, TextVocab, TokenIndex, TokenIndexBuilder, VocabIndex,
+    self, TextIndexBuilder, TextLookup, TextTokenize, TextVocab, TokenIndex, VocabIndex,
 };
 
 use crate::breaker::{Deadline, StepTuner};
@@ -224,22 +224,11 @@ impl<S: Source> Embedder<S> {
         if !index.is_empty() {
             let mut scratch = vec![0u8; 4096];
             let budget = tokenizer_budget(options.budget);
-            match meta.text_vocab() {
-                TextVocab::WordPiece(vocab) => {
-                    let mut builder = IndexBuilder::new(&vocab, &mut index)?;
-                    while builder.step(&mut source, &mut scratch, budget)? == tokenizer::Step::Pending {
-                        yield_now().await;
-                    }
-                    builder.finish()?;
-                }
-                TextVocab::Model(vocab) => {
-                    let mut builder = TokenIndexBuilder::new(&vocab, &mut index)?;
-                    while builder.step(&mut source, &mut scratch, budget)? == tokenizer::Step::Pending {
-                        yield_now().await;
-                    }
-                    builder.finish()?;
-                }
+            let mut builder = TextIndexBuilder::new(&meta.text_vocab(), &mut index)?;
+            while builder.step(&mut source, &mut scratch, budget)? == tokenizer::Step::Pending {
+                yield_now().await;
             }
+            builder.finish()?;
         }
         let arena = vec![0u8; plan.arena_bytes()];
         let tuner = options.step_target.map(|target| StepTuner::new(target, options.budget));

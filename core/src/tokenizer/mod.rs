@@ -109,7 +109,7 @@ pub use spm::{
     spm_work_bytes, ModelLookup, ModelOptions, SpmTokenize, MAX_MODEL_WINDOW, MIN_MODEL_WINDOW,
     MODEL_SCAN_SCRATCH,
 };
-pub use text::{TextLookup, TextTokenize, TextVocab};
+pub use text::{TextIndexBuilder, TextLookup, TextTokenize, TextVocab};
 pub use token_index::{TokenIndex, TokenIndexBuilder};
 pub use tokenize::{
     work_bytes, Lookup, Mode, Options, Tokenize, MAX_WINDOW_CHARS, MIN_WINDOW_CHARS, SCAN_SCRATCH,

@@ -3,9 +3,9 @@
 //! job or a host needs to size, build and drive whichever one a model file asks for.
 
 use super::{
-    bpe_work_bytes, spm_work_bytes, work_bytes, BpeTokenize, Lookup, Mode, ModelKind, ModelLookup,
-    ModelOptions, ModelVocab, Options, SpmTokenize, Step, TokenIndex, Tokenize, Vocab, VocabIndex,
-    MIN_MODEL_WINDOW, MIN_WINDOW_CHARS,
+    bpe_work_bytes, spm_work_bytes, work_bytes, BpeTokenize, IndexBuilder, Lookup, Mode, ModelKind,
+    ModelLookup, ModelOptions, ModelVocab, Options, SpmTokenize, Step, TokenIndex, TokenIndexBuilder,
+    Tokenize, Vocab, VocabIndex, MIN_MODEL_WINDOW, MIN_WINDOW_CHARS,
 };
 use crate::error::{Error, Result};
 use crate::io::Source;
@@ -55,6 +55,46 @@ impl TextVocab {
                 ModelKind::Bpe(_) => bpe_work_bytes(scan, window),
             },
         }
+    }
+}
+
+/// Builds the index of any vocab ([`Mode::Index`]) in caller memory of
+/// [`TextVocab::index_bytes`], a bounded number of entries per step.
+// Held in place by its caller (no allocator to box the large variant in).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum TextIndexBuilder<'m> {
+    /// A WordPiece [`VocabIndex`].
+    WordPiece(IndexBuilder<'m>),
+    /// A SentencePiece or BPE [`TokenIndex`].
+    Model(TokenIndexBuilder<'m>),
+}
+
+impl<'m> TextIndexBuilder<'m> {
+    /// Prepares to build `vocab`'s index in `mem`. Errors: those of [`IndexBuilder::new`] and
+    /// [`TokenIndexBuilder::new`].
+    pub fn new(vocab: &TextVocab, mem: &'m mut [u8]) -> Result<Self> {
+        Ok(match vocab {
+            TextVocab::WordPiece(v) => TextIndexBuilder::WordPiece(IndexBuilder::new(v, mem)?),
+            TextVocab::Model(v) => TextIndexBuilder::Model(TokenIndexBuilder::new(v, mem)?),
+        })
+    }
+
+    /// Reads at most `budget` vocab entries (at least one) from `io` through `scratch`; call
+    /// again until [`Step::Done`], then [`TextIndexBuilder::finish`].
+    pub fn step<S: Source + ?Sized>(&mut self, io: &mut S, scratch: &mut [u8], budget: u32) -> Result<Step> {
+        match self {
+            TextIndexBuilder::WordPiece(b) => b.step(io, scratch, budget),
+            TextIndexBuilder::Model(b) => b.step(io, scratch, budget),
+        }
+    }
+
+    /// The finished index, as the lookup jobs take.
+    pub fn finish(self) -> Result<TextLookup<'m>> {
+        Ok(match self {
+            TextIndexBuilder::WordPiece(b) => TextLookup::WordPiece(b.finish()?),
+            TextIndexBuilder::Model(b) => TextLookup::Model(b.finish()?),
+        })
     }
 }
 
