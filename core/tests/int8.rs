@@ -96,9 +96,9 @@ fn quantizer_rounds_to_nearest_within_half_a_step() {
             // The largest magnitude maps to ±127.
             let i = xs.iter().position(|v| v.abs() == amax).unwrap();
             assert_eq!(vals[i].unsigned_abs(), 127);
-            // A subnormal scale is itself off by up to half its ulp (2^-150), which each of up
-            // to 127 steps carries.
-            let scale_rounding = 127.0 * 2f64.powi(-150);
+            // The f32 scale is itself off by up to half its ulp (2^-24 of it, or 2^-150 when
+            // subnormal), which each of up to 127 steps carries.
+            let scale_rounding = 127.0 * (f64::from(d) * 2f64.powi(-24)).max(2f64.powi(-150));
             for (&v, &xv) in vals.iter().zip(xs) {
                 let err = (f64::from(xv) - f64::from(d) * f64::from(v)).abs();
                 assert!(err <= 0.5 * f64::from(d) * (1.0 + 1e-6) + scale_rounding, "{xv} -> {v} · {d}");
