@@ -226,3 +226,32 @@ fn fast_steps_respect_the_budget() {
         p(1.0)
     );
 }
+
+/// FNV-1a (64 bits) of the f32 bits of `v`.
+fn fnv(v: &[f32]) -> u64 {
+    v.iter()
+        .flat_map(|x| x.to_bits().to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// Fast mode's embeddings, pinned bit for bit: the hashes were recorded from the build that
+/// quantized every product's input afresh, so reusing blocks quantized once (or any change to
+/// the int8 arithmetic) must reproduce them exactly.
+#[test]
+fn fast_embeddings_are_pinned_bit_for_bit() {
+    let pinned: &[(&str, &[u64])] = &[
+        ("minilm-l6-Q4_K_M", &[0xabc0_7eb3_eb41_f83b, 0x7c51_c8ab_036e_7b5f, 0xaf92_6adf_b4a4_d43c]),
+        ("nomic-small-2L-Q4_K_M", &[0xee98_ef7a_ab58_ecec, 0x5c93_09aa_88f4_7681, 0x31a3_48a8_6106_cfcf]),
+        ("bert-synth-2L-Q4_K_M", &[0x3867_fa6a_6d0f_eb1c, 0x6cec_60f6_50ad_cd2b, 0x73b5_b3b4_e62f_711b]),
+    ];
+    for (model, hashes) in pinned {
+        let bytes = common::read(&format!("models/{model}.gguf"));
+        let (meta, layers) = load(&bytes);
+        let m = Model::new(meta, &layers).unwrap();
+        let plan = fast_plan(&m, Limits::tokens(meta.hparams.n_ctx));
+        let all = cases(&common::fixture(&format!("reference/{model}.jsonl")));
+        let got: Vec<u64> =
+            all.iter().take(3).map(|c| fnv(&run(m, &plan, &bytes, Input::Ids(&c.ids), FAST).0)).collect();
+        assert_eq!(&got, hashes, "{model}");
+    }
+}
