@@ -36,6 +36,11 @@ enum Section {
 }
 
 impl Pc {
+    /// The operation the position is in (its first unit, of its first text).
+    pub fn operation(self) -> Pc {
+        Pc { text: 0, unit: 0, ..self }
+    }
+
     /// The layer the position is in, if any.
     pub fn layer(&self) -> Option<usize> {
         match self.section {
@@ -49,7 +54,7 @@ impl Pc {
 /// the wide region, from `offset` on, `stride` floats per token; the selection is the columns
 /// `[col, col + width)` of each token's row, and holds the rows (or elements) `[first, first +
 /// width)` of the weights (or bias) that compute it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Place {
     pub in_wide: bool,
     pub offset: usize,
@@ -57,6 +62,34 @@ pub(super) struct Place {
     pub col: usize,
     pub width: usize,
     pub first: usize,
+}
+
+impl Place {
+    /// The floats of its buffer the place spans over `n` tokens, from its first selected value
+    /// to its last (saturating).
+    fn extent(&self, n: usize) -> core::ops::Range<usize> {
+        let start = self.offset.saturating_add(self.col);
+        let last_row = n.saturating_sub(1).saturating_mul(self.stride);
+        let end = match n {
+            0 => start,
+            _ => start.saturating_add(last_row).saturating_add(self.width),
+        };
+        start..end
+    }
+
+    /// Whether the two places share a float over `n` tokens.
+    fn overlaps(&self, other: &Place, n: usize) -> bool {
+        let (a, b) = (self.extent(n), other.extent(n));
+        self.in_wide == other.in_wide && a.start < b.end && b.start < a.end
+    }
+}
+
+/// The input the int8 region holds ([`Mode::Fast`]): where its f32 values lie, and the product
+/// that quantized them.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Q8Held {
+    pub src: Place,
+    pub by: Pc,
 }
 
 impl<'a> Job<'a> {
@@ -247,6 +280,7 @@ impl<'a> Job<'a> {
     /// Does units `[pc.unit, pc.unit + count)` of `op`.
     fn execute<S: Source + ?Sized>(&mut self, io: &mut S, op: Op, pc: Pc, count: usize) -> Result<()> {
         let tokens = span(pc.unit, count)?;
+        self.forget_overwritten(op, pc)?;
         match op.kind {
             Kind::Embed { scaled } => tokens.into_iter().try_for_each(|t| self.embed_token(io, t, scaled)),
             Kind::Init { dst, bias } => self.init(io, self.place(dst, pc)?, self.tensor(bias), tokens),
@@ -273,7 +307,7 @@ impl<'a> Job<'a> {
             Kind::MatMul { w, src, dst } => {
                 let lead = self.matmul_lead(w, src, pc)?;
                 if tokens.start < lead {
-                    return self.quantize(self.place(src, pc)?, tokens);
+                    return self.quantize(self.place(src, pc)?, pc, tokens);
                 }
                 let rows = sub(tokens.start, lead)?..sub(tokens.end, lead)?;
                 let w = self.tensor(w).ok_or(Error::InvalidState)?;
@@ -292,6 +326,33 @@ impl<'a> Job<'a> {
             }
             Kind::Normalize => self.normalize(pc.text),
         }
+    }
+
+    /// Forgets the input the int8 region holds when `op` at `pc` writes where its f32 values
+    /// lie (conservatively: any float between its first and last value), so that the next
+    /// product over them quantizes them again.
+    fn forget_overwritten(&mut self, op: Op, pc: Pc) -> Result<()> {
+        let Some(held) = self.q8_held else { return Ok(()) };
+        let written = match op.kind {
+            Kind::Init { dst, .. } | Kind::AddBias { dst, .. } | Kind::Copy { dst, .. } => [Some(dst), None],
+            Kind::LayerNorm { dst, .. } | Kind::RmsNorm { dst, .. } | Kind::HeadNorm { dst, .. } => {
+                [Some(dst), None]
+            }
+            Kind::Add { dst, .. } | Kind::MatMul { dst, .. } => [Some(dst), None],
+            Kind::Rope => [Some(Buf::Q), Some(Buf::K)],
+            Kind::Attention => [Some(Buf::Ctx), None],
+            Kind::Act(_) => [Some(Buf::Up), Some(Buf::Gate)],
+            Kind::Embed { .. } | Kind::Pool | Kind::Dense { .. } | Kind::Normalize => {
+                self.q8_held = None;
+                return Ok(());
+            }
+        };
+        for buf in written.into_iter().flatten() {
+            if self.place(buf, pc)?.overlaps(&held.src, self.n_tokens) {
+                self.q8_held = None;
+            }
+        }
+        Ok(())
     }
 
     /// Whether a matrix product's sums are checked for finiteness (`Some` with the error to

@@ -11,7 +11,7 @@
 //! blocks ([`Kernels::matmul_q8_acc`]: no f32 decoding of the weights). Each token's blocks and
 //! each row's sums depend on nothing else, so any budget gives the same bits.
 
-use super::interpreter::{Pc, Place};
+use super::interpreter::{Pc, Place, Q8Held};
 use super::*;
 use crate::engine::program::{Buf, Tensor};
 use crate::quant::{has_q8_kernel, matmul_q8_scratch_len, q8_blocks, quantize_q8, BlockQ8};
@@ -31,19 +31,26 @@ impl<'a> Job<'a> {
     }
 
     /// Units of the product at `pc` that quantize its input before any weight row: one per token
-    /// on the int8 path, none on the f32 path.
+    /// on the int8 path, none on the f32 path nor when the int8 region already holds that input
+    /// (quantized by an earlier product and not written since). The same for every unit of the
+    /// product.
     pub(super) fn matmul_lead(&self, w: Tensor, src: Buf, pc: Pc) -> Result<usize> {
         let w = self.tensor(w).ok_or(Error::InvalidState)?;
-        Ok(match self.q8_k(&w, self.place(src, pc)?) {
-            Some(_) => self.n_tokens,
-            None => 0,
+        let src = self.place(src, pc)?;
+        let held = self.q8_held.is_some_and(|h| h.src == src && h.by != pc.operation());
+        Ok(match self.q8_k(&w, src) {
+            Some(_) if !held => self.n_tokens,
+            _ => 0,
         })
     }
 
-    /// Quantizes tokens `tokens` of `src` (its `src.width` columns) into the int8 region,
-    /// `src.width / 32` blocks per token from token 0 on. A NaN or an infinity is the current
+    /// Quantizes tokens `tokens` of `src` (its `src.width` columns) into the int8 region for
+    /// the product at `pc`, `src.width / 32` blocks per token from token 0 on; after the last
+    /// token the region holds `src` for later products. A NaN or an infinity is the current
     /// stage's [`Error::NonFinite`].
-    pub(super) fn quantize(&mut self, src: Place, tokens: core::ops::Range<usize>) -> Result<()> {
+    pub(super) fn quantize(&mut self, src: Place, pc: Pc, tokens: core::ops::Range<usize>) -> Result<()> {
+        self.q8_held = None;
+        let complete = tokens.end == self.n_tokens;
         let non_finite = self.non_finite();
         let k = src.width;
         let buf: &[f32] = if src.in_wide { self.r.wide } else { self.r.x };
@@ -53,7 +60,11 @@ impl<'a> Job<'a> {
         quantize_q8(x, src.stride, k, tokens.len(), dst).map_err(|e| match e {
             Error::NonFinite { .. } => non_finite,
             e => e,
-        })
+        })?;
+        if complete {
+            self.q8_held = Some(Q8Held { src, by: pc.operation() });
+        }
+        Ok(())
     }
 
     /// `dst += src · W[rows]ᵀ` for all tokens: `rows` are units of `dst`'s selection (rows

@@ -178,6 +178,8 @@ pub struct Job<'a> {
     layer: Option<LayerRefs>,
     /// How the wide region is used, chosen from the token count once it is known.
     layout: Layout,
+    /// The input the int8 region holds, if any ([`Mode::Fast`]).
+    q8_held: Option<interpreter::Q8Held>,
     done_units: u64,
     total_units: u64,
     failed: Option<Error>,
@@ -246,6 +248,7 @@ impl<'a> Job<'a> {
             phase: Phase::Tokenize { text: 0 },
             layer: None,
             layout: plan.layout_for(plan.limits.max_tokens),
+            q8_held: None,
             done_units: 0,
             total_units: 0,
             failed: None,
