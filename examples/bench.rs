@@ -2,7 +2,7 @@
 //! thread, reporting time per embedding and step times. One JSON line per text length.
 //!
 //! ```sh
-//! cargo run --release --example bench -- MODEL.gguf [--texts FILE] [--reps 10] [--plan fast|lean|smallest]
+//! cargo run --release --example bench -- MODEL.gguf [--texts FILE] [--reps 10] [--plan fast|lean|smallest] [--mode exact|fast]
 //! ```
 //!
 //! `bench/compare.py` runs it beside llama.cpp and prints the README's table.
@@ -11,7 +11,7 @@ use std::error::Error;
 use std::time::Instant;
 
 use serde_json::json;
-use stepembed::core::engine::{Input, PlanKind, Step};
+use stepembed::core::engine::{Input, Mode, PlanKind, Step};
 use stepembed::{Embedder, EmbedderOptions};
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let model = args.next().ok_or("usage: bench MODEL.gguf [--texts FILE] [--reps N]")?;
     let (mut texts_path, mut reps) = ("tests/fixtures/bench-texts.json".to_owned(), 10usize);
     let mut plan = PlanKind::Fast;
+    let mut mode = Mode::Exact;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--texts" => texts_path = args.next().ok_or("--texts needs a file")?,
@@ -31,6 +32,13 @@ fn main() -> Result<(), Box<dyn Error>> {
                     _ => return Err("--plan needs fast, lean or smallest".into()),
                 }
             }
+            "--mode" => {
+                mode = match args.next().as_deref() {
+                    Some("exact") => Mode::Exact,
+                    Some("fast") => Mode::Fast,
+                    _ => return Err("--mode needs exact or fast".into()),
+                }
+            }
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -38,7 +46,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     for key in ["16", "128", "512"] {
         let text = texts[key].as_str().ok_or("bench texts need keys 16, 128, 512")?;
         // Plan for the text's length, as a server embedding texts of that size would.
-        let options = EmbedderOptions { max_tokens: Some(key.parse()?), plan, ..Default::default() };
+        let options = EmbedderOptions { max_tokens: Some(key.parse()?), plan, mode, ..Default::default() };
         let mut embedder = Embedder::open_with(&model, options)?;
         let mut times = Vec::new();
         let mut steps_us = Vec::new();
