@@ -8,8 +8,10 @@
 //! In [`Mode::Fast`], a product whose weights have an int8 kernel ([`Job::q8_k`]) first
 //! quantizes every token's input row into the int8 region, one token per unit (the operation's
 //! first `n_tokens` units, [`Job::matmul_lead`]), then multiplies the weight rows with those
-//! blocks ([`Kernels::matmul_q8_acc`]: no f32 decoding of the weights). Each token's blocks and
-//! each row's sums depend on nothing else, so any budget gives the same bits.
+//! blocks ([`Kernels::matmul_q8_acc`]: no f32 decoding of the weights). The region keeps the
+//! last input quantized until an operation writes it: the products of every head group over
+//! the same hidden states, and an FFN slab's up and gate, quantize it once. Each token's blocks
+//! and each row's sums depend on nothing else, so any budget gives the same bits.
 
 use super::interpreter::{Pc, Place, Q8Held};
 use super::*;
