@@ -1,8 +1,9 @@
-//! Steady-state embedding benchmark: each bench text embedded repeatedly in one process, one
-//! thread, reporting time per embedding and step times. One JSON line per text length.
+//! Steady-state embedding benchmark: each bench text embedded repeatedly in one process (one
+//! thread unless `--threads N`), reporting time per embedding and step times. One JSON line per
+//! text length.
 //!
 //! ```sh
-//! cargo run --release --example bench -- MODEL.gguf [--texts FILE] [--reps 10] [--plan fast|lean|smallest] [--mode exact|fast]
+//! cargo run --release --example bench -- MODEL.gguf [--texts FILE] [--reps 10] [--plan fast|lean|smallest] [--mode exact|fast] [--threads N]
 //! ```
 //!
 //! `bench/compare.py` runs it beside llama.cpp and prints the README's table.
@@ -20,6 +21,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let (mut texts_path, mut reps) = ("tests/fixtures/bench-texts.json".to_owned(), 10usize);
     let mut plan = PlanKind::Fast;
     let mut mode = Mode::Exact;
+    let mut threads = 1usize;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--texts" => texts_path = args.next().ok_or("--texts needs a file")?,
@@ -39,6 +41,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                     _ => return Err("--mode needs exact or fast".into()),
                 }
             }
+            "--threads" => threads = args.next().ok_or("--threads needs a number")?.parse::<usize>()?.max(1),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -46,7 +49,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     for key in ["16", "128", "512"] {
         let text = texts[key].as_str().ok_or("bench texts need keys 16, 128, 512")?;
         // Plan for the text's length, as a server embedding texts of that size would.
-        let options = EmbedderOptions { max_tokens: Some(key.parse()?), plan, mode, ..Default::default() };
+        let options =
+            EmbedderOptions { max_tokens: Some(key.parse()?), plan, mode, threads, ..Default::default() };
         let mut embedder = Embedder::open_with(&model, options)?;
         let mut times = Vec::new();
         let mut steps_us = Vec::new();
@@ -76,6 +80,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let p99 = steps_us[(steps_us.len() * 99).div_ceil(100).saturating_sub(1)];
         let line = json!({
             "tokens": tokens,
+            "threads": threads,
             "reps": reps,
             "median_ms": median * 1e3,
             "min_ms": times[0] * 1e3,

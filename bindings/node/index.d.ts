@@ -11,6 +11,11 @@ export interface EmbedderOptions {
    * the exact result about 0.999–0.99999).
    */
   mode?: 'exact' | 'fast';
+  /**
+   * Threads each inference step runs on, the stepping one included (default: the available
+   * cores). Matrix products are split by weight rows; results are the same bits for any count.
+   */
+  threads?: number;
   /** Byte cap for arena + vocab index: the fastest plan that fits, or ERR_MEMORY. */
   memory?: number;
   /** Scale embeddings to unit length (default true). */

@@ -47,6 +47,8 @@ function normalizeOptions(options) {
   checkNumber(options, 'memory', 0, true);
   checkNumber(options, 'timeoutMs', 0, false);
   checkNumber(options, 'maxQueue', 1, true);
+  checkNumber(options, 'threads', 1, true);
+  if (options.threads > 256) throw invalid(`options.threads must be at most 256, got ${options.threads}`);
   checkNumber(options, 'sliceMs', 0.01, false);
   for (const key of ['normalize', 'truncate']) {
     if (options[key] !== undefined && typeof options[key] !== 'boolean') {
@@ -124,6 +126,7 @@ class Embedder {
       maxTokens: o.maxTokens,
       plan: o.plan,
       mode: o.mode,
+      threads: o.threads,
       memory: o.memory,
       normalize: o.normalize,
       truncate: o.truncate,

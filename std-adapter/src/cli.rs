@@ -24,6 +24,7 @@ use stepembed_core::tokenizer;
 use crate::embedder::{Embedder, EmbedderOptions};
 use crate::inspect;
 use crate::jsonl::{LineFormat, Records};
+use crate::threads::Threads;
 pub use formats::Format;
 use formats::{Row, RowWriter};
 use output::Output;
@@ -228,6 +229,12 @@ pub struct EmbedArgs {
     /// How the weight matrix products are computed
     #[arg(long, value_enum, default_value_t = ModeArg::Exact)]
     pub mode: ModeArg,
+    /// Threads each step runs on, this one included [default: the available cores]
+    ///
+    /// Each weight matrix product is split by rows over them; the embeddings are the same bits
+    /// for any count.
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub threads: Option<usize>,
     #[command(flatten)]
     pub limit: TokenLimitArgs,
     #[command(flatten)]
@@ -243,7 +250,7 @@ pub struct EmbedArgs {
     /// Then print one JSON line of measurements on stderr
     ///
     /// Its keys: texts, tokens, steps, max_step_us, p99_step_us, arena_bytes, index_bytes,
-    /// peak_rss_kib, wall_ms.
+    /// threads, peak_rss_kib, wall_ms.
     #[arg(long)]
     pub stats: bool,
 }
@@ -633,6 +640,7 @@ fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
         Reporter::new(args.quiet, progress::display(args.quiet, std::io::stderr().is_terminal(), total));
     let mut options = embedder_options(&args.limit, &args.memory);
     options.mode = args.mode.into();
+    options.threads = args.threads.unwrap_or_else(Threads::available);
     // With --dims the engine's vector is cut first, then scaled here.
     options.normalize = !args.no_normalize && args.dims.is_none();
     options.pooling = args.pooling.map(|p| match p {
@@ -650,6 +658,7 @@ fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
             max_texts: 1,
             plan: PlanKind::Smallest,
             memory: None,
+            threads: 1,
             ..options
         };
         let mut scanner = open_embedder(path, scan)?;
@@ -745,6 +754,7 @@ fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
             "p99_step_us": steps.p99(),
             "arena_bytes": embedder.plan().arena_bytes(),
             "index_bytes": embedder.plan().index_bytes(),
+            "threads": embedder.plan().threads(),
             "peak_rss_kib": peak_rss_kib(),
             "wall_ms": started.elapsed().as_millis() as u64,
         });

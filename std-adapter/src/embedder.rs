@@ -29,6 +29,7 @@ use stepembed_core::tokenizer::{
 use crate::breaker::{Deadline, StepTuner};
 use crate::error::{Error, Result};
 use crate::io::FileSource;
+use crate::threads::Threads;
 
 /// How an [`Embedder`] plans its memory and runs its jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,13 @@ pub struct EmbedderOptions {
     /// How token vectors become the embedding (default: the file's `pooling_type`): mean or
     /// [CLS], both of which every architecture here computes.
     pub pooling: Option<Pooling>,
+    /// Threads each job step runs on, the calling one included (default: the available cores,
+    /// [`Threads::available`]; 0 counts as 1). Each step's matrix products are split by weight
+    /// rows over them (bit-identical results for any count), the plan grows by 64 KiB of output
+    /// tile and one decode scratch per extra thread ([`Plan::with_threads`]), and a step does
+    /// `budget × threads` work units (about as long as one thread's step) unless a step target
+    /// calibrates it. When [`EmbedderOptions::memory`] cannot hold the extra room, one thread.
+    pub threads: usize,
 }
 
 impl Default for EmbedderOptions {
@@ -79,6 +87,7 @@ impl Default for EmbedderOptions {
             timeout: None,
             step_target: None,
             pooling: None,
+            threads: Threads::available(),
         }
     }
 }
@@ -97,6 +106,8 @@ pub struct Embedder<S: Source = FileSource> {
     pub(crate) tuner: Option<StepTuner>,
     /// Every job step's duration.
     pub(crate) step_stats: StepStats,
+    /// The threads each step runs on.
+    pub(crate) threads: Threads,
 }
 
 /// Step counts and durations of an [`Embedder`]'s jobs.
@@ -217,9 +228,19 @@ impl<S: Source> Embedder<S> {
         // Limits the plan refuses (fewer than 2 tokens) come back as its typed error.
         let limits = Limits { max_tokens, max_texts: options.max_texts.max(1).min(max_tokens.max(1)) };
         let plan = match options.memory {
-            Some(memory) => Plan::fit_mode(&model, limits, memory, options.mode)?,
-            None => Plan::of_kind(&model, limits, options.plan)?.with_mode(options.mode)?,
+            Some(memory) => {
+                let plan = Plan::fit_mode(&model, limits, memory, options.mode)?;
+                Some(plan.with_threads(options.threads)?)
+                    .filter(|p| p.memory_bytes() <= memory)
+                    .unwrap_or(plan)
+            }
+            None => Plan::of_kind(&model, limits, options.plan)?
+                .with_mode(options.mode)?
+                .with_threads(options.threads)?,
         };
+        let threads = Threads::new(plan.threads()).map_err(|e| {
+            Error::InvalidArgument(format!("threads: could not start {} threads: {e}", plan.threads()))
+        })?;
         let mut index = vec![0u8; plan.index_bytes()];
         if !index.is_empty() {
             let mut scratch = vec![0u8; 4096];
@@ -233,7 +254,7 @@ impl<S: Source> Embedder<S> {
         let arena = vec![0u8; plan.arena_bytes()];
         let tuner = options.step_target.map(|target| StepTuner::new(target, options.budget));
         let step_stats = StepStats::new();
-        Ok(Embedder { source, meta, layers, plan, arena, index, options, tuner, step_stats })
+        Ok(Embedder { source, meta, layers, plan, arena, index, options, tuner, step_stats, threads })
     }
 
     /// The model's metadata.
@@ -278,14 +299,18 @@ impl<S: Source> Embedder<S> {
     /// [`Embedder::job`] with an explicit deadline.
     pub fn job_until<'e>(&'e mut self, input: Input<'e>, deadline: Deadline) -> Result<Running<'e, S>> {
         let EmbedderOptions { normalize, truncate, mode, .. } = self.options;
-        let budget = self.options().budget;
+        let budget = match self.tuner {
+            Some(ref tuner) => tuner.budget(),
+            None => self.options.budget.saturating_mul(self.threads.count() as u64),
+        };
         let options = JobOptions { normalize, budget, truncate, mode };
         let model = Model::new(self.meta, &self.layers)?;
         let lookup = lookup(&self.meta, &self.index)?;
         let job = Job::new(model, &self.plan, &mut self.arena, input, lookup, options)?;
         self.step_stats.jobs += 1;
         let (tuner, stats) = (self.tuner.as_mut(), &mut self.step_stats);
-        Ok(Running { job, source: &mut self.source, tuner, stats, deadline, done_units: 0 })
+        let threads = &self.threads;
+        Ok(Running { job, source: &mut self.source, tuner, stats, deadline, done_units: 0, threads })
     }
 
     /// Embeds one text (blocking).
@@ -517,6 +542,7 @@ pub struct Running<'e, S: Source> {
     deadline: Deadline,
     /// The job's work units done when the last step ended (what the step tuner measures by).
     done_units: u64,
+    threads: &'e Threads,
 }
 
 impl<S: Source> std::fmt::Debug for Running<'_, S> {
@@ -535,7 +561,7 @@ impl<S: Source> Running<'_, S> {
             self.job.set_budget(tuner.budget());
         }
         let start = Instant::now();
-        let step = self.job.step(self.source);
+        let step = self.job.step_parallel(self.source, self.threads);
         let took = start.elapsed();
         self.stats.record(took);
         if let Ok(Step::Pending(progress)) = &step {

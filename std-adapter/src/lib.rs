@@ -23,10 +23,12 @@ pub mod jsonl;
 #[cfg(feature = "cli")]
 pub mod server;
 pub mod service;
+pub mod threads;
 #[cfg(feature = "cli")]
 pub mod validate;
 
 pub use embedder::{Embedder, EmbedderOptions, Running, StepStats, Tokens};
 pub use error::{Error, Result};
+pub use threads::Threads;
 
 pub use stepembed_core as core;

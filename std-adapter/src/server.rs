@@ -68,9 +68,13 @@ pub struct ServeArgs {
     /// Most texts per shared weight pass
     #[arg(long, value_name = "N", value_parser = positive(), default_value_t = 16)]
     pub max_batch_texts: usize,
-    /// HTTP reactor threads (inference always runs on one thread of its own)
+    /// HTTP reactor threads (they only parse, wait and write; inference runs on --threads)
     #[arg(long, value_name = "N", value_parser = positive(), default_value_t = 2)]
-    pub threads: usize,
+    pub threads_http: usize,
+    /// Inference threads: one job runs at a time, each of its steps on this many threads
+    /// [default: the available cores]
+    #[arg(long, value_name = "N", value_parser = positive())]
+    pub threads: Option<usize>,
     /// Require `Authorization: Bearer KEY` on every endpoint but /health
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
@@ -105,6 +109,8 @@ pub struct ServerConfig {
     /// Most texts per job.
     pub max_batch_texts: usize,
     /// HTTP reactor threads.
+    pub threads_http: usize,
+    /// Threads each inference step runs on ([`EmbedderOptions::threads`]).
     pub threads: usize,
     /// The bearer token required, if any.
     pub api_key: Option<String>,
@@ -126,7 +132,8 @@ impl ServerConfig {
             addr,
             max_batch_tokens: None,
             max_batch_texts: 16,
-            threads: 2,
+            threads_http: 2,
+            threads: crate::threads::Threads::available(),
             api_key: None,
             timeout: Some(Duration::from_secs(60)),
             max_queue: 64,
@@ -149,7 +156,8 @@ impl TryFrom<ServeArgs> for ServerConfig {
             addr,
             max_batch_tokens: args.max_batch_tokens,
             max_batch_texts: args.max_batch_texts,
-            threads: args.threads,
+            threads_http: args.threads_http,
+            threads: args.threads.unwrap_or_else(crate::threads::Threads::available),
             api_key: args.api_key,
             timeout: (args.timeout_ms > 0).then(|| Duration::from_millis(args.timeout_ms)),
             max_queue: args.max_queue,
@@ -209,6 +217,7 @@ impl Server {
         let options = EmbedderOptions {
             max_tokens: config.max_batch_tokens,
             max_texts: config.max_batch_texts,
+            threads: config.threads,
             // Normalized here, after `dimensions` cuts a vector, and skipped when a caller asks.
             normalize: false,
             // Cut texts are flagged; each API decides whether that is an error.
@@ -231,7 +240,7 @@ impl Server {
         listener.set_nonblocking(true).map_err(ServerError::Bind)?;
         let addr = listener.local_addr().map_err(ServerError::Bind)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.threads.max(1))
+            .worker_threads(config.threads_http.max(1))
             .enable_io()
             .build()
             .map_err(ServerError::Runtime)?;

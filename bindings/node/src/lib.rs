@@ -30,6 +30,8 @@ pub struct NativeOptions {
     pub plan: Option<String>,
     /// `"exact"` (the default) or `"fast"`.
     pub mode: Option<String>,
+    /// Threads per step (default: the available cores).
+    pub threads: Option<u32>,
     pub memory: Option<f64>,
     pub normalize: Option<bool>,
     pub truncate: Option<bool>,
@@ -407,6 +409,7 @@ fn convert(o: &NativeOptions) -> (EmbedderOptions, ServiceOptions) {
         max_tokens: o.max_tokens.map(|n| n as usize),
         plan,
         mode,
+        threads: o.threads.map_or(defaults.threads, |n| n as usize),
         memory: o.memory.map(|m| m as usize),
         normalize: o.normalize.unwrap_or(defaults.normalize),
         truncate: o.truncate.unwrap_or(defaults.truncate),

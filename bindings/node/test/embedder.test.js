@@ -117,6 +117,23 @@ test("mode 'fast' equals the CLI's --mode fast and stays close to exact", async 
   assert.throws(() => new Embedder(MINILM, { mode: 'int8' }), { code: 'ERR_INVALID_ARG' });
 });
 
+test('any thread count gives the same bits', async () => {
+  const text = TEXTS.reduce((a, b) => (b.length > a.length ? b : a));
+  for (const execution of MODES) {
+    const vectors = [];
+    for (const threads of [1, 2, 3]) {
+      const e = await Embedder.open(MINILM, { execution, threads });
+      vectors.push(Array.from(await e.embed(text)));
+      e.close();
+    }
+    assert.deepStrictEqual(vectors[1], vectors[0], `${execution}: 2 threads`);
+    assert.deepStrictEqual(vectors[2], vectors[0], `${execution}: 3 threads`);
+  }
+  for (const threads of [0, 1.5, 'two', 1000]) {
+    assert.throws(() => new Embedder(MINILM, { threads }), { code: 'ERR_INVALID_ARG' }, String(threads));
+  }
+});
+
 test('concurrent calls are coalesced into shared passes', async () => {
   for (const execution of MODES) {
     const e = await Embedder.open(MINILM, { execution });

@@ -29,6 +29,8 @@ pub(crate) struct Regions<'a> {
     pub tok_work: &'a mut [u8],
     /// Int8 blocks of a matrix product's input in fast mode (empty in a plan without them).
     pub q8: &'a mut [BlockQ8],
+    /// Each extra part's output tile and decode scratch ([`Plan::with_threads`]).
+    pub parts: &'a mut [f32],
 }
 
 /// Splits `arena` into the plan's regions, each aligned to [`REGION_ALIGN`].
@@ -51,7 +53,7 @@ pub(crate) fn carve<'a>(plan: &Plan, arena: &'a mut [u8]) -> Result<Regions<'a>>
     let floats = |b: &'a mut [u8]| bytemuck::try_cast_slice_mut::<u8, f32>(b).map_err(|_| too_small);
     let words = |b: &'a mut [u8]| bytemuck::try_cast_slice_mut::<u8, u32>(b).map_err(|_| too_small);
     let blocks = |b: &'a mut [u8]| bytemuck::try_cast_slice_mut::<u8, BlockQ8>(b).map_err(|_| too_small);
-    let [x, wide, scratch, chunk, attn, ids, out, spans, tok_out, tok_work, q8] = plan.regions();
+    let [x, wide, scratch, chunk, attn, ids, out, spans, tok_out, tok_work, q8, parts] = plan.regions();
     Ok(Regions {
         x: floats(take(x)?)?,
         wide: floats(take(wide)?)?,
@@ -64,5 +66,6 @@ pub(crate) fn carve<'a>(plan: &Plan, arena: &'a mut [u8]) -> Result<Regions<'a>>
         tok_out: words(take(tok_out)?)?,
         tok_work: take(tok_work)?,
         q8: blocks(take(q8)?)?,
+        parts: floats(take(parts)?)?,
     })
 }

@@ -7,6 +7,6 @@ mod ops;
 mod plan;
 mod program;
 
-pub use job::{Input, Job, JobOptions, Mode, Progress, Step, DEFAULT_BUDGET};
+pub use job::{Input, Job, JobOptions, Mode, Parallel, Part, Progress, Sequential, Step, DEFAULT_BUDGET};
 pub use ops::l2_normalize;
-pub use plan::{Limits, Plan, PlanKind, MAX_TOKENS};
+pub use plan::{Limits, Plan, PlanKind, MAX_PARTS, MAX_TOKENS};

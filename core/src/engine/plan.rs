@@ -23,6 +23,13 @@ pub const MAX_TOKENS: usize = 1 << 24;
 /// Alignment of every arena region (a cache line).
 pub(crate) const REGION_ALIGN: usize = 64;
 
+/// The most parts one step's matrix product is split into ([`Plan::with_threads`]).
+pub const MAX_PARTS: usize = 16;
+
+/// Floats of output tile per extra part: the sums of its rows for every token of the product
+/// (64 KiB; a part takes as many rows as fit it, see `job::parts`).
+pub(crate) const PART_TILE: usize = 16 * 1024;
+
 /// What a job must be able to hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -80,6 +87,9 @@ pub struct Plan {
     /// activation region (0 unless [`NumericMode::Fast`]).
     pub(crate) numeric: NumericMode,
     pub(crate) q8_blocks: usize,
+    /// Parts a matrix product may be split into, one per thread ([`Plan::with_threads`]); the
+    /// first works in place, each other has an output tile and decode scratch of its own.
+    pub(crate) parts: usize,
     shape: Shape,
     index_bytes: usize,
     arena_bytes: usize,
@@ -270,6 +280,7 @@ impl Plan {
             },
             numeric: NumericMode::Exact,
             q8_blocks: 0,
+            parts: 1,
             arena_bytes: 0,
         };
         plan.arena_bytes = plan.total_bytes().ok_or(too_big)?;
@@ -301,6 +312,27 @@ impl Plan {
         let mut plan = Plan { numeric: NumericMode::Fast, q8_blocks: blocks, scratch, ..self };
         plan.arena_bytes = plan.total_bytes().ok_or(too_big)?;
         Ok(plan)
+    }
+
+    /// This plan with room for splitting each matrix product into up to `parts` parts that run
+    /// at the same time ([`crate::engine::Job::step_parallel`]; clamped to 1..=[`MAX_PARTS`]):
+    /// per part beyond the first, an output tile of 64 KiB and decode scratch as large as the
+    /// plan's. `with_threads(1)` is the plan as it is. Any split gives the same bits.
+    pub fn with_threads(self, parts: usize) -> Result<Plan> {
+        let too_big = Error::ArenaTooSmall { needed: usize::MAX, given: 0 };
+        let mut plan = Plan { parts: parts.clamp(1, MAX_PARTS), ..self };
+        plan.arena_bytes = plan.total_bytes().ok_or(too_big)?;
+        Ok(plan)
+    }
+
+    /// The most parts a matrix product of a job with this plan is split into.
+    pub fn threads(&self) -> usize {
+        self.parts
+    }
+
+    /// Floats of each extra part's space: its output tile, then its decode scratch.
+    pub(crate) fn part_floats(&self) -> usize {
+        PART_TILE.saturating_add(self.scratch)
     }
 
     /// [`Plan::fit`] for jobs in `mode`: the fastest plan whose arena (with what `mode` needs,
@@ -368,7 +400,7 @@ impl Plan {
     }
 
     /// Byte sizes of the arena's regions, in carving order (see `engine::arena`).
-    pub(crate) fn regions(&self) -> [usize; 11] {
+    pub(crate) fn regions(&self) -> [usize; 12] {
         let n = self.limits.max_tokens;
         let f = core::mem::size_of::<f32>();
         let floats = |count: usize| count.saturating_mul(f);
@@ -384,6 +416,7 @@ impl Plan {
             n.saturating_mul(core::mem::size_of::<u32>()),                  // tokenizer output
             self.shape.vocab.work_bytes(self.mode, self.window),            // tokenizer work
             self.q8_blocks.saturating_mul(core::mem::size_of::<BlockQ8>()), // int8 activations
+            floats(self.parts.saturating_sub(1).saturating_mul(self.part_floats())), // extra parts
         ]
     }
 

@@ -8,6 +8,7 @@
 //! so that every step makes progress. A step therefore does at most its budget, or one unit
 //! when a single unit costs more.
 
+use super::parts::Parallel;
 use super::*;
 use crate::engine::program::{Block, Buf, Kind, Op, Tensor};
 use checked::mul;
@@ -121,6 +122,7 @@ impl<'a> Job<'a> {
         pc: Pc,
         left: u64,
         first: bool,
+        par: &dyn Parallel,
     ) -> Result<Option<u64>> {
         let op = self.op_at(pc).ok_or(Error::InvalidState)?;
         let cost = self.unit_cost(op, pc)?.max(1);
@@ -130,7 +132,7 @@ impl<'a> Job<'a> {
         }
         let remaining = sub(self.extent(op, pc)?, pc.unit)?;
         let take = fit.min(remaining).min(self.most_units(op, pc)?).max(1);
-        self.execute(io, op, pc, take)?;
+        self.execute(io, op, pc, take, par)?;
         self.phase = self.settle(Pc { unit: add(pc.unit, take)?, ..pc })?;
         Ok(Some(cost.saturating_mul(take as u64)))
     }
@@ -278,7 +280,14 @@ impl<'a> Job<'a> {
     }
 
     /// Does units `[pc.unit, pc.unit + count)` of `op`.
-    fn execute<S: Source + ?Sized>(&mut self, io: &mut S, op: Op, pc: Pc, count: usize) -> Result<()> {
+    fn execute<S: Source + ?Sized>(
+        &mut self,
+        io: &mut S,
+        op: Op,
+        pc: Pc,
+        count: usize,
+        par: &dyn Parallel,
+    ) -> Result<()> {
         let tokens = span(pc.unit, count)?;
         self.forget_overwritten(op, pc)?;
         match op.kind {
@@ -312,7 +321,7 @@ impl<'a> Job<'a> {
                 let rows = sub(tokens.start, lead)?..sub(tokens.end, lead)?;
                 let w = self.tensor(w).ok_or(Error::InvalidState)?;
                 let check = self.matmul_check(src, dst, pc);
-                self.matmul(io, &w, self.place(src, pc)?, self.place(dst, pc)?, rows, check)
+                self.matmul(io, &w, (self.place(src, pc)?, self.place(dst, pc)?), rows, check, par)
             }
             Kind::Rope => self.rope(pc, tokens),
             Kind::Attention => self.attention(pc, count),

@@ -14,6 +14,7 @@
 //! and each row's sums depend on nothing else, so any budget gives the same bits.
 
 use super::interpreter::{Pc, Place, Q8Held};
+use super::parts::{multiply_split, Parallel, Product};
 use super::*;
 use crate::engine::program::{Buf, Tensor};
 use crate::quant::{has_q8_kernel, matmul_q8_scratch_len, q8_blocks, quantize_q8, BlockQ8};
@@ -73,14 +74,15 @@ impl<'a> Job<'a> {
     /// `dst.first + rows` of `w`), over the columns `src` holds (`[src.first, src.first +
     /// src.width)` of each weight row); on the int8 path from the blocks [`Job::quantize`] made
     /// of them. With `check = Some(non_finite)`, the new sums are checked for NaN and infinity.
+    /// `par` runs the parts the rows are split into ([`multiply_split`]).
     pub(super) fn matmul<S: Source + ?Sized>(
         &mut self,
         io: &mut S,
         w: &TensorRef,
-        src: Place,
-        dst: Place,
+        (src, dst): (Place, Place),
         rows: core::ops::Range<usize>,
         check: Option<Error>,
+        par: &dyn Parallel,
     ) -> Result<()> {
         let n = self.n_tokens;
         let count = rows.len();
@@ -93,7 +95,11 @@ impl<'a> Job<'a> {
             true => Activations::Q8(self.r.q8, src.width / 32),
             false => Activations::F32(x, src.stride),
         };
-        multiply(&self.kernels, w.ty, raw, count, src.width, input, n, out, dst.stride, self.r.scratch)?;
+        let (ty, k, out_stride, kernels) = (w.ty, src.width, dst.stride, self.kernels);
+        let product =
+            Product { kernels, ty, raw, rows: count, k, input, n_tokens: n, out: &mut *out, out_stride };
+        let scratch_len = self.plan.scratch;
+        multiply_split(par, product, self.r.scratch, self.r.parts, self.plan.parts, scratch_len)?;
         if let Some(non_finite) = check {
             for sums in out.chunks(dst.stride.max(1)).take(n) {
                 ensure_finite(sums.get(..count).ok_or(Error::InvalidState)?, non_finite)?;
@@ -127,6 +133,7 @@ pub(super) fn read_rows<'c, S: Source + ?Sized>(
 
 /// A matrix product's input rows with their stride: f32 values (floats apart), or int8 blocks
 /// (blocks apart, [`Mode::Fast`]).
+#[derive(Debug, Clone, Copy)]
 pub(super) enum Activations<'b> {
     F32(&'b [f32], usize),
     Q8(&'b [BlockQ8], usize),

@@ -9,6 +9,7 @@ mod attention;
 mod checked;
 mod interpreter;
 mod matmul;
+mod parts;
 mod pool;
 mod tokenwise;
 
@@ -23,6 +24,7 @@ use crate::quant::Kernels;
 use crate::tokenizer::{self, TextLookup, TextTokenize};
 use checked::{add, nth_row, span, sub, units};
 use interpreter::Pc;
+pub use parts::{Parallel, Part, Sequential};
 
 /// Work units one [`Job::step`] may do by default: about a quarter of a millisecond on one core
 /// of the machine the README's numbers come from (AVX-512 kernels), a few milliseconds with the
@@ -362,6 +364,14 @@ impl<'a> Job<'a> {
 
     /// Does at most one budget of work, reading weights from `io`, and reports.
     pub fn step<S: Source + ?Sized>(&mut self, io: &mut S) -> Result<Step<'_>> {
+        self.step_parallel(io, &Sequential)
+    }
+
+    /// [`Job::step`], with each matrix product of the step split into up to
+    /// [`Plan::threads`] parts that `par` runs (on as many threads as it likes; the job waits
+    /// for them). The same budget, the same results, bit for bit, whatever `par` does with the
+    /// parts; with a plan for one thread it is [`Job::step`].
+    pub fn step_parallel<S: Source + ?Sized>(&mut self, io: &mut S, par: &dyn Parallel) -> Result<Step<'_>> {
         if let Some(e) = self.failed {
             return Err(e);
         }
@@ -370,7 +380,7 @@ impl<'a> Job<'a> {
             let left = self.options.budget.saturating_sub(spent);
             let advanced = match self.phase {
                 Phase::Tokenize { text } => self.tokenize_step(io, text, left).map(Some),
-                Phase::Run(pc) => self.run(io, pc, left, spent == 0),
+                Phase::Run(pc) => self.run(io, pc, left, spent == 0, par),
                 Phase::Done => Ok(Some(0)),
             };
             match advanced {
