@@ -296,7 +296,9 @@ impl Plan {
         }
         let too_big = Error::ArenaTooSmall { needed: usize::MAX, given: 0 };
         let k = self.shape.mid.max(self.slab);
-        let blocks = (k / 32).checked_mul(self.limits.max_tokens).ok_or(too_big)?;
+        // Twice: the blocks and their residual (see `job::matmul`).
+        let blocks =
+            (k / 32).checked_mul(self.limits.max_tokens).and_then(|b| b.checked_mul(2)).ok_or(too_big)?;
         let scratch = self.scratch.max(matmul_q8_scratch_len(k));
         let mut plan = Plan { numeric: NumericMode::Fast, q8_blocks: blocks, scratch, ..self };
         plan.arena_bytes = plan.total_bytes().ok_or(too_big)?;
@@ -351,7 +353,7 @@ impl Plan {
         if self.q8_blocks == 0 {
             return usize::MAX;
         }
-        let per_token = self.q8_blocks.checked_div(n_tokens.max(1)).unwrap_or(0).saturating_mul(32);
+        let per_token = (self.q8_blocks / 2).checked_div(n_tokens.max(1)).unwrap_or(0).saturating_mul(32);
         per_token.min(matmul_q8_max_k(self.scratch))
     }
 
