@@ -284,9 +284,9 @@ impl Plan {
     }
 
     /// This plan with room for jobs in `mode` as well. For [`NumericMode::Fast`]: a region for
-    /// the int8 blocks of every token's matrix-product input (`max_tokens · k / 32` blocks of
-    /// 40 bytes, for the widest input `k` of the plan's layout: about a third more than the
-    /// hidden states and wide region take) and decode scratch for one int8 weight panel of
+    /// the int8 blocks of every token's matrix-product input and their residual (twice
+    /// `max_tokens · k / 32` blocks of 40 bytes, for the widest input `k` of the plan's layout;
+    /// 3% to 19% more arena on the fixture models) and decode scratch for one int8 weight panel of
     /// such rows (6 floats per element at most). [`NumericMode::Exact`] needs nothing more:
     /// the plan as it is. A plan with the region lays exact jobs out as fast ones (FFN slabs
     /// no wider than the region holds).
@@ -347,8 +347,8 @@ impl Plan {
         Layout { group, slab }
     }
 
-    /// The widest matrix-product input whose int8 blocks for `n_tokens` tokens fit the int8
-    /// region and whose weight panel fits the scratch (no limit in a plan without the region).
+    /// The widest matrix-product input whose int8 blocks (and residual) for `n_tokens` tokens
+    /// fit the int8 region and whose weight panel fits the scratch (no limit in a plan without the region).
     pub(crate) fn q8_cols(&self, n_tokens: usize) -> usize {
         if self.q8_blocks == 0 {
             return usize::MAX;
