@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use stepembed_core::gguf::GgmlType;
 use stepembed_core::quant::{
-    is_computable, matmul_q8_scratch_len, matmul_scratch_len, q8_blocks, quantize_q8, BlockQ8, Kernels, Q8Isa,
+    is_computable, matmul_q8_scratch_len, matmul_scratch_len, q8_blocks, quantize_q8, quantize_q8_refined,
+    BlockQ8, Kernels, Q8Isa,
 };
 
 /// A small xorshift generator: the bench needs no statistical quality, only arbitrary bytes.
@@ -228,6 +229,22 @@ fn main() {
         secs / max_tokens as f64 * 1e9,
         (x.len() * 4) as f64 / secs / 1e9
     );
+    // The refined quantizer: on these well-spread values no token gets a residual; with one large
+    // channel per block (30× the others) every token does.
+    let mut xr = xq.clone();
+    let mut spiky = x.clone();
+    spiky.iter_mut().step_by(32).for_each(|v| *v *= 30.0);
+    for (what, x) in [("well-spread", &x), ("one large channel per block", &spiky)] {
+        let secs = median_secs(o.budget, || {
+            quantize_q8_refined(black_box(x), k, k, max_tokens, &mut xq, &mut xr).unwrap();
+        });
+        let refined = quantize_q8_refined(x, k, k, max_tokens, &mut xq, &mut xr).unwrap();
+        println!(
+            "quantize_q8_refined, {what}: {:.1} ns per token of {k} ({refined} of {max_tokens} tokens refined)",
+            secs / max_tokens as f64 * 1e9
+        );
+    }
+    println!();
 
     let mut header = String::from("| type | path |");
     let mut rule = String::from("|---|---|");

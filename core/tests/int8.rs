@@ -7,6 +7,8 @@
 //!   quantized type;
 //! * every SIMD path equals the scalar twin bit for bit (quickcheck over types, shapes, strides,
 //!   token counts, f16 max / min / subnormal block scales, all-±127 activations, all-max codes);
+//! * the refined quantizer (a residual pass where a token's int8 row is off by more than
+//!   `REFINE_ABOVE`) and the product over blocks and residual, on every path;
 //! * the error contract;
 //! * accuracy: int8 vs f32 `matmul_acc` and vs f64 on the fixture models' weights with Gaussian
 //!   activations, per type (printed with `--nocapture`).
@@ -17,7 +19,8 @@ use common::{below, bits_equal, f16_fields, read_fixture, tensors, unit};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 use stepembed_core::gguf::{GgmlType, TensorInfo};
 use stepembed_core::quant::{
-    is_computable, matmul_q8_scratch_len, matmul_scratch_len, q8_blocks, quantize_q8, BlockQ8, Kernels, Q8Isa,
+    is_computable, matmul_q8_scratch_len, matmul_scratch_len, q8_blocks, quantize_q8, quantize_q8_refined,
+    BlockQ8, Kernels, Q8Isa, REFINE_ABOVE,
 };
 use stepembed_core::{Error, Malformed, Unsupported};
 
@@ -215,6 +218,174 @@ fn scalar_twin_equals_the_f64_reference() {
                     "{ty:?} k {k} output {i}: {got} vs f64 {want} (Σ|w·x| {abs})"
                 );
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The residual pass.
+
+/// `n_tokens` rows of `k` values: even tokens well spread (uniform), odd ones with one channel
+/// per block (±127 δ) that sets an int8 step δ too coarse for the other 31, which lie near
+/// half-steps (`(m + 0.5) δ`, |m| < 40: about δ/2 lost on each, a relative error near 0.02).
+fn mixed_rows(g: &mut Gen, k: usize, n_tokens: usize) -> Vec<f32> {
+    let mut x: Vec<f32> = (0..n_tokens * k).map(|_| unit(g)).collect();
+    for (t, row) in x.chunks_exact_mut(k).enumerate() {
+        if t % 2 == 1 {
+            let delta = 0.01 + unit(g).abs();
+            for (i, v) in row.iter_mut().enumerate() {
+                let m = (below(g, 80) as f32 - 40.0) + 0.5 + 0.05 * unit(g);
+                *v = if i % 32 == 0 { 127.0 * delta } else { m * delta };
+            }
+        }
+    }
+    x
+}
+
+#[test]
+fn refined_quantizer_adds_a_residual_exactly_where_a_row_loses_too_much() {
+    let mut g = Gen::new(100);
+    for _ in 0..200 {
+        let k = 32 * (1 + below(&mut g, 12));
+        let n_tokens = 1 + below(&mut g, 6);
+        let x = mixed_rows(&mut g, k, n_tokens);
+        let blocks = q8_blocks(k, n_tokens).unwrap();
+        // The residual region starts with nonzero blocks: the quantizer must clear them.
+        let (mut xq, mut xr) =
+            (vec![BlockQ8::ZERO; blocks], vec![quantize(&[1.0; 32], 32, 32, 1)[0]; blocks]);
+        let refined = quantize_q8_refined(&x, k, k, n_tokens, &mut xq, &mut xr).unwrap();
+        // The first pass is quantize_q8's.
+        assert_eq!(xq, quantize(&x, k, k, n_tokens));
+        let mut count = 0;
+        for t in 0..n_tokens {
+            let row = &x[t * k..(t + 1) * k];
+            let (q, r) = (&xq[t * k / 32..(t + 1) * k / 32], &xr[t * k / 32..(t + 1) * k / 32]);
+            let value = |b: &BlockQ8, i: usize| f64::from(b.scale()) * f64::from(b.values()[i]);
+            let (mut err, mut norm) = (0f64, 0f64);
+            for (i, &v) in row.iter().enumerate() {
+                err += (f64::from(v) - value(&q[i / 32], i % 32)).powi(2);
+                norm += f64::from(v).powi(2);
+            }
+            let above = err > REFINE_ABOVE * REFINE_ABOVE * norm;
+            // Well-spread rows stay below the threshold; the spiky ones exceed it.
+            assert_eq!(above, t % 2 == 1, "token {t}: relative error {}", (err / norm).sqrt());
+            if !above {
+                assert!(r.iter().all(|b| *b == BlockQ8::ZERO), "token {t}: a residual below the threshold");
+                continue;
+            }
+            count += 1;
+            for (i, &v) in row.iter().enumerate() {
+                let (b1, b2) = (&q[i / 32], &r[i / 32]);
+                // The residual's step is at most 1/254 of the first's, and x̂ + r̂ is within
+                // half of it (plus the f32 rounding of the residual and of its scale).
+                assert!(f64::from(b2.scale()) <= f64::from(b1.scale()) / 254.0 * (1.0 + 1e-6));
+                let left = f64::from(v) - value(b1, i % 32) - value(b2, i % 32);
+                let tol = 0.5 * f64::from(b2.scale()) * (1.0 + 1e-6) + 2e-7 * f64::from(b1.scale());
+                assert!(left.abs() <= tol, "token {t} value {i}: {v} left {left}");
+            }
+        }
+        assert_eq!(refined, count);
+        // Each token's blocks depend on its row only: one token at a time gives the same.
+        for t in 0..n_tokens {
+            let (mut q1, mut r1) = (vec![BlockQ8::ZERO; k / 32], vec![BlockQ8::ZERO; k / 32]);
+            quantize_q8_refined(&x[t * k..], k, k, 1, &mut q1, &mut r1).unwrap();
+            assert_eq!(
+                (&q1[..], &r1[..]),
+                (&xq[t * k / 32..(t + 1) * k / 32], &xr[t * k / 32..(t + 1) * k / 32])
+            );
+        }
+    }
+    // Its errors: those of quantize_q8, and a residual region too small.
+    let x = vec![1.0f32; 64];
+    let (mut q, mut r) = (vec![BlockQ8::ZERO; 2], vec![BlockQ8::ZERO; 1]);
+    assert_eq!(
+        quantize_q8_refined(&x, 64, 64, 1, &mut q, &mut r),
+        Err(Error::BufferTooSmall { needed: 2, given: 1 })
+    );
+    let mut r = vec![BlockQ8::ZERO; 2];
+    let nan = [f32::NAN; 64];
+    assert_eq!(
+        quantize_q8_refined(&nan, 64, 64, 1, &mut q, &mut r),
+        Err(Error::NonFinite { stage: "quantize", layer: None })
+    );
+}
+
+#[test]
+fn product_over_blocks_and_residual_is_both_products_on_every_path() {
+    let mut g = Gen::new(100);
+    for ty in quantized() {
+        for _ in 0..10 {
+            let be = ty.block_elems() as usize;
+            let k = be * (1 + below(&mut g, if be == 32 { 8 } else { 2 }));
+            let n_rows = 1 + below(&mut g, 40);
+            let n_tokens = 1 + below(&mut g, 7);
+            let w = weights(&mut g, ty, n_rows * k / be, Scales::Moderate, false);
+            let x = mixed_rows(&mut g, k, n_tokens);
+            let blocks = q8_blocks(k, n_tokens).unwrap();
+            let (mut xq, mut xr) = (vec![BlockQ8::ZERO; blocks], vec![BlockQ8::ZERO; blocks]);
+            quantize_q8_refined(&x, k, k, n_tokens, &mut xq, &mut xr).unwrap();
+            let mut scratch = vec![0f32; matmul_q8_scratch_len(k)];
+            let start: Vec<f32> = (0..n_tokens * n_rows).map(|_| unit(&mut g)).collect();
+            // The reference: the scalar product over the blocks, then over each refined token's
+            // residual alone.
+            let scalar = Kernels::scalar();
+            let mut want = start.clone();
+            scalar
+                .matmul_q8_acc(ty, &w, n_rows, k, &xq, k / 32, n_tokens, &mut want, n_rows, &mut scratch)
+                .unwrap();
+            for t in (1..n_tokens).step_by(2) {
+                let (xr_t, o) = (&xr[t * k / 32..], &mut want[t * n_rows..]);
+                scalar.matmul_q8_acc(ty, &w, n_rows, k, xr_t, k / 32, 1, o, n_rows, &mut scratch).unwrap();
+            }
+            for kern in q8_tables() {
+                let mut got = start.clone();
+                kern.matmul_q8r_acc(
+                    ty,
+                    &w,
+                    n_rows,
+                    k,
+                    (&xq, &xr),
+                    k / 32,
+                    n_tokens,
+                    &mut got,
+                    n_rows,
+                    &mut scratch,
+                )
+                .unwrap();
+                let same = got.iter().zip(&want).all(|(&a, &b)| bits_equal(a, b));
+                assert!(same, "{ty:?} {} k {k} rows {n_rows} tokens {n_tokens}", kern.q8_isa().name());
+            }
+            // Closer to the f64 product of the f32 values than the blocks alone, on the spiky tokens.
+            let mut wf = vec![0f32; n_rows * k];
+            scalar.dequantize(ty, &w[..n_rows * ty.row_bytes(k as u64).unwrap() as usize], &mut wf).unwrap();
+            let mut once = vec![0f32; n_tokens * n_rows];
+            let mut both = once.clone();
+            scalar
+                .matmul_q8_acc(ty, &w, n_rows, k, &xq, k / 32, n_tokens, &mut once, n_rows, &mut scratch)
+                .unwrap();
+            scalar
+                .matmul_q8r_acc(
+                    ty,
+                    &w,
+                    n_rows,
+                    k,
+                    (&xq, &xr),
+                    k / 32,
+                    n_tokens,
+                    &mut both,
+                    n_rows,
+                    &mut scratch,
+                )
+                .unwrap();
+            let (mut e1, mut e2) = (0f64, 0f64);
+            for t in (1..n_tokens).step_by(2) {
+                for r in 0..n_rows {
+                    let exact: f64 = (0..k).map(|i| f64::from(wf[r * k + i]) * f64::from(x[t * k + i])).sum();
+                    e1 += (f64::from(once[t * n_rows + r]) - exact).powi(2);
+                    e2 += (f64::from(both[t * n_rows + r]) - exact).powi(2);
+                }
+            }
+            assert!(e2 <= e1, "{ty:?}: residual error {e2} vs {e1}");
         }
     }
 }

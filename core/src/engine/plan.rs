@@ -295,9 +295,9 @@ impl Plan {
     }
 
     /// This plan with room for jobs in `mode` as well. For [`NumericMode::Fast`]: a region for
-    /// the int8 blocks of every token's matrix-product input (`max_tokens · k / 32` blocks of
-    /// 40 bytes, for the widest input `k` of the plan's layout: about a third more than the
-    /// hidden states and wide region take) and decode scratch for one int8 weight panel of
+    /// the int8 blocks of every token's matrix-product input and their residual (twice
+    /// `max_tokens · k / 32` blocks of 40 bytes, for the widest input `k` of the plan's layout;
+    /// 3% to 19% more arena on the fixture models) and decode scratch for one int8 weight panel of
     /// such rows (6 floats per element at most). [`NumericMode::Exact`] needs nothing more:
     /// the plan as it is. A plan with the region lays exact jobs out as fast ones (FFN slabs
     /// no wider than the region holds).
@@ -307,7 +307,9 @@ impl Plan {
         }
         let too_big = Error::ArenaTooSmall { needed: usize::MAX, given: 0 };
         let k = self.shape.mid.max(self.slab);
-        let blocks = (k / 32).checked_mul(self.limits.max_tokens).ok_or(too_big)?;
+        // Twice: the blocks and their residual (see `job::matmul`).
+        let blocks =
+            (k / 32).checked_mul(self.limits.max_tokens).and_then(|b| b.checked_mul(2)).ok_or(too_big)?;
         let scratch = self.scratch.max(matmul_q8_scratch_len(k));
         let mut plan = Plan { numeric: NumericMode::Fast, q8_blocks: blocks, scratch, ..self };
         plan.arena_bytes = plan.total_bytes().ok_or(too_big)?;
@@ -377,13 +379,13 @@ impl Plan {
         Layout { group, slab }
     }
 
-    /// The widest matrix-product input whose int8 blocks for `n_tokens` tokens fit the int8
-    /// region and whose weight panel fits the scratch (no limit in a plan without the region).
+    /// The widest matrix-product input whose int8 blocks (and residual) for `n_tokens` tokens
+    /// fit the int8 region and whose weight panel fits the scratch (no limit in a plan without the region).
     pub(crate) fn q8_cols(&self, n_tokens: usize) -> usize {
         if self.q8_blocks == 0 {
             return usize::MAX;
         }
-        let per_token = self.q8_blocks.checked_div(n_tokens.max(1)).unwrap_or(0).saturating_mul(32);
+        let per_token = (self.q8_blocks / 2).checked_div(n_tokens.max(1)).unwrap_or(0).saturating_mul(32);
         per_token.min(matmul_q8_max_k(self.scratch))
     }
 

@@ -51,7 +51,10 @@ mod simd;
 
 use crate::error::{Error, Malformed, Name, Result, Unsupported};
 use crate::gguf::GgmlType;
-pub use int8::{has_q8_kernel, matmul_q8_scratch_len, q8_blocks, quantize_q8, BlockQ8, Q8Isa};
+pub use int8::{
+    has_q8_kernel, matmul_q8_scratch_len, q8_blocks, quantize_q8, quantize_q8_refined, BlockQ8, Q8Isa,
+    REFINE_ABOVE,
+};
 
 /// Whether the engine can compute with tensors of type `ty`.
 ///
@@ -505,7 +508,43 @@ impl Kernels {
         out_stride: usize,
         scratch: &mut [f32],
     ) -> Result<()> {
-        int8::matmul_q8_acc(self.q8, ty, w, n_rows, k, xq, xq_stride, n_tokens, out, out_stride, scratch)
+        int8::matmul_q8_acc(
+            self.q8,
+            ty,
+            w,
+            n_rows,
+            k,
+            (xq, None),
+            xq_stride,
+            n_tokens,
+            out,
+            out_stride,
+            scratch,
+        )
+    }
+
+    /// [`Kernels::matmul_q8_acc`] over blocks and their residual ([`quantize_q8_refined`]):
+    /// `out[t·out_stride + r] += Σ W[r]·x̂[t]`, then `+= Σ W[r]·r̂[t]` for each token whose
+    /// residual row `xr[t·xq_stride ..]` has a nonzero block (the others are skipped, which is
+    /// the same bits as adding their zero sums). Each weight block is unpacked once for both.
+    /// Errors: those of [`Kernels::matmul_q8_acc`], with `xr` checked like `xq`. Work: that of
+    /// [`Kernels::matmul_q8_acc`] for `n_tokens` plus the refined tokens.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_q8r_acc(
+        &self,
+        ty: GgmlType,
+        w: &[u8],
+        n_rows: usize,
+        k: usize,
+        (xq, xr): (&[BlockQ8], &[BlockQ8]),
+        xq_stride: usize,
+        n_tokens: usize,
+        out: &mut [f32],
+        out_stride: usize,
+        scratch: &mut [f32],
+    ) -> Result<()> {
+        let x = (xq, Some(xr));
+        int8::matmul_q8_acc(self.q8, ty, w, n_rows, k, x, xq_stride, n_tokens, out, out_stride, scratch)
     }
 
     /// [`Kernels::matmul_acc`] with f32 weights in a strided matrix: row `r` of `W` is

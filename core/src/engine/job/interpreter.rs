@@ -91,6 +91,8 @@ impl Place {
 pub(super) struct Q8Held {
     pub src: Place,
     pub by: Pc,
+    /// Tokens whose blocks have a residual (each weight row multiplies them twice).
+    pub refined: usize,
 }
 
 impl<'a> Job<'a> {
@@ -234,7 +236,13 @@ impl<'a> Job<'a> {
                 let k = self.place(src, pc)?.width;
                 let lead = self.matmul_lead(w, src, pc)?;
                 let check = if self.matmul_check(src, dst, pc).is_some() { FINITE_COST } else { 0 };
-                let row = units(1, &[self.n_tokens]).saturating_mul((k as u64).saturating_add(check));
+                // A refined token (its blocks have a residual) is multiplied twice.
+                let refined = match self.tensor(w) {
+                    Some(w) => self.q8_refined(&w, self.place(src, pc)?),
+                    None => 0,
+                };
+                let int = units(1, &[add(self.n_tokens, refined)?]).saturating_mul(k as u64);
+                let row = int.saturating_add(units(check, &[self.n_tokens]));
                 match lead {
                     0 => row,
                     _ if pc.unit < lead => units(QUANTIZE_COST, &[k]),

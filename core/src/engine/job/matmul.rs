@@ -12,12 +12,20 @@
 //! last input quantized until an operation writes it: the products of every head group over
 //! the same hidden states, and an FFN slab's up and gate, quantize it once. Each token's blocks
 //! and each row's sums depend on nothing else, so any budget gives the same bits.
+//!
+//! The region has two halves: the blocks, and their residual ([`quantize_q8_refined`]): a
+//! token whose int8 row is off by more than [`REFINE_ABOVE`] of its norm (large channels set
+//! the scale of its blocks) gets the blocks of what the first pass missed, and every weight row
+//! multiplies those too ([`Kernels::matmul_q8r_acc`]); a row unit then costs the refined tokens
+//! twice, known once the input is quantized ([`Q8Held::refined`]).
+//!
+//! [`REFINE_ABOVE`]: crate::quant::REFINE_ABOVE
 
 use super::interpreter::{Pc, Place, Q8Held};
 use super::parts::{multiply_split, Parallel, Product};
 use super::*;
 use crate::engine::program::{Buf, Tensor};
-use crate::quant::{has_q8_kernel, matmul_q8_scratch_len, q8_blocks, quantize_q8, BlockQ8};
+use crate::quant::{has_q8_kernel, matmul_q8_scratch_len, q8_blocks, quantize_q8_refined, BlockQ8};
 use checked::mul;
 
 impl<'a> Job<'a> {
@@ -27,7 +35,7 @@ impl<'a> Job<'a> {
     /// `None`: the f32 path.
     pub(super) fn q8_k(&self, w: &TensorRef, src: Place) -> Option<usize> {
         let k = src.width;
-        let fits = q8_blocks(k, self.n_tokens).is_some_and(|b| b <= self.r.q8.len());
+        let fits = q8_blocks(k, self.n_tokens).is_some_and(|b| b <= self.r.q8.len() / 2);
         let panel_fits = matmul_q8_scratch_len(k) <= self.r.scratch.len();
         let fast = self.options.mode == Mode::Fast && has_q8_kernel(w.ty);
         (fast && k > 0 && fits && panel_fits).then_some(k)
@@ -47,25 +55,42 @@ impl<'a> Job<'a> {
         })
     }
 
+    /// Tokens of `src` whose int8 blocks have a residual, for the product of `w` over it: those
+    /// [`Job::quantize`] counted when the region holds `src` and the product runs on the int8
+    /// path, else 0.
+    pub(super) fn q8_refined(&self, w: &TensorRef, src: Place) -> usize {
+        match self.q8_held {
+            Some(h) if h.src == src && self.q8_k(w, src).is_some() => h.refined,
+            _ => 0,
+        }
+    }
+
     /// Quantizes tokens `tokens` of `src` (its `src.width` columns) into the int8 region for
     /// the product at `pc`, `src.width / 32` blocks per token from token 0 on; after the last
     /// token the region holds `src` for later products. A NaN or an infinity is the current
     /// stage's [`Error::NonFinite`].
     pub(super) fn quantize(&mut self, src: Place, pc: Pc, tokens: core::ops::Range<usize>) -> Result<()> {
         self.q8_held = None;
+        if tokens.start == 0 {
+            self.q8_refined = 0;
+        }
         let complete = tokens.end == self.n_tokens;
         let non_finite = self.non_finite();
         let k = src.width;
         let buf: &[f32] = if src.in_wide { self.r.wide } else { self.r.x };
         let from = add(src.offset, add(mul(tokens.start, src.stride)?, src.col)?)?;
         let x = buf.get(from..).ok_or(Error::InvalidState)?;
-        let dst = self.r.q8.get_mut(mul(tokens.start, k / 32)?..).ok_or(Error::InvalidState)?;
-        quantize_q8(x, src.stride, k, tokens.len(), dst).map_err(|e| match e {
+        let (blocks, residual) = halves(self.r.q8);
+        let at = mul(tokens.start, k / 32)?;
+        let dst = blocks.get_mut(at..).ok_or(Error::InvalidState)?;
+        let res = residual.get_mut(at..).ok_or(Error::InvalidState)?;
+        let refined = quantize_q8_refined(x, src.stride, k, tokens.len(), dst, res).map_err(|e| match e {
             Error::NonFinite { .. } => non_finite,
             e => e,
         })?;
+        self.q8_refined = add(self.q8_refined, refined)?;
         if complete {
-            self.q8_held = Some(Q8Held { src, by: pc.operation() });
+            self.q8_held = Some(Q8Held { src, by: pc.operation(), refined: self.q8_refined });
         }
         Ok(())
     }
@@ -89,10 +114,15 @@ impl<'a> Job<'a> {
         let first = add(dst.first, rows.start)?;
         let cols = (src.first, add(src.first, src.width)?);
         let q8 = self.q8_k(w, src).is_some();
+        let refined = self.q8_refined(w, src);
         let raw = read_rows(io, self.r.chunk, w, first, count, cols)?;
         let (x, out) = apart(self.r.x, self.r.wide, src, Place { col: add(dst.col, rows.start)?, ..dst })?;
         let input = match q8 {
-            true => Activations::Q8(self.r.q8, src.width / 32),
+            true => {
+                let (blocks, residual) = halves(self.r.q8);
+                let residual = (refined > 0).then_some(&*residual);
+                Activations::Q8(blocks, residual, src.width / 32)
+            }
             false => Activations::F32(x, src.stride),
         };
         let (ty, k, out_stride, kernels) = (w.ty, src.width, dst.stride, self.kernels);
@@ -132,11 +162,19 @@ pub(super) fn read_rows<'c, S: Source + ?Sized>(
 }
 
 /// A matrix product's input rows with their stride: f32 values (floats apart), or int8 blocks
-/// (blocks apart, [`Mode::Fast`]).
+/// and, where some token has one, their residual (blocks apart, [`Mode::Fast`]).
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Activations<'b> {
     F32(&'b [f32], usize),
-    Q8(&'b [BlockQ8], usize),
+    Q8(&'b [BlockQ8], Option<&'b [BlockQ8]>, usize),
+}
+
+/// The int8 region's two halves: the blocks of the input, and their residual
+/// ([`quantize_q8_refined`]), each room for the same blocks.
+fn halves(q8: &mut [BlockQ8]) -> (&mut [BlockQ8], &mut [BlockQ8]) {
+    let half = q8.len() / 2;
+    let (blocks, rest) = q8.split_at_mut(half);
+    (blocks, rest.get_mut(..half).unwrap_or_default())
 }
 
 /// `out[t·out_stride + r] += Σ W[r]·x[t]` for the `rows` weight rows of `raw` (`k` columns of
@@ -159,8 +197,11 @@ pub(super) fn multiply(
         Activations::F32(x, stride) => {
             kernels.matmul_acc(ty, raw, rows, k, x, stride, n, out, out_stride, scratch)
         }
-        Activations::Q8(xq, stride) => {
+        Activations::Q8(xq, None, stride) => {
             kernels.matmul_q8_acc(ty, raw, rows, k, xq, stride, n, out, out_stride, scratch)
+        }
+        Activations::Q8(xq, Some(xr), stride) => {
+            kernels.matmul_q8r_acc(ty, raw, rows, k, (xq, xr), stride, n, out, out_stride, scratch)
         }
     }
 }

@@ -53,9 +53,11 @@ const ATTENTION_PAIR_COST: u64 = 100;
 /// Work units of the int8 path (fast mode) besides its multiply-adds, counted one unit each as in
 /// the f32 kernels (they take 0.55–0.6 of that at 128 tokens, so its steps end early rather than
 /// late): per input element quantized (once per token and product; `quantize_q8` measured at
-/// 3.5 ns per element, AVX-512 machine, benches/int8.rs), and per weight element unpacked into a
-/// panel (once per weight row whatever the token count; 0.3–0.45 ns measured at one token).
-const QUANTIZE_COST: u64 = 100;
+/// 3.5 ns per element, AVX-512 machine, benches/int8.rs, and `quantize_q8_refined`'s error
+/// check 0.9 ns more; a token that gets a residual takes about twice that, which the cost does
+/// not know in advance), and per weight element unpacked into a panel (once per weight row
+/// whatever the token count; 0.3–0.45 ns measured at one token).
+const QUANTIZE_COST: u64 = 130;
 const PANEL_COST: u64 = 12;
 /// Work units per tokenizer unit (a char normalized, a vocab entry compared, …).
 const TOKENIZER_COST: u64 = 1000;
@@ -182,6 +184,8 @@ pub struct Job<'a> {
     layout: Layout,
     /// The input the int8 region holds, if any ([`Mode::Fast`]).
     q8_held: Option<interpreter::Q8Held>,
+    /// Tokens of the input being quantized that got a residual so far.
+    q8_refined: usize,
     done_units: u64,
     total_units: u64,
     failed: Option<Error>,
@@ -251,6 +255,7 @@ impl<'a> Job<'a> {
             layer: None,
             layout: plan.layout_for(plan.limits.max_tokens),
             q8_held: None,
+            q8_refined: 0,
             done_units: 0,
             total_units: 0,
             failed: None,
