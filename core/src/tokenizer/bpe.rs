@@ -29,6 +29,7 @@
 //! Only [`ModelLookup::Index`] is supported: a scan mode would stream the 151 387 merges as well
 //! as the vocab for every window.
 
+use super::bpe_scan::{bpe_scan_bytes, Scan, ScanStats};
 use super::bpe_split::{byte_char, word_end};
 use super::model_vocab::{ModelKind, ModelVocab, PreTokenizer};
 use super::special::{choose, Candidate};
@@ -48,11 +49,12 @@ const PER_BYTE: usize = 2 + 5 * 4 + 3 * 4 * 4 + 3 * 4 / 2 + 1;
 const SLACK: usize = 7;
 
 /// Bytes of work memory [`BpeTokenize`] needs for words of up to `window` bytes:
-/// `77 × window + 7` (≈ 315 KB for a 4 KiB window). Index mode only (`lookup_scan` must be false;
-/// the parameter keeps the call the same as [`spm_work_bytes`](super::spm_work_bytes)).
-/// Saturates instead of overflowing.
+/// `77 × window + 7` with an index (≈ 315 KB for a 4 KiB window), [`bpe_scan_bytes`] in scan
+/// mode (`lookup_scan`; ≈ 420 KB for 4 KiB, 44 KB for 256). Saturates instead of overflowing.
 pub const fn bpe_work_bytes(lookup_scan: bool, window: usize) -> usize {
-    let _ = lookup_scan;
+    if lookup_scan {
+        return bpe_scan_bytes(window);
+    }
     window.saturating_mul(PER_BYTE).saturating_add(SLACK)
 }
 
@@ -154,6 +156,15 @@ struct State<'i> {
     phase: Phase,
 }
 
+/// Index mode or scan mode.
+// Held in place by the tokenizer (no allocator to box the large variant in).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Engine<'i> {
+    Index(State<'i>),
+    Scan(Scan),
+}
+
 /// Tokenizes one text with a byte-level BPE vocab, a bounded amount of work per
 /// [`BpeTokenize::step`].
 ///
@@ -167,7 +178,7 @@ struct State<'i> {
 /// `options.max_tokens` ids). Errors poison the machine. Dropping it at any point is fine.
 #[derive(Debug)]
 pub struct BpeTokenize<'a> {
-    st: State<'a>,
+    eng: Engine<'a>,
     text: &'a str,
     mem: &'a mut [u8],
     out: &'a mut [u32],
@@ -194,9 +205,10 @@ impl<'a> BpeTokenize<'a> {
             ModelKind::Bpe(PreTokenizer::Gpt2) => return Err(unsupported("gpt2/gpt-2")),
             ModelKind::Spm => return Err(unsupported("llama")),
         }
-        let ModelLookup::Index(ix) = lookup else { return Err(unsupported("gpt2 (scan mode)")) };
-        if ix.tokens() != vocab.tokens() {
-            return Err(Error::PlanMismatch);
+        if let ModelLookup::Index(ix) = lookup {
+            if ix.tokens() != vocab.tokens() {
+                return Err(Error::PlanMismatch);
+            }
         }
         if out.len() < options.max_tokens {
             return Err(Error::BufferTooSmall { needed: options.max_tokens, given: out.len() });
@@ -208,14 +220,9 @@ impl<'a> BpeTokenize<'a> {
             return Err(Error::BufferTooSmall { needed: fixed, given: options.max_tokens });
         }
         let aligned = bytemuck::pod_align_to::<u8, u32>(mem).1.len().saturating_mul(4);
-        let w = window_for(aligned);
-        if w < MIN_MODEL_WINDOW {
-            return Err(Error::BufferTooSmall {
-                needed: bpe_work_bytes(false, MIN_MODEL_WINDOW),
-                given: mem.len(),
-            });
-        }
-        carve(mem, w)?;
+        let scan = matches!(lookup, ModelLookup::Scan);
+        let too_small =
+            Error::BufferTooSmall { needed: bpe_work_bytes(scan, MIN_MODEL_WINDOW), given: mem.len() };
         let mut n_out = 0;
         if bos {
             if let Some(first) = out.first_mut() {
@@ -223,8 +230,20 @@ impl<'a> BpeTokenize<'a> {
                 n_out = 1;
             }
         }
+        let ix = match lookup {
+            ModelLookup::Index(ix) => ix,
+            ModelLookup::Scan => {
+                let st = Scan::new(vocab, aligned, options, n_out).ok_or(too_small)?;
+                return Ok(BpeTokenize { eng: Engine::Scan(st), text, mem, out });
+            }
+        };
+        let w = window_for(aligned);
+        if w < MIN_MODEL_WINDOW {
+            return Err(too_small);
+        }
+        carve(mem, w)?;
         Ok(BpeTokenize {
-            st: State {
+            eng: Engine::Index(State {
                 vocab: *vocab,
                 ix,
                 w,
@@ -241,7 +260,7 @@ impl<'a> BpeTokenize<'a> {
                 extent: 0,
                 n_cand: 0,
                 phase: Phase::Find { at: 0, cluster: None },
-            },
+            }),
             text,
             mem,
             out,
@@ -260,20 +279,26 @@ impl<'a> BpeTokenize<'a> {
     /// than `max_tokens`; [`Error::BufferTooSmall`] when a word or a cluster of special-token
     /// occurrences does not fit the window.
     pub fn step<S: Source + ?Sized>(&mut self, io: &mut S, budget: u32) -> Result<Step> {
-        let _ = io;
-        match self.st.phase {
+        let st = match &mut self.eng {
+            Engine::Index(st) => st,
+            Engine::Scan(sc) => {
+                let done = sc.step(self.mem, self.text, self.out, io, budget)?;
+                return Ok(if done { Step::Done } else { Step::Pending });
+            }
+        };
+        match st.phase {
             Phase::Done => return Ok(Step::Done),
             Phase::Failed(e) => return Err(e),
             _ => {}
         }
         let given = self.mem.len();
-        let mut parts = carve(self.mem, self.st.w)?;
+        let mut parts = carve(self.mem, st.w)?;
         let mut left = u64::from(budget.max(1));
-        match self.st.advance(&mut parts, self.text, self.out, &mut left, given) {
-            Ok(()) if matches!(self.st.phase, Phase::Done) => Ok(Step::Done),
+        match st.advance(&mut parts, self.text, self.out, &mut left, given) {
+            Ok(()) if matches!(st.phase, Phase::Done) => Ok(Step::Done),
             Ok(()) => Ok(Step::Pending),
             Err(e) => {
-                self.st.phase = Phase::Failed(e);
+                st.phase = Phase::Failed(e);
                 Err(e)
             }
         }
@@ -287,29 +312,55 @@ impl<'a> BpeTokenize<'a> {
 
     /// The ids written so far (all of them after [`Step::Done`]).
     pub fn ids(&self) -> &[u32] {
-        self.out.get(..self.st.n_out).unwrap_or_default()
+        self.out.get(..self.n_out()).unwrap_or_default()
+    }
+
+    fn n_out(&self) -> usize {
+        match &self.eng {
+            Engine::Index(st) => st.n_out,
+            Engine::Scan(sc) => sc.n_out,
+        }
     }
 
     /// Gives the buffers back: `(out, number of ids written, work memory)`.
     pub fn into_parts(self) -> (&'a mut [u32], usize, &'a mut [u8]) {
-        (self.out, self.st.n_out, self.mem)
+        let n = self.n_out();
+        (self.out, n, self.mem)
     }
 
     /// Whether a step has returned [`Step::Done`].
     pub fn is_done(&self) -> bool {
-        matches!(self.st.phase, Phase::Done)
+        match &self.eng {
+            Engine::Index(st) => matches!(st.phase, Phase::Done),
+            Engine::Scan(sc) => sc.is_done(),
+        }
     }
 
-    /// Raw text bytes tokenized so far (through the word or special token being written), and the
-    /// text's length.
+    /// Raw text bytes tokenized so far (index mode: through the word or special token being
+    /// written; scan mode: up to the batch being tokenized), and the text's length.
     pub fn progress(&self) -> (u64, u64) {
-        let at = if self.is_done() { self.text.len() } else { self.st.consumed };
+        let at = match &self.eng {
+            _ if self.is_done() => self.text.len(),
+            Engine::Index(st) => st.consumed,
+            Engine::Scan(sc) => sc.progress(self.text.len()),
+        };
         (at as u64, self.text.len() as u64)
     }
 
     /// Bytes of raw text the longest word may have (chosen from the work memory's size).
     pub fn window_bytes(&self) -> usize {
-        self.st.w
+        match &self.eng {
+            Engine::Index(st) => st.w,
+            Engine::Scan(sc) => sc.window(),
+        }
+    }
+
+    /// Scan mode: batches, passes and entries streamed so far (`None` in index mode).
+    pub fn scan_stats(&self) -> Option<ScanStats> {
+        match &self.eng {
+            Engine::Index(_) => None,
+            Engine::Scan(sc) => Some(sc.stats),
+        }
     }
 }
 

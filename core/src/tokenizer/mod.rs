@@ -84,6 +84,7 @@
 //! special-token occurrences wider than the window.
 
 mod bpe;
+mod bpe_scan;
 mod bpe_split;
 mod index;
 mod model_vocab;
@@ -99,6 +100,7 @@ pub mod unicode;
 mod vocab;
 
 pub use bpe::{bpe_work_bytes, BpeTokenize};
+pub use bpe_scan::{bpe_scan_bytes, ScanStats, BPE_SCAN_SCRATCH, MAX_BPE_SCAN_WINDOW};
 pub use index::{IndexBuilder, VocabIndex};
 pub use model_vocab::{
     read_model_vocab, ModelKind, ModelVocab, ModelVocabLoader, ModelVocabMeta, PreTokenizer, MAX_ENTRY_BYTES,
