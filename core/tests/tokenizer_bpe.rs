@@ -433,3 +433,55 @@ fn scan_of_a_corrupt_vocab_is_a_typed_error() {
         }
     }
 }
+
+/// A GGUF file holding only a `gpt2` / `qwen2` vocab with these tokens and merges.
+fn tiny_bpe(tokens: &[&str], merges: &[&str]) -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn kv_str(out: &mut Vec<u8>, k: &str, v: &str) {
+        string(out, k);
+        out.extend_from_slice(&8u32.to_le_bytes());
+        string(out, v);
+    }
+    fn kv_arr(out: &mut Vec<u8>, k: &str, v: &[&str]) {
+        string(out, k);
+        out.extend_from_slice(&9u32.to_le_bytes());
+        out.extend_from_slice(&8u32.to_le_bytes());
+        out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        for s in v {
+            string(out, s);
+        }
+    }
+    let mut f = b"GGUF".to_vec();
+    f.extend_from_slice(&3u32.to_le_bytes());
+    f.extend_from_slice(&0u64.to_le_bytes());
+    f.extend_from_slice(&4u64.to_le_bytes());
+    kv_str(&mut f, "tokenizer.ggml.model", "gpt2");
+    kv_str(&mut f, "tokenizer.ggml.pre", "qwen2");
+    kv_arr(&mut f, "tokenizer.ggml.tokens", tokens);
+    kv_arr(&mut f, "tokenizer.ggml.merges", merges);
+    f
+}
+
+/// A vocab whose merge "ab c" ranks before "a b", the merge that makes its left side: the merge
+/// pass alone would stop at "ab" "c"; the verify pass sees the pair born after its rank and the
+/// word is redone one lowest-rank merge at a time, as llama.cpp (and the index) merge it.
+#[test]
+fn scan_redoes_words_whose_merges_break_the_rank_order() {
+    let file = tiny_bpe(&["a", "b", "c", "ab", "abc", "bc", "x"], &["ab c", "a b", "b c", "x x"]);
+    let (file, vocab, mem) = index(file);
+    let ix = TokenIndex::open(&vocab, &mem).unwrap();
+    for text in ["abc", "abc abc", "xabcx", "abcabc", "cab", "bcab", "xxxx abc"] {
+        let want = tokenize(&vocab, ix, text, plain(64), 4096, u32::MAX).unwrap();
+        let mut mem = vec![0u8; bpe_work_bytes(true, 4096)];
+        let mut out = vec![0u32; 64];
+        let mut t = BpeTokenize::new(&vocab, ModelLookup::Scan, text, &mut mem, &mut out, plain(64)).unwrap();
+        let got = t.run(&mut SliceSource::new(&file)).unwrap().to_vec();
+        assert_eq!(got, want, "{text:?}");
+        let stats = t.scan_stats().unwrap();
+        assert_eq!(stats.exact_words > 0, text.contains("abc"), "{text:?} {stats:?}");
+    }
+    assert_eq!(tokenize(&vocab, ix, "abc", plain(64), 4096, 1).unwrap(), [4]);
+}

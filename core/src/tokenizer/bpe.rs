@@ -26,8 +26,8 @@
 //! llama.cpp looks them up by text, which differs only for a merge whose sides or result are no
 //! token (none in the Qwen2 vocab: every merge joins two tokens into a token).
 //!
-//! Only [`ModelLookup::Index`] is supported: a scan mode would stream the 151 387 merges as well
-//! as the vocab for every window.
+//! With [`ModelLookup::Scan`] the same rules are applied without an index by the `bpe_scan`
+//! module: a batch of text at a time, streaming the merges and the tokens from the file.
 
 use super::bpe_scan::{bpe_scan_bytes, Scan, ScanStats};
 use super::bpe_split::{byte_char, word_end};
@@ -188,9 +188,10 @@ impl<'a> BpeTokenize<'a> {
     /// Prepares to tokenize `text`. O(1); writes BOS when it is added.
     ///
     /// Errors: [`Unsupported::TokenizerModel`] for a vocab that is not BPE with the Qwen2 or
-    /// Llama 3 pre-tokenizer, or for [`ModelLookup::Scan`]; [`Error::BufferTooSmall`] when `out` is
+    /// Llama 3 pre-tokenizer; [`Error::BufferTooSmall`] when `out` is
     /// shorter than `options.max_tokens` or `max_tokens` cannot hold BOS and EOS (counted in ids),
-    /// or when `mem` holds less than a [`MIN_MODEL_WINDOW`] window (in bytes);
+    /// or when `mem` holds less than a [`MIN_MODEL_WINDOW`] window (in bytes; see
+    /// [`bpe_work_bytes`] for the mode);
     /// [`Error::PlanMismatch`] for an index of another vocab.
     pub fn new(
         vocab: &ModelVocab,
@@ -272,12 +273,18 @@ impl<'a> BpeTokenize<'a> {
     ///
     /// A unit is one raw byte searched for special tokens (plus one per lookup there), one byte
     /// of a word made a symbol, one bigram pushed or popped, or one id written; splitting off a
-    /// word costs one unit per 64 bytes it reads. `io` is not touched (Index mode); it is there so
-    /// that the call is the same as [`SpmTokenize::step`](super::SpmTokenize::step).
+    /// word costs one unit per 64 bytes it reads. Index mode never touches `io`.
+    ///
+    /// Scan mode reads the vocab and the merges from `io` (the same file every step) through a
+    /// [`BPE_SCAN_SCRATCH`](super::BPE_SCAN_SCRATCH)-byte buffer kept in the work memory; a unit
+    /// is one entry streamed plus one per hash-table slot or text position it is compared at, one
+    /// merge applied or one id written. A step may overrun by one entry's comparisons, or by the
+    /// O(window) layout of a batch (charged at one unit per 64 bytes).
     ///
     /// Errors: [`InputError::TooManyTokens`] when truncation is off and the text needs more
     /// than `max_tokens`; [`Error::BufferTooSmall`] when a word or a cluster of special-token
-    /// occurrences does not fit the window.
+    /// occurrences does not fit the window; scan mode: I/O and [`crate::Malformed`] errors of the
+    /// streams.
     pub fn step<S: Source + ?Sized>(&mut self, io: &mut S, budget: u32) -> Result<Step> {
         let st = match &mut self.eng {
             Engine::Index(st) => st,
