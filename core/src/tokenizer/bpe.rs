@@ -131,6 +131,70 @@ enum Phase {
     Failed(Error),
 }
 
+/// The ids written so far: BOS (when added), the pieces, and EOS at the end.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ids {
+    pub(super) n_out: usize,
+    n_pieces: usize,
+    max_pieces: usize,
+    truncate: bool,
+    max_tokens: usize,
+    /// EOS, when it is added.
+    eos: Option<u32>,
+}
+
+impl Ids {
+    /// Writes BOS to `out` when the options and the vocab add it. `None` when `max_tokens`
+    /// cannot hold BOS and EOS.
+    pub(super) fn new(vocab: &ModelVocab, opts: &ModelOptions, out: &mut [u32]) -> Option<Ids> {
+        let bos = opts.add_special && vocab.add_bos();
+        let eos = opts.add_special && vocab.add_eos();
+        let fixed = usize::from(bos).saturating_add(usize::from(eos));
+        if opts.max_tokens < fixed {
+            return None;
+        }
+        let mut n_out = 0;
+        if bos {
+            if let Some(first) = out.first_mut() {
+                *first = vocab.bos().unwrap_or(0);
+                n_out = 1;
+            }
+        }
+        Some(Ids {
+            n_out,
+            n_pieces: 0,
+            max_pieces: opts.max_tokens.saturating_sub(fixed),
+            truncate: opts.truncate,
+            max_tokens: opts.max_tokens,
+            eos: if eos { Some(vocab.eos().unwrap_or(0)) } else { None },
+        })
+    }
+
+    /// Appends a piece. `Ok(false)` when the output is full and truncation is on.
+    pub(super) fn push(&mut self, out: &mut [u32], id: u32) -> Result<bool> {
+        if self.n_pieces >= self.max_pieces {
+            if self.truncate {
+                return Ok(false);
+            }
+            let max = self.max_tokens;
+            return Err(Error::Input(InputError::TooManyTokens { tokens: max.saturating_add(1), max }));
+        }
+        *out.get_mut(self.n_out).ok_or(Error::InvalidState)? = id;
+        self.n_out = self.n_out.saturating_add(1);
+        self.n_pieces = self.n_pieces.saturating_add(1);
+        Ok(true)
+    }
+
+    /// Writes EOS when it is added.
+    pub(super) fn close(&mut self, out: &mut [u32]) -> Result<()> {
+        if let Some(eos) = self.eos {
+            *out.get_mut(self.n_out).ok_or(Error::InvalidState)? = eos;
+            self.n_out = self.n_out.saturating_add(1);
+        }
+        Ok(())
+    }
+}
+
 /// Everything but the borrowed buffers.
 #[derive(Debug, Clone, Copy)]
 struct State<'i> {
@@ -138,9 +202,7 @@ struct State<'i> {
     ix: TokenIndex<'i>,
     w: usize,
     opts: ModelOptions,
-    n_out: usize,
-    max_pieces: usize,
-    n_pieces: usize,
+    ids: Ids,
     /// Raw bytes whose ids are written or being made.
     consumed: usize,
     /// The fragment of raw text being split.
@@ -214,34 +276,28 @@ impl<'a> BpeTokenize<'a> {
         if out.len() < options.max_tokens {
             return Err(Error::BufferTooSmall { needed: options.max_tokens, given: out.len() });
         }
-        let bos = options.add_special && vocab.add_bos();
-        let eos = options.add_special && vocab.add_eos();
-        let fixed = usize::from(bos).saturating_add(usize::from(eos));
-        if options.max_tokens < fixed {
-            return Err(Error::BufferTooSmall { needed: fixed, given: options.max_tokens });
-        }
+        let fixed = usize::from(options.add_special && vocab.add_bos())
+            .saturating_add(usize::from(options.add_special && vocab.add_eos()));
         let aligned = bytemuck::pod_align_to::<u8, u32>(mem).1.len().saturating_mul(4);
         let scan = matches!(lookup, ModelLookup::Scan);
         let too_small =
             Error::BufferTooSmall { needed: bpe_work_bytes(scan, MIN_MODEL_WINDOW), given: mem.len() };
-        let mut n_out = 0;
-        if bos {
-            if let Some(first) = out.first_mut() {
-                *first = vocab.bos().unwrap_or(0);
-                n_out = 1;
-            }
+        let fits = Error::BufferTooSmall { needed: fixed, given: options.max_tokens };
+        let ids = Ids::new(vocab, &options, out).ok_or(fits)?;
+        let w = match lookup {
+            ModelLookup::Index(_) => window_for(aligned),
+            ModelLookup::Scan => super::bpe_scan::window_for(aligned),
+        };
+        if w < MIN_MODEL_WINDOW {
+            return Err(too_small);
         }
         let ix = match lookup {
             ModelLookup::Index(ix) => ix,
             ModelLookup::Scan => {
-                let st = Scan::new(vocab, aligned, options, n_out).ok_or(too_small)?;
+                let st = Scan::new(vocab, w, options, ids);
                 return Ok(BpeTokenize { eng: Engine::Scan(st), text, mem, out });
             }
         };
-        let w = window_for(aligned);
-        if w < MIN_MODEL_WINDOW {
-            return Err(too_small);
-        }
         carve(mem, w)?;
         Ok(BpeTokenize {
             eng: Engine::Index(State {
@@ -249,9 +305,7 @@ impl<'a> BpeTokenize<'a> {
                 ix,
                 w,
                 opts: options,
-                n_out,
-                max_pieces: options.max_tokens.saturating_sub(fixed),
-                n_pieces: 0,
+                ids,
                 consumed: 0,
                 frag_start: 0,
                 frag_end: 0,
@@ -324,8 +378,8 @@ impl<'a> BpeTokenize<'a> {
 
     fn n_out(&self) -> usize {
         match &self.eng {
-            Engine::Index(st) => st.n_out,
-            Engine::Scan(sc) => sc.n_out,
+            Engine::Index(st) => st.ids.n_out,
+            Engine::Scan(sc) => sc.ids.n_out,
         }
     }
 
@@ -736,25 +790,12 @@ impl State<'_> {
 
     /// Appends a piece. `Ok(false)` when the output is full and truncation is on.
     fn emit(&mut self, out: &mut [u32], id: u32) -> Result<bool> {
-        if self.n_pieces >= self.max_pieces {
-            if self.opts.truncate {
-                return Ok(false);
-            }
-            let max = self.opts.max_tokens;
-            return Err(Error::Input(InputError::TooManyTokens { tokens: max.saturating_add(1), max }));
-        }
-        *out.get_mut(self.n_out).ok_or(Error::InvalidState)? = id;
-        self.n_out = self.n_out.saturating_add(1);
-        self.n_pieces = self.n_pieces.saturating_add(1);
-        Ok(true)
+        self.ids.push(out, id)
     }
 
     /// Writes EOS when it is added, and stops.
     fn finish(&mut self, out: &mut [u32]) -> Result<()> {
-        if self.opts.add_special && self.vocab.add_eos() {
-            *out.get_mut(self.n_out).ok_or(Error::InvalidState)? = self.vocab.eos().unwrap_or(0);
-            self.n_out = self.n_out.saturating_add(1);
-        }
+        self.ids.close(out)?;
         self.phase = Phase::Done;
         Ok(())
     }

@@ -34,13 +34,14 @@
 //! merge of the Qwen2 vocab). A merge longer than
 //! [`MAX_ENTRY_BYTES`](super::MAX_ENTRY_BYTES) never applies (the index cannot hold its sides either).
 
+use super::bpe::Ids;
 use super::bpe_split::{byte_char, word_end};
 use super::index::{hash_parts, home};
 use super::model_vocab::{Column, ModelKind, ModelVocab, PreTokenizer, Special, MAX_SPECIAL_BYTES};
 use super::special::{choose, Candidate};
 use super::spm::{occ_key, table_find, ModelOptions, LEN_BITS};
 use super::vocab::{Cursor, Entry, FileWindow};
-use crate::error::{Error, InputError, Result};
+use crate::error::{Error, Result};
 use crate::io::Source;
 
 const NONE: u32 = u32::MAX;
@@ -171,9 +172,7 @@ pub(super) struct Scan {
     w: usize,
     r: usize,
     opts: ModelOptions,
-    pub(super) n_out: usize,
-    max_pieces: usize,
-    n_pieces: usize,
+    pub(super) ids: Ids,
     /// The batch: region `[ws, we)`, words and specials taken up to `batch_end`.
     ws: usize,
     we: usize,
@@ -208,26 +207,15 @@ fn merge_split(t: &[u8]) -> Option<usize> {
 }
 
 impl Scan {
-    pub(super) fn new(
-        vocab: &ModelVocab,
-        mem_aligned: usize,
-        opts: ModelOptions,
-        n_out: usize,
-    ) -> Option<Self> {
-        let w = window_for(mem_aligned);
-        if w < super::MIN_MODEL_WINDOW {
-            return None;
-        }
-        let fixed = usize::from(opts.add_special && vocab.add_bos())
-            .saturating_add(usize::from(opts.add_special && vocab.add_eos()));
-        Some(Scan {
+    /// A scan with a word limit of `w` bytes (from [`window_for`], at least
+    /// [`MIN_MODEL_WINDOW`](super::MIN_MODEL_WINDOW)).
+    pub(super) fn new(vocab: &ModelVocab, w: usize, opts: ModelOptions, ids: Ids) -> Self {
+        Scan {
             vocab: *vocab,
             w,
             r: w.saturating_add(MARGIN),
             opts,
-            n_out,
-            max_pieces: opts.max_tokens.saturating_sub(fixed),
-            n_pieces: 0,
+            ids,
             ws: 0,
             we: 0,
             batch_end: 0,
@@ -242,7 +230,7 @@ impl Scan {
             types: Column::new(vocab.types()),
             phase: Phase::Plan,
             stats: ScanStats::default(),
-        })
+        }
     }
 
     pub(super) fn window(&self) -> usize {
@@ -1080,25 +1068,12 @@ impl Scan {
 
     /// Appends a piece. `Ok(false)` when the output is full and truncation is on.
     fn emit(&mut self, out: &mut [u32], id: u32) -> Result<bool> {
-        if self.n_pieces >= self.max_pieces {
-            if self.opts.truncate {
-                return Ok(false);
-            }
-            let max = self.opts.max_tokens;
-            return Err(Error::Input(InputError::TooManyTokens { tokens: max.saturating_add(1), max }));
-        }
-        *out.get_mut(self.n_out).ok_or(Error::InvalidState)? = id;
-        self.n_out = self.n_out.saturating_add(1);
-        self.n_pieces = self.n_pieces.saturating_add(1);
-        Ok(true)
+        self.ids.push(out, id)
     }
 
     /// Writes EOS when it is added, and stops.
     fn finish(&mut self, out: &mut [u32]) -> Result<()> {
-        if self.opts.add_special && self.vocab.add_eos() {
-            *out.get_mut(self.n_out).ok_or(Error::InvalidState)? = self.vocab.eos().unwrap_or(0);
-            self.n_out = self.n_out.saturating_add(1);
-        }
+        self.ids.close(out)?;
         self.phase = Phase::Done;
         Ok(())
     }
