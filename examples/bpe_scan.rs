@@ -89,10 +89,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t2 = Instant::now();
     let mut t = BpeTokenize::new(&vocab, ModelLookup::Scan, &text, &mut work, &mut out, opts)?;
     let (mut steps, mut longest) = (0u64, Duration::ZERO);
+    let mut times = Vec::new();
     loop {
         let s = Instant::now();
         let r = t.step(&mut io, budget)?;
         longest = longest.max(s.elapsed());
+        times.push(s.elapsed());
         steps += 1;
         if r == Step::Done {
             break;
@@ -101,6 +103,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let scan_time = t2.elapsed();
     assert_eq!(t.ids(), want.as_slice(), "scan and index differ");
     let stats = t.scan_stats().unwrap_or_default();
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
     println!("text: {} bytes, {} tokens (scan == index)", text.len(), want.len());
     println!(
         "index: {index_bytes} B index + {} B work = {} B; build {:.1} ms, tokenize {:.3} ms",
@@ -115,6 +119,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         longest.as_secs_f64() * 1e3,
         scan_time.as_secs_f64() * 1e3
     );
+    println!("scan:  step time median {:.3} ms, p99 {:.3} ms", at(0.5), at(0.99));
     println!(
         "scan:  {} batches, {} passes, {} entries streamed, {} exact words; {} bytes read in {} reads",
         stats.batches, stats.passes, stats.entries, stats.exact_words, io.bytes, io.reads
