@@ -485,3 +485,65 @@ fn scan_redoes_words_whose_merges_break_the_rank_order() {
     }
     assert_eq!(tokenize(&vocab, ix, "abc", plain(64), 4096, 1).unwrap(), [4]);
 }
+
+/// Random texts of many batches (special tokens, whitespace runs, digits, letters of several
+/// scripts, emoji) through small windows and budgets: scan mode gives the index's ids, or both
+/// refuse a word longer than the window.
+#[test]
+fn scan_equals_index_on_random_multi_batch_texts() {
+    let (file, vocab, mem) = load("vocab-qwen2.gguf");
+    let ix = TokenIndex::open(&vocab, &mem).unwrap();
+    let palette = [
+        " ",
+        "  ",
+        "\n",
+        "\n\n",
+        "\t",
+        " \n ",
+        "a",
+        "Hello",
+        " world",
+        "ünï",
+        "日本語",
+        "1",
+        "2024",
+        "'s",
+        "'LL",
+        "!!",
+        "...",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+        "[PAD151646]",
+        "<|im_",
+        "|>",
+        "👍🏽",
+        "\u{3000}",
+        "x",
+        "-",
+        "é",
+        "ß",
+        "ـ",
+        "ي",
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for case in 0..120 {
+        let n = (next() % 400) as usize;
+        let text: String = (0..n).map(|_| palette[(next() % palette.len() as u64) as usize]).collect();
+        let opts = if case % 3 == 0 { plain(1 << 14) } else { full(1 << 14) };
+        let want = tokenize(&vocab, ix, &text, opts, 4096, u32::MAX);
+        let window = [MIN_MODEL_WINDOW, 300, 1000][case % 3];
+        let index_small = tokenize(&vocab, ix, &text, opts, window, 4096);
+        let got = scan(&file, &vocab, &text, opts, window, 1 + (next() % 20_000) as u32);
+        match (&got, &index_small) {
+            (Err(Error::BufferTooSmall { .. }), Err(Error::BufferTooSmall { .. })) => {}
+            _ => assert_eq!(got, want, "case {case} window {window}: {text:?}"),
+        }
+    }
+}
