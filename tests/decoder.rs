@@ -210,6 +210,55 @@ fn embedding_text_equals_embedding_its_llama_cpp_ids() {
     }
 }
 
+/// BPE models in the smallest plan: no vocab index (the tokenizer streams the tokens and the
+/// merges), and text embeds bit for bit as its llama.cpp ids do in that plan; the fast plan
+/// (with the index) likewise. Both plans get the same ids from the text.
+#[test]
+fn bpe_text_in_the_smallest_plan_streams_the_vocab_and_embeds_as_its_ids() {
+    use stepembed::core::engine::PlanKind;
+    for &(model, ..) in MODELS.iter().filter(|(m, ..)| m.starts_with("qwen")) {
+        let bytes = common::read(&format!("models/{model}.gguf"));
+        let path = common::fixture(&format!("models/{model}.gguf"));
+        let (meta, layers) = load(&bytes);
+        let m = Model::new(meta, &layers).unwrap();
+        let lines: Vec<_> = text_ids(model).into_iter().filter(|(_, ids)| ids.len() <= 64).take(6).collect();
+        assert!(lines.len() >= 4, "{model}: {} texts", lines.len());
+        let mut per_plan = Vec::new();
+        for kind in [PlanKind::Smallest, PlanKind::Fast] {
+            let options = stepembed::EmbedderOptions { plan: kind, ..Default::default() };
+            let mut embedder = stepembed::Embedder::open_with(&path, options).unwrap();
+            let plan = *embedder.plan();
+            match kind {
+                PlanKind::Smallest => {
+                    assert_eq!(plan.index_bytes(), 0, "{model}: no vocab index");
+                    assert_eq!(plan.tokenizer_mode(), stepembed::core::tokenizer::Mode::Scan);
+                }
+                _ => assert!(plan.index_bytes() > 0, "{model}: the fast plan builds the index"),
+            }
+            let mut vectors = Vec::new();
+            for (text, ids) in &lines {
+                assert_eq!(&embedder.tokenize(text).unwrap(), ids, "{model} {kind:?}: {text:?}");
+                let by_text = embedder.embed(text).unwrap();
+                let (by_ids, _) = run(m, &plan, &bytes, Input::Ids(ids), u64::MAX);
+                assert_eq!(by_text, by_ids, "{model} {kind:?}: {text:?}");
+                // The core job tokenizing in scan mode itself, in small steps.
+                if kind == PlanKind::Smallest {
+                    let (job_text, steps) = run(m, &plan, &bytes, Input::Text(text), 50_000);
+                    assert_eq!(job_text, by_ids, "{model}: job on {text:?}, {steps} steps");
+                }
+                vectors.push(by_text);
+            }
+            per_plan.push(vectors);
+        }
+        // Across plans the layouts differ (heads and FFN columns grouped otherwise): equal to
+        // rounding.
+        for (a, b) in per_plan[0].iter().zip(&per_plan[1]) {
+            let (cos, max) = compare(a, &b.iter().map(|&x| f64::from(x)).collect::<Vec<_>>());
+            assert!(cos >= 0.999999 && max <= 1e-5, "{model}: plans differ: cos {cos} max {max}");
+        }
+    }
+}
+
 /// `model`'s bytes with `patch` applied to the value of metadata key `key` (or, with `key`
 /// a tensor name, to that name), then loaded: the loader's error.
 fn load_patched(model: &str, key: &str, patch: impl Fn(&mut [u8])) -> Error {

@@ -1,7 +1,10 @@
 //! Byte-level BPE tokenizer fuzzing: arbitrary bytes → text tokenized against the Qwen2 vocab
 //! fixture with fuzzer-chosen options, step budgets and windows. Asserts that nothing panics,
 //! that a small window and budget give the ids of one unbounded step over a large window (or
-//! fail for want of memory), and that every result fits the limit and holds only vocab ids. One
+//! fail for want of memory), that scan mode (no index, the tokens and merges streamed from the
+//! file) with the small window and budget gives the index's ids (or fails for want of memory;
+//! on a corrupted vocab, any typed error or ids of the vocab, no panic), and that every result
+//! fits the limit and holds only vocab ids. One
 //! input in 256 (that has bytes to patch) corrupts bytes of the vocab first: rebuilding the index
 //! of 151 936 tokens and 151 387 merges is slow under the sanitizer.
 //!
@@ -51,7 +54,23 @@ fn run(
     Ok(t.ids().to_vec())
 }
 
-fn check(vocab: &ModelVocab, mem: &[u8], text: &str, ctl: &[u8; 4], corrupted: bool) {
+fn run_scan(
+    file: &[u8],
+    vocab: &ModelVocab,
+    text: &str,
+    o: ModelOptions,
+    window: usize,
+    budget: u32,
+) -> Result<Vec<u32>, Error> {
+    let mut mem = vec![0u8; bpe_work_bytes(true, window)];
+    let mut out = vec![0u32; o.max_tokens];
+    let mut t = BpeTokenize::new(vocab, ModelLookup::Scan, text, &mut mem, &mut out, o)?;
+    let mut io = SliceSource::new(file);
+    while t.step(&mut io, budget.saturating_mul(64))? == Step::Pending {}
+    Ok(t.ids().to_vec())
+}
+
+fn check(file: &[u8], vocab: &ModelVocab, mem: &[u8], text: &str, ctl: &[u8; 4], corrupted: bool) {
     let Ok(ix) = TokenIndex::open(vocab, mem) else { return };
     let o = ModelOptions {
         max_tokens: 1 + usize::from(ctl[0] >> 2),
@@ -65,6 +84,16 @@ fn check(vocab: &ModelVocab, mem: &[u8], text: &str, ctl: &[u8; 4], corrupted: b
     let large = run(vocab, ix, text, o, 1 << 13, u32::MAX);
     if !matches!(small, Err(Error::BufferTooSmall { .. })) {
         assert_eq!(small, large, "window {window} budget {budget} differs on {text:?}");
+    }
+    let scanned = run_scan(file, vocab, text, o, window, budget);
+    if corrupted {
+        // Merges are matched by text in scan mode, by their sides' ids in the index: a damaged
+        // vocab may tokenize differently, never out of the vocab.
+        if let Ok(ids) = &scanned {
+            assert!(ids.len() <= o.max_tokens && ids.iter().all(|&i| i < vocab.count()));
+        }
+    } else if !matches!(scanned, Err(Error::BufferTooSmall { .. })) {
+        assert_eq!(scanned, large, "scan mode, window {window} budget {budget} differs on {text:?}");
     }
     match large {
         Ok(ids) => {
@@ -86,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(rest);
     if ctl[3] != 255 || rest.len() < 3 {
         let (vocab, mem) = fixture();
-        check(vocab, mem, &text, ctl, false);
+        check(VOCAB_FILE, vocab, mem, &text, ctl, false);
         return;
     }
     let start = fixture().0.tokens().offset as usize;
@@ -96,5 +125,5 @@ fuzz_target!(|data: &[u8]| {
         file[at] = patch[2];
     }
     let Ok((vocab, mem)) = build(&file) else { return };
-    check(&vocab, &mem, &text, ctl, true);
+    check(&file, &vocab, &mem, &text, ctl, true);
 });

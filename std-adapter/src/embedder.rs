@@ -520,6 +520,12 @@ impl<S: Source> Embedder<S> {
             },
             // SentencePiece and BPE cut windows only where no piece spans: a window holding the
             // whole escaped text (a space becomes 3 bytes) never runs out, up to 64 KiB.
+            // BPE scanning: the window is the longest word (98 bytes of memory per byte).
+            TextVocab::Model(v)
+                if mode == tokenizer::Mode::Scan && matches!(v.kind(), tokenizer::ModelKind::Bpe(_)) =>
+            {
+                text.len().clamp(vocab.min_window(), tokenizer::MAX_BPE_SCAN_WINDOW)
+            }
             TextVocab::Model(_) => text.len().saturating_mul(3).clamp(vocab.min_window(), 64 << 10),
         };
         let mut work = vec![0u8; vocab.work_bytes(mode, window)];

@@ -270,13 +270,13 @@ impl Plan {
             head_dim: shape.head_dim_k.max(shape.head_dim_v),
             chunk_bytes: c.chunk_bytes,
             scratch: c.scratch,
-            // BPE has no scan mode: its plans always build the index.
-            mode: if shape.vocab.has_scan() { c.mode } else { Mode::Index },
+            // Every tokenizer has a scan mode (BPE too: it streams the merges as well).
+            mode: c.mode,
             window: c.window,
             shape: *shape,
             index_bytes: match c.mode {
-                Mode::Scan if shape.vocab.has_scan() => 0,
-                Mode::Index | Mode::Scan => shape.index_bytes,
+                Mode::Scan => 0,
+                Mode::Index => shape.index_bytes,
             },
             numeric: NumericMode::Exact,
             q8_blocks: 0,
@@ -517,8 +517,10 @@ impl Shape {
     /// The tokenizer's window for `limits` in `mode`. WordPiece needs only the minimum with an
     /// index; in scan mode each window costs a pass over the vocab, and about 8 chars per token
     /// covers most texts in one. SentencePiece and BPE cut text only where no piece can span
-    /// (spaces, word ends), so a window must hold the longest uncut fragment: about 8 bytes per
-    /// token up to 16 KiB with an index (≈ 1.4 MB of work memory), 4 KiB when scanning.
+    /// (spaces, word ends), so a window must hold the longest uncut fragment (BPE: the longest
+    /// word): about 8 bytes per token up to 16 KiB with an index (≈ 1.4 MB of work memory),
+    /// 4 KiB when scanning (BPE: ≈ 420 KB; each batch of text streams the tokens and the
+    /// merges twice each).
     fn window(&self, limits: Limits, mode: Mode) -> usize {
         let per_token = limits.max_tokens.saturating_mul(8);
         match (self.vocab, mode) {

@@ -26,9 +26,10 @@
 //! llama.cpp looks them up by text, which differs only for a merge whose sides or result are no
 //! token (none in the Qwen2 vocab: every merge joins two tokens into a token).
 //!
-//! Only [`ModelLookup::Index`] is supported: a scan mode would stream the 151 387 merges as well
-//! as the vocab for every window.
+//! With [`ModelLookup::Scan`] the same rules are applied without an index by the `bpe_scan`
+//! module: a batch of text at a time, streaming the merges and the tokens from the file.
 
+use super::bpe_scan::{bpe_scan_bytes, Scan, ScanStats};
 use super::bpe_split::{byte_char, word_end};
 use super::model_vocab::{ModelKind, ModelVocab, PreTokenizer};
 use super::special::{choose, Candidate};
@@ -48,11 +49,12 @@ const PER_BYTE: usize = 2 + 5 * 4 + 3 * 4 * 4 + 3 * 4 / 2 + 1;
 const SLACK: usize = 7;
 
 /// Bytes of work memory [`BpeTokenize`] needs for words of up to `window` bytes:
-/// `77 × window + 7` (≈ 315 KB for a 4 KiB window). Index mode only (`lookup_scan` must be false;
-/// the parameter keeps the call the same as [`spm_work_bytes`](super::spm_work_bytes)).
-/// Saturates instead of overflowing.
+/// `77 × window + 7` with an index (≈ 315 KB for a 4 KiB window), [`bpe_scan_bytes`] in scan
+/// mode (`lookup_scan`; ≈ 420 KB for 4 KiB, 44 KB for 256). Saturates instead of overflowing.
 pub const fn bpe_work_bytes(lookup_scan: bool, window: usize) -> usize {
-    let _ = lookup_scan;
+    if lookup_scan {
+        return bpe_scan_bytes(window);
+    }
     window.saturating_mul(PER_BYTE).saturating_add(SLACK)
 }
 
@@ -129,6 +131,70 @@ enum Phase {
     Failed(Error),
 }
 
+/// The ids written so far: BOS (when added), the pieces, and EOS at the end.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ids {
+    pub(super) n_out: usize,
+    n_pieces: usize,
+    max_pieces: usize,
+    truncate: bool,
+    max_tokens: usize,
+    /// EOS, when it is added.
+    eos: Option<u32>,
+}
+
+impl Ids {
+    /// Writes BOS to `out` when the options and the vocab add it. `None` when `max_tokens`
+    /// cannot hold BOS and EOS.
+    pub(super) fn new(vocab: &ModelVocab, opts: &ModelOptions, out: &mut [u32]) -> Option<Ids> {
+        let bos = opts.add_special && vocab.add_bos();
+        let eos = opts.add_special && vocab.add_eos();
+        let fixed = usize::from(bos).saturating_add(usize::from(eos));
+        if opts.max_tokens < fixed {
+            return None;
+        }
+        let mut n_out = 0;
+        if bos {
+            if let Some(first) = out.first_mut() {
+                *first = vocab.bos().unwrap_or(0);
+                n_out = 1;
+            }
+        }
+        Some(Ids {
+            n_out,
+            n_pieces: 0,
+            max_pieces: opts.max_tokens.saturating_sub(fixed),
+            truncate: opts.truncate,
+            max_tokens: opts.max_tokens,
+            eos: if eos { Some(vocab.eos().unwrap_or(0)) } else { None },
+        })
+    }
+
+    /// Appends a piece. `Ok(false)` when the output is full and truncation is on.
+    pub(super) fn push(&mut self, out: &mut [u32], id: u32) -> Result<bool> {
+        if self.n_pieces >= self.max_pieces {
+            if self.truncate {
+                return Ok(false);
+            }
+            let max = self.max_tokens;
+            return Err(Error::Input(InputError::TooManyTokens { tokens: max.saturating_add(1), max }));
+        }
+        *out.get_mut(self.n_out).ok_or(Error::InvalidState)? = id;
+        self.n_out = self.n_out.saturating_add(1);
+        self.n_pieces = self.n_pieces.saturating_add(1);
+        Ok(true)
+    }
+
+    /// Writes EOS when it is added.
+    pub(super) fn close(&mut self, out: &mut [u32]) -> Result<()> {
+        if let Some(eos) = self.eos {
+            *out.get_mut(self.n_out).ok_or(Error::InvalidState)? = eos;
+            self.n_out = self.n_out.saturating_add(1);
+        }
+        Ok(())
+    }
+}
+
 /// Everything but the borrowed buffers.
 #[derive(Debug, Clone, Copy)]
 struct State<'i> {
@@ -136,9 +202,7 @@ struct State<'i> {
     ix: TokenIndex<'i>,
     w: usize,
     opts: ModelOptions,
-    n_out: usize,
-    max_pieces: usize,
-    n_pieces: usize,
+    ids: Ids,
     /// Raw bytes whose ids are written or being made.
     consumed: usize,
     /// The fragment of raw text being split.
@@ -154,6 +218,15 @@ struct State<'i> {
     phase: Phase,
 }
 
+/// Index mode or scan mode.
+// Held in place by the tokenizer (no allocator to box the large variant in).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Engine<'i> {
+    Index(State<'i>),
+    Scan(Scan),
+}
+
 /// Tokenizes one text with a byte-level BPE vocab, a bounded amount of work per
 /// [`BpeTokenize::step`].
 ///
@@ -167,7 +240,7 @@ struct State<'i> {
 /// `options.max_tokens` ids). Errors poison the machine. Dropping it at any point is fine.
 #[derive(Debug)]
 pub struct BpeTokenize<'a> {
-    st: State<'a>,
+    eng: Engine<'a>,
     text: &'a str,
     mem: &'a mut [u8],
     out: &'a mut [u32],
@@ -177,9 +250,10 @@ impl<'a> BpeTokenize<'a> {
     /// Prepares to tokenize `text`. O(1); writes BOS when it is added.
     ///
     /// Errors: [`Unsupported::TokenizerModel`] for a vocab that is not BPE with the Qwen2 or
-    /// Llama 3 pre-tokenizer, or for [`ModelLookup::Scan`]; [`Error::BufferTooSmall`] when `out` is
+    /// Llama 3 pre-tokenizer; [`Error::BufferTooSmall`] when `out` is
     /// shorter than `options.max_tokens` or `max_tokens` cannot hold BOS and EOS (counted in ids),
-    /// or when `mem` holds less than a [`MIN_MODEL_WINDOW`] window (in bytes);
+    /// or when `mem` holds less than a [`MIN_MODEL_WINDOW`] window (in bytes; see
+    /// [`bpe_work_bytes`] for the mode);
     /// [`Error::PlanMismatch`] for an index of another vocab.
     pub fn new(
         vocab: &ModelVocab,
@@ -194,44 +268,44 @@ impl<'a> BpeTokenize<'a> {
             ModelKind::Bpe(PreTokenizer::Gpt2) => return Err(unsupported("gpt2/gpt-2")),
             ModelKind::Spm => return Err(unsupported("llama")),
         }
-        let ModelLookup::Index(ix) = lookup else { return Err(unsupported("gpt2 (scan mode)")) };
-        if ix.tokens() != vocab.tokens() {
-            return Err(Error::PlanMismatch);
+        if let ModelLookup::Index(ix) = lookup {
+            if ix.tokens() != vocab.tokens() {
+                return Err(Error::PlanMismatch);
+            }
         }
         if out.len() < options.max_tokens {
             return Err(Error::BufferTooSmall { needed: options.max_tokens, given: out.len() });
         }
-        let bos = options.add_special && vocab.add_bos();
-        let eos = options.add_special && vocab.add_eos();
-        let fixed = usize::from(bos).saturating_add(usize::from(eos));
-        if options.max_tokens < fixed {
-            return Err(Error::BufferTooSmall { needed: fixed, given: options.max_tokens });
-        }
+        let fixed = usize::from(options.add_special && vocab.add_bos())
+            .saturating_add(usize::from(options.add_special && vocab.add_eos()));
         let aligned = bytemuck::pod_align_to::<u8, u32>(mem).1.len().saturating_mul(4);
-        let w = window_for(aligned);
+        let scan = matches!(lookup, ModelLookup::Scan);
+        let too_small =
+            Error::BufferTooSmall { needed: bpe_work_bytes(scan, MIN_MODEL_WINDOW), given: mem.len() };
+        let fits = Error::BufferTooSmall { needed: fixed, given: options.max_tokens };
+        let ids = Ids::new(vocab, &options, out).ok_or(fits)?;
+        let w = match lookup {
+            ModelLookup::Index(_) => window_for(aligned),
+            ModelLookup::Scan => super::bpe_scan::window_for(aligned),
+        };
         if w < MIN_MODEL_WINDOW {
-            return Err(Error::BufferTooSmall {
-                needed: bpe_work_bytes(false, MIN_MODEL_WINDOW),
-                given: mem.len(),
-            });
+            return Err(too_small);
         }
-        carve(mem, w)?;
-        let mut n_out = 0;
-        if bos {
-            if let Some(first) = out.first_mut() {
-                *first = vocab.bos().unwrap_or(0);
-                n_out = 1;
+        let ix = match lookup {
+            ModelLookup::Index(ix) => ix,
+            ModelLookup::Scan => {
+                let st = Scan::new(vocab, w, options, ids);
+                return Ok(BpeTokenize { eng: Engine::Scan(st), text, mem, out });
             }
-        }
+        };
+        carve(mem, w)?;
         Ok(BpeTokenize {
-            st: State {
+            eng: Engine::Index(State {
                 vocab: *vocab,
                 ix,
                 w,
                 opts: options,
-                n_out,
-                max_pieces: options.max_tokens.saturating_sub(fixed),
-                n_pieces: 0,
+                ids,
                 consumed: 0,
                 frag_start: 0,
                 frag_end: 0,
@@ -241,7 +315,7 @@ impl<'a> BpeTokenize<'a> {
                 extent: 0,
                 n_cand: 0,
                 phase: Phase::Find { at: 0, cluster: None },
-            },
+            }),
             text,
             mem,
             out,
@@ -253,27 +327,39 @@ impl<'a> BpeTokenize<'a> {
     ///
     /// A unit is one raw byte searched for special tokens (plus one per lookup there), one byte
     /// of a word made a symbol, one bigram pushed or popped, or one id written; splitting off a
-    /// word costs one unit per 64 bytes it reads. `io` is not touched (Index mode); it is there so
-    /// that the call is the same as [`SpmTokenize::step`](super::SpmTokenize::step).
+    /// word costs one unit per 64 bytes it reads. Index mode never touches `io`.
+    ///
+    /// Scan mode reads the vocab and the merges from `io` (the same file every step) through a
+    /// [`BPE_SCAN_SCRATCH`](super::BPE_SCAN_SCRATCH)-byte buffer kept in the work memory; a unit
+    /// is one entry streamed plus one per hash-table slot or text position it is compared at, one
+    /// merge applied or one id written. A step may overrun by one entry's comparisons, or by the
+    /// O(window) layout of a batch (charged at one unit per 64 bytes).
     ///
     /// Errors: [`InputError::TooManyTokens`] when truncation is off and the text needs more
     /// than `max_tokens`; [`Error::BufferTooSmall`] when a word or a cluster of special-token
-    /// occurrences does not fit the window.
+    /// occurrences does not fit the window; scan mode: I/O and [`crate::Malformed`] errors of the
+    /// streams.
     pub fn step<S: Source + ?Sized>(&mut self, io: &mut S, budget: u32) -> Result<Step> {
-        let _ = io;
-        match self.st.phase {
+        let st = match &mut self.eng {
+            Engine::Index(st) => st,
+            Engine::Scan(sc) => {
+                let done = sc.step(self.mem, self.text, self.out, io, budget)?;
+                return Ok(if done { Step::Done } else { Step::Pending });
+            }
+        };
+        match st.phase {
             Phase::Done => return Ok(Step::Done),
             Phase::Failed(e) => return Err(e),
             _ => {}
         }
         let given = self.mem.len();
-        let mut parts = carve(self.mem, self.st.w)?;
+        let mut parts = carve(self.mem, st.w)?;
         let mut left = u64::from(budget.max(1));
-        match self.st.advance(&mut parts, self.text, self.out, &mut left, given) {
-            Ok(()) if matches!(self.st.phase, Phase::Done) => Ok(Step::Done),
+        match st.advance(&mut parts, self.text, self.out, &mut left, given) {
+            Ok(()) if matches!(st.phase, Phase::Done) => Ok(Step::Done),
             Ok(()) => Ok(Step::Pending),
             Err(e) => {
-                self.st.phase = Phase::Failed(e);
+                st.phase = Phase::Failed(e);
                 Err(e)
             }
         }
@@ -287,29 +373,55 @@ impl<'a> BpeTokenize<'a> {
 
     /// The ids written so far (all of them after [`Step::Done`]).
     pub fn ids(&self) -> &[u32] {
-        self.out.get(..self.st.n_out).unwrap_or_default()
+        self.out.get(..self.n_out()).unwrap_or_default()
+    }
+
+    fn n_out(&self) -> usize {
+        match &self.eng {
+            Engine::Index(st) => st.ids.n_out,
+            Engine::Scan(sc) => sc.ids.n_out,
+        }
     }
 
     /// Gives the buffers back: `(out, number of ids written, work memory)`.
     pub fn into_parts(self) -> (&'a mut [u32], usize, &'a mut [u8]) {
-        (self.out, self.st.n_out, self.mem)
+        let n = self.n_out();
+        (self.out, n, self.mem)
     }
 
     /// Whether a step has returned [`Step::Done`].
     pub fn is_done(&self) -> bool {
-        matches!(self.st.phase, Phase::Done)
+        match &self.eng {
+            Engine::Index(st) => matches!(st.phase, Phase::Done),
+            Engine::Scan(sc) => sc.is_done(),
+        }
     }
 
-    /// Raw text bytes tokenized so far (through the word or special token being written), and the
-    /// text's length.
+    /// Raw text bytes tokenized so far (index mode: through the word or special token being
+    /// written; scan mode: up to the batch being tokenized), and the text's length.
     pub fn progress(&self) -> (u64, u64) {
-        let at = if self.is_done() { self.text.len() } else { self.st.consumed };
+        let at = match &self.eng {
+            _ if self.is_done() => self.text.len(),
+            Engine::Index(st) => st.consumed,
+            Engine::Scan(sc) => sc.progress(self.text.len()),
+        };
         (at as u64, self.text.len() as u64)
     }
 
     /// Bytes of raw text the longest word may have (chosen from the work memory's size).
     pub fn window_bytes(&self) -> usize {
-        self.st.w
+        match &self.eng {
+            Engine::Index(st) => st.w,
+            Engine::Scan(sc) => sc.window(),
+        }
+    }
+
+    /// Scan mode: batches, passes and entries streamed so far (`None` in index mode).
+    pub fn scan_stats(&self) -> Option<ScanStats> {
+        match &self.eng {
+            Engine::Index(_) => None,
+            Engine::Scan(sc) => Some(sc.stats),
+        }
     }
 }
 
@@ -678,25 +790,12 @@ impl State<'_> {
 
     /// Appends a piece. `Ok(false)` when the output is full and truncation is on.
     fn emit(&mut self, out: &mut [u32], id: u32) -> Result<bool> {
-        if self.n_pieces >= self.max_pieces {
-            if self.opts.truncate {
-                return Ok(false);
-            }
-            let max = self.opts.max_tokens;
-            return Err(Error::Input(InputError::TooManyTokens { tokens: max.saturating_add(1), max }));
-        }
-        *out.get_mut(self.n_out).ok_or(Error::InvalidState)? = id;
-        self.n_out = self.n_out.saturating_add(1);
-        self.n_pieces = self.n_pieces.saturating_add(1);
-        Ok(true)
+        self.ids.push(out, id)
     }
 
     /// Writes EOS when it is added, and stops.
     fn finish(&mut self, out: &mut [u32]) -> Result<()> {
-        if self.opts.add_special && self.vocab.add_eos() {
-            *out.get_mut(self.n_out).ok_or(Error::InvalidState)? = self.vocab.eos().unwrap_or(0);
-            self.n_out = self.n_out.saturating_add(1);
-        }
+        self.ids.close(out)?;
         self.phase = Phase::Done;
         Ok(())
     }

@@ -71,9 +71,11 @@
 //! [`ModelVocabLoader`] as above; [`TokenIndex::bytes_needed`] (5 163 435 bytes for Qwen2's
 //! 151 936 tokens and 151 387 merges, 6 406 332 for Llama 3's 128 256 and 280 147) and [`TokenIndexBuilder`] (it streams the merges after the
 //! tokens); [`bpe_work_bytes`] (≈ 315 KB for 4 KiB words), [`BpeTokenize::new`] with
-//! [`ModelLookup::Index`] and the same [`ModelOptions`], then [`BpeTokenize::step`]. There is no
-//! scan mode ([`ModelLookup::Scan`] is [`Unsupported`](crate::Unsupported)); the `gpt-2`
-//! pre-tokenizer is not split yet (also `Unsupported`).
+//! [`ModelLookup::Index`] and the same [`ModelOptions`], then [`BpeTokenize::step`]. Scan mode
+//! ([`ModelLookup::Scan`]) builds nothing: each batch of text streams the tokens and the merges
+//! from the file (twice each with special tokens), in [`bpe_scan_bytes`] of work memory (≈ 420 KB
+//! for 4 KiB words, 44 KB for 256; rules in the `bpe_scan` module); both modes give the same
+//! ids. The `gpt-2` pre-tokenizer is not split yet ([`Unsupported`](crate::Unsupported)).
 //!
 //! Where it differs from llama.cpp: as for SPM, the name-based attribute fixes are not applied —
 //! in the Qwen2 vocab llama.cpp makes the normal token `</s>` (128 247) a control token, so with
@@ -84,6 +86,7 @@
 //! special-token occurrences wider than the window.
 
 mod bpe;
+mod bpe_scan;
 mod bpe_split;
 mod index;
 mod model_vocab;
@@ -99,6 +102,7 @@ pub mod unicode;
 mod vocab;
 
 pub use bpe::{bpe_work_bytes, BpeTokenize};
+pub use bpe_scan::{bpe_scan_bytes, ScanStats, BPE_SCAN_SCRATCH, MAX_BPE_SCAN_WINDOW};
 pub use index::{IndexBuilder, VocabIndex};
 pub use model_vocab::{
     read_model_vocab, ModelKind, ModelVocab, ModelVocabLoader, ModelVocabMeta, PreTokenizer, MAX_ENTRY_BYTES,

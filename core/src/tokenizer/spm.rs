@@ -78,7 +78,7 @@ const BUCKETS: usize = 1024;
 const TABLE_PER_BYTE: usize = 8;
 const TABLE_LOAD_PER_BYTE: usize = 6;
 /// Bits of an occurrence key given to its length.
-const LEN_BITS: u32 = 11;
+pub(super) const LEN_BITS: u32 = 11;
 
 /// Bytes per window byte: u32 words for candidates (3), items (2), symbols (4) and the heap
 /// (12), plus the escaped text and the occupied map (1 each); scan adds the occurrence table (3
@@ -487,7 +487,7 @@ fn byte_of_token(entry: &[u8]) -> Option<u8> {
 
 /// Table key of an occurrence at escaped position `pos` of `len` bytes (both bounded by the
 /// window and [`MAX_ENTRY_BYTES`](super::model_vocab::MAX_ENTRY_BYTES)); never 0.
-fn occ_key(pos: usize, len: usize) -> u32 {
+pub(super) fn occ_key(pos: usize, len: usize) -> u32 {
     ((pos as u32) << LEN_BITS | (len as u32 & ((1 << LEN_BITS) - 1))).wrapping_add(1)
 }
 
@@ -497,7 +497,7 @@ fn table_home(key: u32, cap: usize) -> usize {
 
 /// The table slot of `key`: `Ok` when present, `Err` the empty slot to insert at (or
 /// `Err(usize::MAX)` when full).
-fn table_find(table: &[[u32; 3]], key: u32) -> core::result::Result<usize, usize> {
+pub(super) fn table_find(table: &[[u32; 3]], key: u32) -> core::result::Result<usize, usize> {
     let cap = table.len();
     if cap == 0 {
         return Err(usize::MAX);

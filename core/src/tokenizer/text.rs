@@ -20,10 +20,10 @@ pub enum TextVocab {
 }
 
 impl TextVocab {
-    /// Whether the tokenizer can look pieces up by streaming the vocab ([`Mode::Scan`]); BPE
-    /// has no scan mode and always needs its index.
+    /// Whether the tokenizer can look pieces up by streaming the vocab ([`Mode::Scan`]): every
+    /// tokenizer can (BPE streams its merges too).
     pub fn has_scan(&self) -> bool {
-        !matches!(self, TextVocab::Model(v) if matches!(v.kind(), ModelKind::Bpe(_)))
+        true
     }
 
     /// Bytes of the index [`Mode::Index`] builds ([`VocabIndex::bytes_needed`] or
