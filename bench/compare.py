@@ -203,7 +203,7 @@ def main():
             if tc is not None:
                 for k in LENGTHS:
                     shots.append((("ours", m, t, k), [cli, "embed", model, texts[k], "--mode", m, "--max-tokens", k, "--stats", "-q"] + tc))
-                batches.append((("ours", m, t), [cli, "embed", model, "--input", batch_file, "--lines", "--mode", m, "--stats", "-q"] + tc))
+                batches.append((("batch", "ours", m, t), [cli, "embed", model, "--input", batch_file, "--lines", "--mode", m, "--stats", "-q"] + tc))
     if llama:
         lb, le = os.path.join(llama, "llama-bench"), os.path.join(llama, "llama-embedding")
         for t in threads:
@@ -212,7 +212,7 @@ def main():
             for k in LENGTHS:
                 shots.append((("llama", t, k), [le, "-m", model, "-p", texts[k], "-t", str(t), "--no-repack", "-c", "2048"]))
             for c in (512, 8192):
-                batches.append((("llama", t, c), [le, "-m", model, "-f", batch_file, "-t", str(t), "--no-repack",
+                batches.append((("batch", "llama", t, c), [le, "-m", model, "-f", batch_file, "-t", str(t), "--no-repack",
                                                   "-c", str(c), "-b", str(c), "-ub", str(c)]))
 
     res = {}  # key -> {metric: [values]}
@@ -242,7 +242,7 @@ def main():
         else:
             wall, rss, err = timed(cmd, tmp)
             add(key, wall=wall, rss=rss)
-            if key[0] == "ours":
+            if "ours" in key[:2]:
                 stats = json.loads(next(l for l in reversed(err.strip().splitlines()) if l.startswith("{")))
                 add(key, tokens=stats["tokens"], texts=stats["texts"], max_step=stats["max_step_us"],
                     p99_step=stats["p99_step_us"], mem=stats["arena_bytes"] + stats["index_bytes"])
@@ -327,20 +327,20 @@ def main():
                 print(f"| {m(key, 'tokens'):.0f} | {mo} | {t} | {w:.2f} | {fmt(lw, '.2f')} | {ratio(w, lw)} | {r / 1024:.0f} | "
                       f"{fmt(lr and lr / 1024, '.0f')} | {ratio(r, lr)} |")
 
-    n_batch_tokens = next((m(k, "tokens") for k in res if k[0] == "ours" and len(k) == 3 and "tokens" in res[k]), None)
+    n_batch_tokens = next((m(k, "tokens") for k in res if k[:2] == ("batch", "ours") and "tokens" in res[k]), None)
     print(f"\n## Batch ({a.batch_texts} texts, {fmt(n_batch_tokens, '.0f')} tokens in all, one process)\n")
     print("| mode | threads | stepembed wall s | tok/s | RSS MiB | llama -c 512 wall s | ratio | RSS MiB | llama -c 8192 wall s | ratio | RSS MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mo in modes:
         for t in threads:
-            key = ("ours", mo, t)
+            key = ("batch", "ours", mo, t)
             ours = "tokens" in res.get(key, {})
-            if not ours and not (mo == modes[0] and ("llama", t, 512) in res):
+            if not ours and not (mo == modes[0] and ("batch", "llama", t, 512) in res):
                 continue
             w = m(key, "wall") if ours else None
             cells = []
             for c in (512, 8192):
-                lw, lr = m(("llama", t, c), "wall"), m(("llama", t, c), "rss")
+                lw, lr = m(("batch", "llama", t, c), "wall"), m(("batch", "llama", t, c), "rss")
                 cells += [fmt(lw, ".2f"), ratio(w, lw), fmt(lr and lr / 1024, ".0f")]
             head = f"{w:.2f} | {m(key, 'tokens') / w:.0f} | {m(key, 'rss') / 1024:.0f}" if ours else "– | – | –"
             print(f"| {mo if ours else '–'} | {t} | {head} | {' | '.join(cells)} |")
