@@ -67,9 +67,9 @@ pub struct EmbedderOptions {
     /// Threads each job step runs on, the calling one included (default: the available cores,
     /// [`Threads::available`]; 0 counts as 1). Each step's matrix products are split by weight
     /// rows over them (bit-identical results for any count), the plan grows by 64 KiB of output
-    /// tile and one decode scratch per extra thread ([`Plan::with_threads`]), and a step does
-    /// `budget × threads` work units (about as long as one thread's step) unless a step target
-    /// calibrates it. When [`EmbedderOptions::memory`] cannot hold the extra room, one thread.
+    /// tile and one decode scratch per extra thread ([`Plan::with_threads`]). A step does the same
+    /// work units as with one thread, so it is never longer (the parts of a step that are not
+    /// split — attention, norms, the dense head — keep one thread's step time). When [`EmbedderOptions::memory`] cannot hold the extra room, one thread.
     pub threads: usize,
 }
 
@@ -299,10 +299,7 @@ impl<S: Source> Embedder<S> {
     /// [`Embedder::job`] with an explicit deadline.
     pub fn job_until<'e>(&'e mut self, input: Input<'e>, deadline: Deadline) -> Result<Running<'e, S>> {
         let EmbedderOptions { normalize, truncate, mode, .. } = self.options;
-        let budget = match self.tuner {
-            Some(ref tuner) => tuner.budget(),
-            None => self.options.budget.saturating_mul(self.threads.count() as u64),
-        };
+        let budget = self.options().budget;
         let options = JobOptions { normalize, budget, truncate, mode };
         let model = Model::new(self.meta, &self.layers)?;
         let lookup = lookup(&self.meta, &self.index)?;

@@ -20,6 +20,10 @@ use checked::mul;
 /// part's, which takes what is left.
 const ROW_GRAIN: usize = 4;
 
+/// The least multiply-adds an extra part is given (a few tens of microseconds): handing a part to
+/// another thread and waiting for it costs microseconds, so smaller products run whole.
+const MIN_PART_WORK: usize = 1 << 19;
+
 /// Runs the parts of a step ([`Job::step_parallel`]).
 pub trait Parallel {
     /// Calls [`Part::run`] once on every part of `parts` — in any order, on any threads, at the
@@ -103,14 +107,16 @@ pub(super) struct Product<'b> {
     pub out_stride: usize,
 }
 
-/// The rows each extra part takes when `rows` rows over `n_tokens` tokens are split into up to
-/// `parts` parts: `(rows per extra part, extra parts)`; `(0, 0)` when the product is not split.
-/// Every extra part's rows fit its tile; the first part takes the rest (at least as many).
-fn split(rows: usize, n_tokens: usize, parts: usize) -> (usize, usize) {
+/// The rows each extra part takes when `rows` rows of `k` columns over `n_tokens` tokens are split
+/// into up to `parts` parts: `(rows per extra part, extra parts)`; `(0, 0)` when the product is
+/// not split. Every extra part's rows fit its tile and hold at least [`MIN_PART_WORK`]
+/// multiply-adds; the first part takes the rest (at least as many).
+fn split(rows: usize, k: usize, n_tokens: usize, parts: usize) -> (usize, usize) {
     let fit = PART_TILE.checked_div(n_tokens).unwrap_or(0);
     let even = rows.checked_div(parts).unwrap_or(0);
     let share = (even.min(fit) / ROW_GRAIN).saturating_mul(ROW_GRAIN);
-    if parts < 2 || share == 0 {
+    let work = share.saturating_mul(k).saturating_mul(n_tokens);
+    if parts < 2 || share == 0 || work < MIN_PART_WORK {
         return (0, 0);
     }
     (share, parts.saturating_sub(1))
@@ -127,7 +133,7 @@ pub(super) fn multiply_split(
     parts: usize,
     scratch_len: usize,
 ) -> Result<()> {
-    let (share, extra) = split(p.rows, p.n_tokens, parts.min(MAX_PARTS));
+    let (share, extra) = split(p.rows, p.k, p.n_tokens, parts.min(MAX_PARTS));
     let first = sub(p.rows, mul(share, extra)?)?;
     let row_bytes = p.raw.len().checked_div(p.rows).unwrap_or(0);
     let each = add(PART_TILE, scratch_len)?;
@@ -166,7 +172,12 @@ pub(super) fn multiply_split(
             *slot = part(raw, share, tile, share, scratch);
         }
         let used = slots.get_mut(..add(extra, 1)?).ok_or(Error::InvalidState)?;
-        par.run(used);
+        // A product left whole needs no other thread.
+        if extra == 0 {
+            Sequential.run(used);
+        } else {
+            par.run(used);
+        }
         used.iter().try_for_each(|part| part.result)?;
     }
     // Copy each extra part's sums back into its output columns.
@@ -190,8 +201,9 @@ mod tests {
         for rows in [0, 1, 7, 8, 9, 33, 151, 4096] {
             for n in [1, 2, 16, 128, 512, 2048, PART_TILE + 1] {
                 for parts in 0..=MAX_PARTS {
-                    let (share, extra) = split(rows, n, parts);
+                    let (share, extra) = split(rows, 768, n, parts);
                     assert!(share * n <= PART_TILE && share % ROW_GRAIN == 0);
+                    assert!(extra == 0 || share * 768 * n >= MIN_PART_WORK);
                     assert!(extra < parts.max(1) && share * extra <= rows);
                     assert!(rows - share * extra >= share, "the first part takes at least a share");
                 }
