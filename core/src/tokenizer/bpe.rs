@@ -71,14 +71,16 @@ struct Parts<'b> {
     occ: &'b mut [u8],
 }
 
-fn take<'b, T>(rest: &mut &'b mut [T], n: usize) -> Result<&'b mut [T]> {
+/// The first `n` elements of `rest`, which keeps the others (`InvalidState` when too short).
+pub(super) fn take<'b, T>(rest: &mut &'b mut [T], n: usize) -> Result<&'b mut [T]> {
     let all = core::mem::take(rest);
     let (head, tail) = all.split_at_mut_checked(n).ok_or(Error::InvalidState)?;
     *rest = tail;
     Ok(head)
 }
 
-fn take_n<'b, const N: usize>(rest: &mut &'b mut [u32], n: usize) -> Result<&'b mut [[u32; N]]>
+/// [`take`] of `n` arrays of `N` words.
+pub(super) fn take_n<'b, const N: usize>(rest: &mut &'b mut [u32], n: usize) -> Result<&'b mut [[u32; N]]>
 where
     [u32; N]: bytemuck::Pod,
 {

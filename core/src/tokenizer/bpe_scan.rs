@@ -34,7 +34,7 @@
 //! merge of the Qwen2 vocab). A merge longer than
 //! [`MAX_ENTRY_BYTES`](super::MAX_ENTRY_BYTES) never applies (the index cannot hold its sides either).
 
-use super::bpe::Ids;
+use super::bpe::{take, take_n, Ids};
 use super::bpe_split::{byte_char, word_end};
 use super::index::{hash_parts, home};
 use super::model_vocab::{Column, ModelKind, ModelVocab, PreTokenizer, Special, MAX_SPECIAL_BYTES};
@@ -99,21 +99,6 @@ struct Parts<'b> {
     esc: &'b mut [u8],
     kinds: &'b mut [u8],
     chosen: &'b mut [u8],
-}
-
-fn take<'b, T>(rest: &mut &'b mut [T], n: usize) -> Result<&'b mut [T]> {
-    let all = core::mem::take(rest);
-    let (head, tail) = all.split_at_mut_checked(n).ok_or(Error::InvalidState)?;
-    *rest = tail;
-    Ok(head)
-}
-
-fn take_n<'b, const N: usize>(rest: &mut &'b mut [u32], n: usize) -> Result<&'b mut [[u32; N]]>
-where
-    [u32; N]: bytemuck::Pod,
-{
-    let words = take(rest, n.checked_mul(N).ok_or(Error::InvalidState)?)?;
-    bytemuck::try_cast_slice_mut(words).map_err(|_| Error::InvalidState)
 }
 
 /// Splits `mem` for a region of `r` raw bytes: the arrays and the file scratch.
