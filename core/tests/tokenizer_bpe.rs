@@ -103,6 +103,20 @@ fn vocab_test(name: &str) -> Vec<(String, Vec<u32>)> {
     texts.into_iter().zip(ids).collect()
 }
 
+/// A fixture of `{"text", "ids"}` lines, ids from libllama's `llama_tokenize` with add_special
+/// and parse_special on.
+fn llama_fixture(name: &str) -> Vec<(String, Vec<u32>)> {
+    let lines = std::fs::read_to_string(format!("{FIXTURES}/{name}")).unwrap();
+    lines
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let ids = v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+            (v["text"].as_str().unwrap().to_owned(), ids)
+        })
+        .collect()
+}
+
 #[test]
 fn qwen2_matches_llama_cpp_vocab_test() {
     let (_, vocab, mem) = load("vocab-qwen2.gguf");
@@ -125,22 +139,16 @@ fn qwen2_matches_llama_cpp_vocab_test() {
 fn qwen2_random_texts_match_llama_cpp() {
     let (_, vocab, mem) = load("vocab-qwen2.gguf");
     let ix = TokenIndex::open(&vocab, &mem).unwrap();
-    let lines = std::fs::read_to_string(format!("{FIXTURES}/random-qwen2.jsonl")).unwrap();
-    let mut n = 0;
-    for (i, line) in lines.lines().enumerate() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let text = v["text"].as_str().unwrap();
-        let want: Vec<u32> =
-            v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let cases = llama_fixture("random-qwen2.jsonl");
+    assert_eq!(cases.len(), 3000);
+    for (i, (text, want)) in cases.iter().enumerate() {
         let got = tokenize(&vocab, ix, text, full(4096), 4096, u32::MAX).unwrap();
-        assert_eq!(got, want, "line {} {text:?}", i + 1);
+        assert_eq!(&got, want, "line {} {text:?}", i + 1);
         if i % 10 == 0 {
             let got = tokenize(&vocab, ix, text, full(4096), MIN_MODEL_WINDOW, 13).unwrap();
-            assert_eq!(got, want, "small window, line {} {text:?}", i + 1);
+            assert_eq!(&got, want, "small window, line {} {text:?}", i + 1);
         }
-        n += 1;
     }
-    assert_eq!(n, 3000);
 }
 
 /// The Qwen2 vocab with `tokenizer.ggml.pre = "llama3"` (as `vocab_only.py --pre llama3` writes
@@ -163,19 +171,33 @@ fn llama3_split_random_texts_match_llama_cpp() {
     assert_eq!(vocab.kind(), ModelKind::Bpe(PreTokenizer::Llama3));
     assert!(vocab.add_bos());
     let ix = TokenIndex::open(&vocab, &mem).unwrap();
-    let lines = std::fs::read_to_string(format!("{FIXTURES}/random-qwen2-llama3.jsonl")).unwrap();
-    let mut n = 0;
-    for (i, line) in lines.lines().enumerate() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let text = v["text"].as_str().unwrap();
-        let want: Vec<u32> =
-            v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let cases = llama_fixture("random-qwen2-llama3.jsonl");
+    assert_eq!(cases.len(), 1000);
+    for (i, (text, want)) in cases.iter().enumerate() {
         let window = if i % 10 == 0 { MIN_MODEL_WINDOW } else { 4096 };
         let got = tokenize(&vocab, ix, text, full(4096), window, 1 + i as u32 % 50).unwrap();
-        assert_eq!(got, want, "line {} {text:?}", i + 1);
-        n += 1;
+        assert_eq!(&got, want, "line {} {text:?}", i + 1);
     }
-    assert_eq!(n, 1000);
+}
+
+/// `names-qwen2.jsonl` (tools/tokenizer-fixtures/name_texts.py): the names llama.cpp re-types by
+/// their text, e.g. this vocab's ordinary token `</s>` becomes a control token; index and scan.
+#[test]
+fn names_llama_cpp_retypes_match_llama_cpp() {
+    let (file, vocab, mem) = load("vocab-qwen2.gguf");
+    let ix = TokenIndex::open(&vocab, &mem).unwrap();
+    let cases = llama_fixture("names-qwen2.jsonl");
+    assert_eq!(cases.len(), 276);
+    assert!(cases.iter().any(|(t, ids)| t == "a</s>b" && ids.contains(&128247)));
+    for (text, want) in &cases {
+        let got = tokenize(&vocab, ix, text, full(4096), 4096, u32::MAX).unwrap();
+        assert_eq!(&got, want, "index {text:?}");
+        let got = scan(&file, &vocab, text, full(4096), 4096, u32::MAX).unwrap();
+        assert_eq!(&got, want, "scan {text:?}");
+    }
+    // Without parse_special a re-typed name is text, as a control token is.
+    let got = tokenize(&vocab, ix, "a</s>b", plain(64), 4096, u32::MAX).unwrap();
+    assert!(!got.contains(&128247), "{got:?}");
 }
 
 #[test]
@@ -293,38 +315,26 @@ fn scan_matches_llama_cpp_vocab_test() {
 #[test]
 fn scan_random_texts_match_llama_cpp() {
     let (file, vocab, _) = load("vocab-qwen2.gguf");
-    let lines = std::fs::read_to_string(format!("{FIXTURES}/random-qwen2.jsonl")).unwrap();
-    let mut n = 0;
-    for (i, line) in lines.lines().enumerate() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let text = v["text"].as_str().unwrap();
-        let want: Vec<u32> =
-            v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let cases = llama_fixture("random-qwen2.jsonl");
+    assert_eq!(cases.len(), 3000);
+    for (i, (text, want)) in cases.iter().enumerate() {
         let (window, budget) =
             if i % 10 == 0 { (MIN_MODEL_WINDOW, 1 + i as u32 % 997) } else { (4096, u32::MAX) };
         let got = scan(&file, &vocab, text, full(4096), window, budget).unwrap();
-        assert_eq!(got, want, "line {} {text:?} window {window}", i + 1);
-        n += 1;
+        assert_eq!(&got, want, "line {} {text:?} window {window}", i + 1);
     }
-    assert_eq!(n, 3000);
 }
 
 #[test]
 fn scan_llama3_split_random_texts_match_llama_cpp() {
     let (file, vocab, _) = qwen2_as_llama3();
-    let lines = std::fs::read_to_string(format!("{FIXTURES}/random-qwen2-llama3.jsonl")).unwrap();
-    let mut n = 0;
-    for (i, line) in lines.lines().enumerate() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let text = v["text"].as_str().unwrap();
-        let want: Vec<u32> =
-            v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let cases = llama_fixture("random-qwen2-llama3.jsonl");
+    assert_eq!(cases.len(), 1000);
+    for (i, (text, want)) in cases.iter().enumerate() {
         let window = if i % 10 == 0 { MIN_MODEL_WINDOW } else { 4096 };
         let got = scan(&file, &vocab, text, full(4096), window, 1 + (i as u32 % 50) * 1000).unwrap();
-        assert_eq!(got, want, "line {} {text:?}", i + 1);
-        n += 1;
+        assert_eq!(&got, want, "line {} {text:?}", i + 1);
     }
-    assert_eq!(n, 1000);
 }
 
 #[test]

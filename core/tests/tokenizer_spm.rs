@@ -136,9 +136,10 @@ fn long_text_through_small_windows_is_the_whole_text_tokenized() {
     }
 }
 
-/// `random-*.jsonl`: `{"text", "ids"}` lines, ids from libllama's `llama_tokenize` with
-/// add_special and parse_special on (tools/tokenizer-fixtures/random_texts.py).
-fn random_fixture(vocab_file: &str, jsonl: &str) {
+/// A fixture of `{"text", "ids"}` lines, ids from libllama's `llama_tokenize` with add_special
+/// and parse_special on, through both lookups (scan mode on every `scan_every`-th line: each
+/// window streams the vocab twice); returns the number of lines.
+fn llama_fixture(vocab_file: &str, jsonl: &str, scan_every: usize) -> usize {
     let (file, vocab, mem) = load(vocab_file);
     let ix = TokenIndex::open(&vocab, &mem).unwrap();
     let lines = std::fs::read_to_string(format!("{FIXTURES}/{jsonl}")).unwrap();
@@ -151,24 +152,32 @@ fn random_fixture(vocab_file: &str, jsonl: &str) {
             v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
         let got = tokenize(&file, &vocab, ModelLookup::Index(ix), text, opts, 4096, u32::MAX).unwrap();
         assert_eq!(got, want, "line {} {text:?}", i + 1);
-        // Scan mode on every 10th text (each window streams the vocab twice).
-        if i % 10 == 0 {
+        if i % scan_every == 0 {
             let got = tokenize(&file, &vocab, ModelLookup::Scan, text, opts, 4096, 5000).unwrap();
             assert_eq!(got, want, "scan, line {} {text:?}", i + 1);
         }
         n += 1;
     }
-    assert_eq!(n, 3000);
+    n
 }
 
+/// `random-*.jsonl`: tools/tokenizer-fixtures/random_texts.py.
 #[test]
 fn llama_spm_random_texts_match_llama_cpp() {
-    random_fixture("vocab-llama-spm.gguf", "random-llama-spm.jsonl");
+    assert_eq!(llama_fixture("vocab-llama-spm.gguf", "random-llama-spm.jsonl", 10), 3000);
 }
 
 #[test]
 fn gemma3_random_texts_match_llama_cpp() {
-    random_fixture("vocab-gemma3.gguf", "random-gemma3.jsonl");
+    assert_eq!(llama_fixture("vocab-gemma3.gguf", "random-gemma3.jsonl", 10), 3000);
+}
+
+/// `names-*.jsonl` (tools/tokenizer-fixtures/name_texts.py): the names llama.cpp re-types by their
+/// text, e.g. Gemma 3's user-defined `</s>` becomes a control token.
+#[test]
+fn names_llama_cpp_retypes_match_llama_cpp() {
+    assert_eq!(llama_fixture("vocab-llama-spm.gguf", "names-llama-spm.jsonl", 1), 276);
+    assert_eq!(llama_fixture("vocab-gemma3.gguf", "names-gemma3.jsonl", 1), 276);
 }
 
 #[test]

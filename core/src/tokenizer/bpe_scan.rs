@@ -378,7 +378,7 @@ impl Scan {
                     && lens >> n.saturating_sub(1) & 1 != 0
                     && self.vocab.special_starts_with(first)
                 {
-                    let kind = Special::of_type(self.types.i32(io, id)?);
+                    let kind = self.vocab.special(e, self.types.i32(io, id)?);
                     let mut q = p.heads.get(usize::from(first)).copied().unwrap_or(NONE);
                     while q != NONE {
                         let i = q as usize;

@@ -6,6 +6,7 @@
 
 use embedded_io::{Read, Seek};
 
+use super::special::{by_name, has_name_rule, NameFacts};
 use super::vocab::{Cursor, Entry, FileWindow};
 use super::{Step, PHANTOM_SPACE};
 use crate::error::{Error, Malformed, Name, Result, Unsupported};
@@ -287,6 +288,7 @@ impl ModelVocabMeta {
             n_space_predecessors: 0,
             cuts: true,
             longest: 0,
+            names: NameFacts::default(),
         };
         Ok(ModelVocabLoader {
             vocab,
@@ -333,6 +335,8 @@ pub struct ModelVocab {
     cuts: bool,
     /// Bytes of the longest entry.
     longest: u16,
+    /// What llama.cpp's rules by token name need to know of the vocab.
+    names: NameFacts,
 }
 
 impl ModelVocab {
@@ -433,16 +437,30 @@ impl ModelVocab {
         self.space_predecessors.get(..n).unwrap_or_default().contains(&u32::from(c))
     }
 
+    /// How entry `text`, of token type `ty`, is matched in raw text: its type, then llama.cpp's
+    /// rules by name ([`by_name`]). Valid once the loader's pass is done.
+    pub(crate) fn special(&self, text: &[u8], ty: i32) -> Special {
+        by_name(text, Special::of_type(ty), self.names)
+    }
+
     /// Records what entry `entry` (of token type `ty`) tells about specials and cuts.
     fn learn(&mut self, entry: &[u8], ty: i32) -> Result<()> {
         self.longest = self.longest.max(entry.len() as u16);
-        let special = Special::of_type(ty);
+        self.names.learn(entry);
+        // A name rule's outcome may depend on entries still to come: count both kinds (the
+        // lengths and first bytes only narrow the search for special tokens).
+        let named = has_name_rule(entry);
+        let special = if named { Special::Control } else { Special::of_type(ty) };
         if special != Special::No && !entry.is_empty() && core::str::from_utf8(entry).is_ok() {
             if entry.len() > MAX_SPECIAL_BYTES {
                 return Err(Error::malformed(Malformed::BadVocab, self.tokens.offset));
             }
             let bit = 1u64 << (entry.len().saturating_sub(1) & 63);
             match special {
+                _ if named => {
+                    self.user_lens |= bit;
+                    self.control_lens |= bit;
+                }
                 Special::UserDefined => self.user_lens |= bit,
                 _ => self.control_lens |= bit,
             }

@@ -713,7 +713,7 @@ impl State<'_> {
                     && lens >> n.saturating_sub(1) & 1 != 0
                     && self.vocab.special_starts_with(first)
                 {
-                    let kind = Special::of_type(ty).code();
+                    let kind = self.vocab.special(e, ty).code();
                     if n == 1 {
                         for (i, &b) in raw.iter().enumerate() {
                             work = work.saturating_add(1);

@@ -288,6 +288,7 @@ enum Stage {
 #[derive(Debug)]
 pub struct TokenIndexBuilder<'m> {
     a: Arrays<'m, &'m mut [u32], &'m mut [u8]>,
+    vocab: ModelVocab,
     tokens: ArrayRef,
     merges: Option<ArrayRef>,
     cursor: Cursor,
@@ -316,6 +317,7 @@ impl<'m> TokenIndexBuilder<'m> {
         }
         Ok(TokenIndexBuilder {
             a,
+            vocab: *vocab,
             tokens: vocab.tokens(),
             merges: vocab.merges(),
             cursor: Cursor::new(&vocab.tokens()),
@@ -384,7 +386,11 @@ impl<'m> TokenIndexBuilder<'m> {
             *s = score.to_bits();
         }
         if let Some(k) = self.a.kinds.get_mut(i) {
-            *k = Special::of_type(ty).code();
+            *k = match entry {
+                Entry::Bytes(text) => self.vocab.special(text, ty),
+                Entry::Long => Special::of_type(ty),
+            }
+            .code();
         }
         if let Entry::Bytes(text) = entry {
             if !text.is_empty() && text.len() <= MAX_ENTRY_BYTES {
