@@ -3,6 +3,8 @@
 //! threads and the calling thread together.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use stepembed_core::engine::{Parallel, Part, Sequential};
 
@@ -42,28 +44,50 @@ impl Threads {
 }
 
 impl Parallel for Threads {
-    /// The first part on the calling thread, the others on the pool; returns when all are done.
-    /// The calling thread waits by spinning, not sleeping: a part lasts a fraction of a
-    /// millisecond, about what waking a sleeping thread would add.
+    /// Runs the parts on the calling thread and the pool together; returns when all are done.
+    ///
+    /// Each thread takes the next part not yet taken until none is left, so the calling thread
+    /// runs every part the pool has not started: a pool thread that is slow to wake, or not
+    /// scheduled at all on a busy machine, costs the step at most the parts it has already
+    /// taken, never the parallel time of the others. The calling thread then waits for those
+    /// by spinning for a short while (a part lasts a fraction of a millisecond, about what
+    /// waking a sleeping thread would add) and then sleeping, so that on a machine with fewer
+    /// free cores than threads it does not burn the time the pool thread needs.
     fn run(&self, parts: &mut [Part<'_>]) {
         let Some(pool) = &self.pool else {
             return Sequential.run(parts);
         };
-        let [first, rest @ ..] = parts else { return };
+        let total = parts.len();
+        let slots: Vec<Mutex<&mut Part<'_>>> = parts.iter_mut().map(Mutex::new).collect();
+        let next = AtomicUsize::new(0);
         let finished = AtomicUsize::new(0);
-        let others = rest.len();
+        let work = || {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(slot) = slots.get(i) else { break };
+                // Each index is taken once, so the lock is never contended (nor poisoned: a
+                // part does not panic, and a poisoned lock still holds the part).
+                slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).run();
+                finished.fetch_add(1, Ordering::Release);
+            }
+        };
         pool.in_place_scope(|scope| {
-            for part in rest {
-                let finished = &finished;
-                scope.spawn(move |_| {
-                    part.run();
-                    finished.fetch_add(1, Ordering::Release);
-                });
+            for _ in 1..self.n.min(total) {
+                scope.spawn(|_| work());
             }
-            first.run();
-            while finished.load(Ordering::Acquire) < others {
-                std::hint::spin_loop();
+            work();
+            let start = Instant::now();
+            while finished.load(Ordering::Acquire) < total && start.elapsed() < SPIN_TIME {
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                }
             }
+            // Still running: the scope's end sleeps until the pool's jobs are done.
         });
     }
 }
+
+/// How long the calling thread spins for the pool's parts before it sleeps: about the time a
+/// part takes, so that on an idle machine the wait rarely sleeps, and on a busy one a step
+/// burns at most this much waiting.
+const SPIN_TIME: Duration = Duration::from_micros(100);
