@@ -242,7 +242,9 @@ impl<'a> Job<'a> {
                     None => 0,
                 };
                 let int = units(1, &[add(self.n_tokens, refined)?]).saturating_mul(k as u64);
-                let row = int.saturating_add(units(check, &[self.n_tokens]));
+                let row = int
+                    .saturating_add(units(check, &[self.n_tokens]))
+                    .saturating_add(self.row_read_cost(w, src, pc)?);
                 match lead {
                     0 => row,
                     _ if pc.unit < lead => units(QUANTIZE_COST, &[k]),
@@ -263,6 +265,16 @@ impl<'a> Job<'a> {
             }
             Kind::Normalize => units(FINITE_COST, &[e]),
         })
+    }
+
+    /// The read cost of one weight row of the product of `w` over `src`: a product over some of
+    /// the row's columns (an FFN slab, a head group) reads each row on its own
+    /// ([`read_rows`](super::matmul::read_rows)); whole rows are read in one call.
+    fn row_read_cost(&self, w: Tensor, src: Buf, pc: Pc) -> Result<u64> {
+        let w = self.tensor(w).ok_or(Error::InvalidState)?;
+        let cols = self.place(src, pc)?;
+        let (_, span) = w.col_span(cols.first, add(cols.first, cols.width)?);
+        Ok(if span == w.row_bytes() { 0 } else { ROW_READ_COST })
     }
 
     /// The most units of `op` one call can do whatever the budget: the weight rows that fit
