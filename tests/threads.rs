@@ -232,3 +232,45 @@ fn the_cli_gives_the_same_output_for_any_thread_count() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "--threads 0 is a usage error");
 }
+
+/// `embed` spreads a window's batches (16 texts each by default) over as many embedders as
+/// threads, one job per thread: the same rows, in the same order, as one thread.
+#[test]
+fn the_cli_spreads_batches_over_threads_with_the_same_bits() {
+    let dir = std::env::temp_dir().join(format!("stepembed-threads-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("texts.jsonl");
+    let texts = common::texts();
+    // 45 texts of mixed lengths: three batches and a part.
+    let lines: String = (0..45)
+        .map(|i| serde_json::json!({ "text": texts[i % texts.len()], "id": i }).to_string() + "\n")
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    for model in ["minilm-l6-Q4_K_M", "qwen3-tiny-2L-Q4_K_M"] {
+        let path = common::fixture(&format!("models/{model}.gguf"));
+        let embed = |threads: &str, mode: &str| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_stepembed"))
+                .args(["embed", path.to_str().unwrap(), "--input", input.to_str().unwrap()])
+                .args(["--threads", threads, "--mode", mode, "--stats"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let stderr = String::from_utf8(out.stderr).unwrap();
+            let stats: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+            assert_eq!(stats["texts"], 45, "{stderr}");
+            out.stdout
+        };
+        for mode in ["exact", "fast"] {
+            let one = embed("1", mode);
+            let ids: Vec<u64> = String::from_utf8(one.clone())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_u64().unwrap())
+                .collect();
+            assert_eq!(ids, (0..45).collect::<Vec<u64>>(), "{model} {mode}: rows in input order");
+            assert_eq!(embed("2", mode), one, "{model} {mode}, 2 threads");
+            assert_eq!(embed("3", mode), one, "{model} {mode}, 3 threads");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -5,6 +5,7 @@
 //! failure, reported as one line `stepembed: error: …` on stderr.
 
 mod formats;
+mod jobs;
 mod output;
 mod progress;
 mod step_times;
@@ -17,7 +18,7 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
-use stepembed_core::engine::{Input, Mode, PlanKind, Step};
+use stepembed_core::engine::{Mode, PlanKind};
 use stepembed_core::model::Pooling;
 use stepembed_core::tokenizer;
 
@@ -27,6 +28,7 @@ use crate::jsonl::{LineFormat, Records};
 use crate::threads::Threads;
 pub use formats::Format;
 use formats::{Row, RowWriter};
+use jobs::Workers;
 use output::Output;
 use progress::{Reporter, Total};
 use step_times::StepTimes;
@@ -229,10 +231,12 @@ pub struct EmbedArgs {
     /// How the weight matrix products are computed
     #[arg(long, value_enum, default_value_t = ModeArg::Exact)]
     pub mode: ModeArg,
-    /// Threads each step runs on, this one included [default: the available cores]
+    /// Threads to embed on, this one included [default: the available cores]
     ///
-    /// Each weight matrix product is split by rows over them; the embeddings are the same bits
-    /// for any count.
+    /// Jobs of several texts (16 per job) are spread over them, each thread with an embedder
+    /// of its own (the memory of N embedders); a single job has each weight matrix product
+    /// split by rows over them (with --memory, always). The embeddings are the same bits for
+    /// any count.
     #[arg(long, value_name = "N", value_parser = positive)]
     pub threads: Option<usize>,
     #[command(flatten)]
@@ -576,25 +580,21 @@ struct Sink {
 }
 
 impl Sink {
-    /// Embeds `window` (in jobs of several texts) and writes its rows in order.
-    fn embed(&mut self, embedder: &mut Embedder, window: &Window) -> Result<(), CliError> {
+    /// Embeds `window` (in jobs of several texts, spread over `workers`' threads when it has
+    /// several) and writes its rows in order.
+    fn embed(
+        &mut self,
+        embedder: &mut Embedder,
+        workers: &mut Workers,
+        window: &Window,
+    ) -> Result<(), CliError> {
         let e = embedder.embedding_len();
         let ids: Vec<&[u32]> = window.ids.iter().map(Vec::as_slice).collect();
-        for range in embedder.batches(&window.ids) {
-            let mut job = embedder
-                .job(Input::IdBatch(&ids[range.clone()]))
-                .map_err(|e| CliError::Message(e.to_string()))?;
-            let embeddings = loop {
-                let t0 = Instant::now();
-                let step = job.step().map_err(|e| CliError::Message(e.to_string()))?;
-                self.steps.record(t0.elapsed().as_micros() as u64);
-                if let Step::Done(v) = step {
-                    break v.to_vec();
-                }
-            };
-            let n_tokens = job.n_tokens();
+        let batches = embedder.batches(&window.ids);
+        for (range, done) in batches.iter().zip(workers.run(embedder, &ids, &batches)?) {
+            done.steps.iter().for_each(|&us| self.steps.record(us));
             let texts = window.texts[range.clone()].iter().zip(&ids[range.clone()]);
-            for (((text, truncated), ids), embedding) in texts.zip(embeddings.chunks_exact(e)) {
+            for (((text, truncated), ids), embedding) in texts.zip(done.embeddings.chunks_exact(e)) {
                 let mut vector = embedding[..self.dims.unwrap_or(e).min(e)].to_vec();
                 if self.normalize_cut {
                     stepembed_core::engine::l2_normalize(&mut vector);
@@ -610,8 +610,8 @@ impl Sink {
                 self.rows.row(&mut self.out, &row)?;
             }
             self.texts += range.len();
-            self.tokens += n_tokens;
-            self.reporter.advance(range.len(), n_tokens);
+            self.tokens += done.n_tokens;
+            self.reporter.advance(range.len(), done.n_tokens);
         }
         Ok(())
     }
@@ -684,6 +684,10 @@ fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
         known = Some(windows);
     }
     let mut embedder = open_embedder(path, options)?;
+    // Batches are split by texts over the threads (each its own embedder), one text's job by
+    // weight rows; with a memory cap, by rows only (the cap is for one embedder).
+    let text_threads = if options.memory.is_some() { 1 } else { embedder.plan().threads() };
+    let mut workers = Workers::new(path, options, text_threads);
     let e = embedder.embedding_len();
     if let Some(n) = args.dims {
         if n > e {
@@ -711,7 +715,7 @@ fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
     match known {
         Some(windows) => {
             for window in &windows {
-                sink.embed(&mut embedder, window)?;
+                sink.embed(&mut embedder, &mut workers, window)?;
             }
         }
         None => {
@@ -734,7 +738,7 @@ fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
                 if window.texts.is_empty() {
                     break;
                 }
-                sink.embed(&mut embedder, &window)?;
+                sink.embed(&mut embedder, &mut workers, &window)?;
             }
         }
     }

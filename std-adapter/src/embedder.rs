@@ -310,6 +310,15 @@ impl<S: Source> Embedder<S> {
         Ok(Running { job, source: &mut self.source, tuner, stats, deadline, done_units: 0, threads })
     }
 
+    /// [`Embedder::job`] whose steps run on the calling thread alone, whatever
+    /// [`EmbedderOptions::threads`] says (the same bits): for a host that runs several
+    /// embedders' jobs at once, one per thread.
+    pub fn job_one_thread<'e>(&'e mut self, input: Input<'e>) -> Result<Running<'e, S>> {
+        let mut running = self.job(input)?;
+        running.threads = &ONE_THREAD;
+        Ok(running)
+    }
+
     /// Embeds one text (blocking).
     pub fn embed(&mut self, text: &str) -> Result<Vec<f32>> {
         block_on(self.embed_async(text))
@@ -535,6 +544,9 @@ impl<S: Source> Embedder<S> {
         Ok(tok.ids().to_vec())
     }
 }
+
+/// The calling thread alone ([`Embedder::job_one_thread`]).
+static ONE_THREAD: Threads = Threads::one();
 
 /// A job in progress over an [`Embedder`]'s source. See [`Embedder::job`].
 pub struct Running<'e, S: Source> {

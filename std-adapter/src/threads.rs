@@ -21,7 +21,7 @@ impl Threads {
     pub fn new(n: usize) -> std::io::Result<Self> {
         let n = n.max(1);
         if n == 1 {
-            return Ok(Threads { pool: None, n });
+            return Ok(Threads::one());
         }
         let pool = rayon_core::ThreadPoolBuilder::new()
             .num_threads(n - 1)
@@ -29,6 +29,11 @@ impl Threads {
             .build()
             .map_err(std::io::Error::other)?;
         Ok(Threads { pool: Some(pool), n })
+    }
+
+    /// The calling thread alone: [`Sequential`].
+    pub const fn one() -> Self {
+        Threads { pool: None, n: 1 }
     }
 
     /// The threads available to this process ([`std::thread::available_parallelism`]; 1 when
