@@ -136,21 +136,31 @@ pub(crate) fn by_name(text: &[u8], stored: Special, facts: NameFacts) -> Special
     if text == b"<|end|>" && facts.end_is_user() {
         return Special::UserDefined;
     }
-    let is = |names: &[&str]| names.iter().any(|n| n.as_bytes() == text);
-    if is(USER_NAMES) {
-        Special::UserDefined
-    } else if is(CONTROL_NAMES) {
-        Special::Control
-    } else {
-        stored
-    }
+    named(text).unwrap_or(stored)
 }
 
 /// Whether llama.cpp's name rules may change the kind of entry `text` (a vocab's pass records
 /// such an entry as both kinds of special token, since the rules' outcome depends on entries
 /// seen later).
 pub(crate) fn has_name_rule(text: &[u8]) -> bool {
-    CONTROL_NAMES.iter().chain(USER_NAMES).any(|n| n.as_bytes() == text)
+    named(text).is_some()
+}
+
+/// The kind the name lists give `text`, if they hold it. Every listed name starts with `<`,
+/// `[`, `_` or `▁` (byte 0xE2): other entries, nearly all of a vocab, are refused on their
+/// first byte.
+fn named(text: &[u8]) -> Option<Special> {
+    if !matches!(text.first(), Some(b'<' | b'[' | b'_' | 0xE2)) {
+        return None;
+    }
+    let is = |names: &[&str]| names.iter().any(|n| n.as_bytes() == text);
+    if is(USER_NAMES) {
+        Some(Special::UserDefined)
+    } else if is(CONTROL_NAMES) {
+        Some(Special::Control)
+    } else {
+        None
+    }
 }
 
 /// Keeps, of `cands`, the occurrences llama.cpp cuts out, sorted by position, at the front;
@@ -211,6 +221,9 @@ mod tests {
         assert_eq!(by_name(b"</s>", Special::Control, gemma4), Special::No);
         assert_eq!(by_name(b"<eos>", Special::No, gemma4), Special::Control);
         assert!(has_name_rule(b"</s>") && has_name_rule(b"<|start|>") && !has_name_rule(b"<s>"));
+        for name in CONTROL_NAMES.iter().chain(USER_NAMES) {
+            assert!(has_name_rule(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]

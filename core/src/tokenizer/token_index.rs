@@ -289,8 +289,6 @@ enum Stage {
 pub struct TokenIndexBuilder<'m> {
     a: Arrays<'m, &'m mut [u32], &'m mut [u8]>,
     vocab: ModelVocab,
-    tokens: ArrayRef,
-    merges: Option<ArrayRef>,
     cursor: Cursor,
     types: Column,
     scores: Column,
@@ -318,8 +316,6 @@ impl<'m> TokenIndexBuilder<'m> {
         Ok(TokenIndexBuilder {
             a,
             vocab: *vocab,
-            tokens: vocab.tokens(),
-            merges: vocab.merges(),
             cursor: Cursor::new(&vocab.tokens()),
             types: Column::new(vocab.types()),
             scores: Column::new(vocab.scores()),
@@ -350,10 +346,10 @@ impl<'m> TokenIndexBuilder<'m> {
             match self.stage {
                 Stage::Done => return Ok(Step::Done),
                 Stage::Tokens => {
-                    let tokens = self.tokens;
+                    let tokens = self.vocab.tokens();
                     match self.cursor.next(&tokens, io, &mut win)? {
                         Some((id, entry)) => self.insert_token(io, id, entry)?,
-                        None => match self.merges {
+                        None => match self.vocab.merges() {
                             Some(m) => {
                                 self.cursor = Cursor::new(&m);
                                 self.stage = Stage::Merges;
@@ -363,7 +359,7 @@ impl<'m> TokenIndexBuilder<'m> {
                     }
                 }
                 Stage::Merges => {
-                    let Some(m) = self.merges else {
+                    let Some(m) = self.vocab.merges() else {
                         self.stage = Stage::Done;
                         continue;
                     };
@@ -378,7 +374,7 @@ impl<'m> TokenIndexBuilder<'m> {
     }
 
     fn insert_token<S: Source + ?Sized>(&mut self, io: &mut S, id: u32, entry: Entry<'_>) -> Result<()> {
-        let bad = Error::malformed(Malformed::BadVocab, self.tokens.offset);
+        let bad = Error::malformed(Malformed::BadVocab, self.vocab.tokens().offset);
         let ty = self.types.i32(io, id)?;
         let score = self.scores.score(io, id)?;
         let i = id as usize;
@@ -411,7 +407,7 @@ impl<'m> TokenIndexBuilder<'m> {
     }
 
     fn insert_merge(&mut self, rank: u32, entry: Entry<'_>) -> Result<()> {
-        let bad = Error::malformed(Malformed::BadVocab, self.merges.map_or(0, |m| m.offset));
+        let bad = Error::malformed(Malformed::BadVocab, self.vocab.merges().map_or(0, |m| m.offset));
         let (mut left, mut right) = (NONE, NONE);
         if let Entry::Bytes(text) = entry {
             // llama.cpp splits at the first space after the first byte; no space: no merge.
@@ -444,13 +440,13 @@ impl<'m> TokenIndexBuilder<'m> {
 
     /// Entries and merges inserted so far, and in all.
     pub fn progress(&self) -> (u64, u64) {
-        let m = self.merges.map_or(0, |m| m.count);
+        let m = self.vocab.merges().map_or(0, |m| m.count);
         let done = match self.stage {
             Stage::Tokens => u64::from(self.cursor.index),
-            Stage::Merges => self.tokens.count.saturating_add(u64::from(self.cursor.index)),
-            Stage::Done => self.tokens.count.saturating_add(m),
+            Stage::Merges => self.vocab.tokens().count.saturating_add(u64::from(self.cursor.index)),
+            Stage::Done => self.vocab.tokens().count.saturating_add(m),
         };
-        (done, self.tokens.count.saturating_add(m))
+        (done, self.vocab.tokens().count.saturating_add(m))
     }
 
     /// The finished index; [`Error::InvalidState`] before a step returned [`Step::Done`] (or the
@@ -470,7 +466,7 @@ impl<'m> TokenIndexBuilder<'m> {
             pairs: self.a.pairs,
             kinds: self.a.kinds,
             keys: self.a.keys,
-            tokens: self.tokens,
+            tokens: self.vocab.tokens(),
         })
     }
 }

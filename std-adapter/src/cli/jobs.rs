@@ -76,15 +76,14 @@ impl Workers {
         }
         let n = self.extra.len() + 1;
         let mut embedders: Vec<&mut Embedder> = std::iter::once(main).chain(self.extra.iter_mut()).collect();
-        let mut results: Vec<Vec<(usize, Result<Done, CliError>)>> = std::thread::scope(|scope| {
+        let mut all: Vec<(usize, Result<Done, CliError>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = embedders
                 .iter_mut()
                 .enumerate()
                 .map(|(w, embedder)| {
                     scope.spawn(move || {
-                        let mine = batches.iter().enumerate().skip(w).step_by(n);
                         let mut done = Vec::new();
-                        for (i, r) in mine {
+                        for (i, r) in batches.iter().enumerate().skip(w).step_by(n) {
                             let result = run(embedder, batch(r), true);
                             let failed = result.is_err();
                             done.push((i, result));
@@ -98,14 +97,13 @@ impl Workers {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| {
+                .flat_map(|h| {
                     h.join().unwrap_or_else(|_| {
                         vec![(0, Err(CliError::Message("a worker thread panicked".into())))]
                     })
                 })
                 .collect()
         });
-        let mut all: Vec<(usize, Result<Done, CliError>)> = results.drain(..).flatten().collect();
         all.sort_by_key(|(i, _)| *i);
         let done: Vec<Done> = all.into_iter().map(|(_, r)| r).collect::<Result<_, _>>()?;
         if done.len() != batches.len() {
