@@ -237,11 +237,13 @@ fn fnv(v: &[f32]) -> u64 {
 /// quantized every product's input afresh, so reusing blocks quantized once (or any change to
 /// the int8 arithmetic) must reproduce them exactly. Re-recorded when the residual pass came
 /// (`quantize_q8_refined`): minilm's three texts and nomic-small's second have tokens above
-/// its threshold and changed on purpose; bert-synth's did not (none of their tokens is).
+/// its threshold and changed on purpose; bert-synth's did not (none of their tokens is). And
+/// again when each value became the nearest step of its block's stored f32 scale rather than of
+/// `amax / 127` unrounded: minilm's third text changed (some values moved by one step).
 #[test]
 fn fast_embeddings_are_pinned_bit_for_bit() {
     let pinned: &[(&str, &[u64])] = &[
-        ("minilm-l6-Q4_K_M", &[0x1472_d01c_d13e_14ce, 0x5e78_3a9e_3ed4_7236, 0x9bab_a2ff_406f_de4f]),
+        ("minilm-l6-Q4_K_M", &[0x1472_d01c_d13e_14ce, 0x5e78_3a9e_3ed4_7236, 0x7faa_aecc_835e_786d]),
         ("nomic-small-2L-Q4_K_M", &[0xee98_ef7a_ab58_ecec, 0x3a2e_6b1e_9911_9fca, 0x31a3_48a8_6106_cfcf]),
         ("bert-synth-2L-Q4_K_M", &[0x3867_fa6a_6d0f_eb1c, 0x6cec_60f6_50ad_cd2b, 0x73b5_b3b4_e62f_711b]),
     ];

@@ -224,9 +224,13 @@ pub(crate) fn is_zero_block(b: &BlockQ8) -> bool {
 
 /// One block of 32 values, or `None` if one is not finite.
 ///
-/// The reciprocal and products are taken in f64 so that a block of tiny (subnormal) values,
-/// whose f32 reciprocal would overflow, is quantized as well as any other; a block whose `d`
-/// underflows to zero (all |x| < 127 · 2⁻¹⁵⁰) becomes all zeros.
+/// Each value becomes the nearest step of the stored scale `d = amax / 127` (rounded to f32),
+/// so that `|x − d·q| ≤ d/2`: rounding `x · 127 / amax` instead would leave up to 127 times
+/// the f32 rounding of `d` on top. Where `d` is subnormal (and so has lost precision) the steps
+/// are those of `amax / 127` unrounded, so that the largest value still maps to ±127. The
+/// reciprocal and products are taken in f64 so that a block of tiny values, whose f32
+/// reciprocal would overflow, is quantized as well as any other; a block whose `d` underflows
+/// to zero (all |x| < 127 · 2⁻¹⁵⁰) becomes all zeros.
 fn quantize_block(xs: &[f32]) -> Option<BlockQ8> {
     // No early exit, so that the loop vectorises.
     let (mut amax, mut finite) = (0.0f32, true);
@@ -242,7 +246,7 @@ fn quantize_block(xs: &[f32]) -> Option<BlockQ8> {
     if d == 0.0 {
         return Some(b);
     }
-    let inv = 127.0 / f64::from(amax);
+    let inv = if d.is_normal() { 1.0 / f64::from(d) } else { 127.0 / f64::from(amax) };
     for (q, &v) in b.qs.iter_mut().zip(xs) {
         *q = round_to_i8(f64::from(v) * inv);
     }
