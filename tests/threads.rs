@@ -188,6 +188,52 @@ fn embedders_with_any_thread_count_agree_bit_for_bit() {
     }
 }
 
+/// `embed_batch` with several threads runs its jobs (here 3 texts each) in rounds, one job per
+/// thread, each on an arena of its own: the same bits as one thread, every job's steps counted,
+/// the workers' arenas in `memory_bytes`. An embedder made from a source it cannot reopen splits
+/// rows only.
+#[test]
+fn batch_calls_spread_their_jobs_over_the_threads_with_the_same_bits() {
+    let texts = common::texts();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).filter(|t| !t.trim().is_empty()).collect();
+    for model in ["minilm-l6-Q4_K_M", "qwen3-tiny-2L-Q4_K_M"] {
+        let path = common::fixture(&format!("models/{model}.gguf"));
+        for mode in [Mode::Exact, Mode::Fast] {
+            let options = |threads| EmbedderOptions {
+                mode,
+                threads,
+                max_texts: 3,
+                max_tokens: Some(256),
+                ..EmbedderOptions::default()
+            };
+            let mut one = Embedder::open_with(&path, options(1)).unwrap();
+            assert_eq!(one.texts_at_once(), 3);
+            let want = one.embed_batch(&texts).unwrap();
+            // Jobs of at most 3 texts and 256 tokens.
+            let jobs = one.step_stats().jobs();
+            assert!(jobs >= texts.len().div_ceil(3) as u64);
+            for n in [2, 3] {
+                let mut e = Embedder::open_with(&path, options(n)).unwrap();
+                assert_eq!(e.texts_at_once(), 3 * n, "{model} {mode:?} {n} threads");
+                let before = e.memory_bytes();
+                let got = e.embed_batch(&texts).unwrap();
+                assert_eq!(got.len(), want.len());
+                for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+                    assert_eq!(bits(a), bits(b), "{model} {mode:?} {n} threads, text {i}");
+                }
+                assert_eq!(e.memory_bytes(), before + (n - 1) * one.plan().arena_bytes());
+                assert_eq!(e.step_stats().jobs(), jobs);
+                assert_eq!(e.step_stats().steps(), one.step_stats().steps(), "{model} {mode:?} {n} threads");
+                // Again on the workers started: the same.
+                assert_eq!(e.embed_batch(&texts).unwrap(), want);
+            }
+            let source = stepembed::io::open(&path).unwrap();
+            let rows = Embedder::from_source(source, options(2)).unwrap();
+            assert_eq!(rows.texts_at_once(), 3);
+        }
+    }
+}
+
 #[test]
 fn the_default_is_the_available_cores() {
     assert_eq!(EmbedderOptions::default().threads, Threads::available());

@@ -12,8 +12,10 @@ export interface EmbedderOptions {
    */
   mode?: 'exact' | 'fast';
   /**
-   * Threads each inference step runs on, the stepping one included (default: the available
-   * cores). Matrix products are split by weight rows; results are the same bits for any count.
+   * Threads to embed on, the stepping one included (default: the available cores). Queued
+   * texts are taken up to 16 per thread and their jobs run one per thread at once
+   * (each with an arena of its own); a lone job has its matrix products split by weight rows.
+   * Results are the same bits for any count.
    */
   threads?: number;
   /** Byte cap for arena + vocab index: the fastest plan that fits, or ERR_MEMORY. */

@@ -5,7 +5,6 @@
 //! failure, reported as one line `stepembed: error: …` on stderr.
 
 mod formats;
-mod jobs;
 mod output;
 mod progress;
 mod step_times;
@@ -17,18 +16,19 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures_lite::future::block_on;
 use serde_json::json;
 use stepembed_core::engine::{Mode, PlanKind};
 use stepembed_core::model::Pooling;
 use stepembed_core::tokenizer;
 
+use crate::breaker::Deadline;
 use crate::embedder::{Embedder, EmbedderOptions};
 use crate::inspect;
 use crate::jsonl::{LineFormat, Records};
 use crate::threads::Threads;
 pub use formats::Format;
 use formats::{Row, RowWriter};
-use jobs::Workers;
 use output::Output;
 use progress::{Reporter, Total};
 use step_times::StepTimes;
@@ -233,10 +233,10 @@ pub struct EmbedArgs {
     pub mode: ModeArg,
     /// Threads to embed on, this one included [default: the available cores]
     ///
-    /// Jobs of several texts (16 per job) are spread over them, each thread with an embedder
-    /// of its own (the memory of N embedders); a single job has each weight matrix product
-    /// split by rows over them (with --memory, always). The embeddings are the same bits for
-    /// any count.
+    /// Jobs of several texts (16 per job) are spread over them, one job per thread, each with
+    /// an arena of its own (the vocab index is shared); a single job has each weight matrix
+    /// product split by rows over them (with --memory, always). The embeddings are the same
+    /// bits for any count.
     #[arg(long, value_name = "N", value_parser = positive)]
     pub threads: Option<usize>,
     #[command(flatten)]
@@ -580,19 +580,20 @@ struct Sink {
 }
 
 impl Sink {
-    /// Embeds `window` (in jobs of several texts, spread over `workers`' threads when it has
-    /// several) and writes its rows in order.
-    fn embed(
-        &mut self,
-        embedder: &mut Embedder,
-        workers: &mut Workers,
-        window: &Window,
-    ) -> Result<(), CliError> {
+    /// Embeds `window` (in jobs of several texts, spread over the embedder's threads when it
+    /// has several) and writes its rows in order.
+    fn embed(&mut self, embedder: &mut Embedder, window: &Window) -> Result<(), CliError> {
         let e = embedder.embedding_len();
         let ids: Vec<&[u32]> = window.ids.iter().map(Vec::as_slice).collect();
         let batches = embedder.batches(&window.ids);
-        for (range, done) in batches.iter().zip(workers.run(embedder, &ids, &batches)?) {
-            done.steps.iter().for_each(|&us| self.steps.record(us));
+        let finished = block_on(embedder.run_jobs(&ids, &batches, Deadline::NONE, &mut || Ok(()), true))
+            .map_err(|e| CliError::Message(e.to_string()))?;
+        if finished.len() != batches.len() {
+            return Err(CliError::Message("a job of the window did not run".into()));
+        }
+        for (range, done) in batches.iter().zip(finished) {
+            let done = done.map_err(|e| CliError::Message(e.to_string()))?;
+            done.steps.iter().for_each(|took| self.steps.record(took.as_micros() as u64));
             let texts = window.texts[range.clone()].iter().zip(&ids[range.clone()]);
             for (((text, truncated), ids), embedding) in texts.zip(done.embeddings.chunks_exact(e)) {
                 let mut vector = embedding[..self.dims.unwrap_or(e).min(e)].to_vec();
@@ -684,10 +685,6 @@ fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
         known = Some(windows);
     }
     let mut embedder = open_embedder(path, options)?;
-    // Batches are split by texts over the threads (each its own embedder), one text's job by
-    // weight rows; with a memory cap, by rows only (the cap is for one embedder).
-    let text_threads = if options.memory.is_some() { 1 } else { embedder.plan().threads() };
-    let mut workers = Workers::new(path, options, text_threads);
     let e = embedder.embedding_len();
     if let Some(n) = args.dims {
         if n > e {
@@ -715,7 +712,7 @@ fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
     match known {
         Some(windows) => {
             for window in &windows {
-                sink.embed(&mut embedder, &mut workers, window)?;
+                sink.embed(&mut embedder, window)?;
             }
         }
         None => {
@@ -738,7 +735,7 @@ fn cmd_embed(args: EmbedArgs) -> Result<(), CliError> {
                 if window.texts.is_empty() {
                     break;
                 }
-                sink.embed(&mut embedder, &mut workers, &window)?;
+                sink.embed(&mut embedder, &window)?;
             }
         }
     }

@@ -15,6 +15,7 @@
 //! [`EmbedderOptions::timeout`] and the step-time target [`EmbedderOptions::step_target`].
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::{block_on, yield_now};
@@ -29,6 +30,7 @@ use stepembed_core::tokenizer::{
 use crate::breaker::{Deadline, StepTuner};
 use crate::error::{Error, Result};
 use crate::io::FileSource;
+use crate::spread::{Finished, Round, Spread};
 use crate::threads::Threads;
 
 /// How an [`Embedder`] plans its memory and runs its jobs.
@@ -64,12 +66,22 @@ pub struct EmbedderOptions {
     /// How token vectors become the embedding (default: the file's `pooling_type`): mean or
     /// [CLS], both of which every architecture here computes.
     pub pooling: Option<Pooling>,
-    /// Threads each job step runs on, the calling one included (default: the available cores,
-    /// [`Threads::available`]; 0 counts as 1). Each step's matrix products are split by weight
-    /// rows over them (bit-identical results for any count), the plan grows by 64 KiB of output
-    /// tile and one decode scratch per extra thread ([`Plan::with_threads`]). A step does the same
-    /// work units as with one thread, so it is never longer (the parts of a step that are not
-    /// split — attention, norms, the dense head — keep one thread's step time). When [`EmbedderOptions::memory`] cannot hold the extra room, one thread.
+    /// Threads to embed on, the calling one included (default: the available cores,
+    /// [`Threads::available`]; 0 counts as 1); results are bit-identical for any count.
+    ///
+    /// A batch call ([`Embedder::embed_batch`], the service) with more than one job runs its
+    /// jobs in rounds, one job per thread at once, each on one thread with an arena of its own
+    /// (text splitting, the faster split for batches; the vocab index is shared): for an
+    /// embedder opened from a file ([`Embedder::open_with`]) without a
+    /// [`EmbedderOptions::memory`] cap, whose extra arenas are allocated at the first such call
+    /// and counted by [`Embedder::memory_bytes`].
+    ///
+    /// Any other job has each step's matrix products split by weight rows over the threads;
+    /// the plan grows by 64 KiB of output tile and one decode scratch per extra thread
+    /// ([`Plan::with_threads`]). A step does the same work units as with one thread, so it is
+    /// never longer (the parts of a step that are not split — attention, norms, the dense head
+    /// — keep one thread's step time). When [`EmbedderOptions::memory`] cannot hold the extra
+    /// room, one thread.
     pub threads: usize,
 }
 
@@ -99,8 +111,9 @@ pub struct Embedder<S: Source = FileSource> {
     pub(crate) layers: Vec<LayerRefs>,
     pub(crate) plan: Plan,
     pub(crate) arena: Vec<u8>,
-    /// The vocab index, built once (empty when the plan streams the vocab instead).
-    pub(crate) index: Vec<u8>,
+    /// The vocab index, built once (empty when the plan streams the vocab instead), shared with
+    /// the [`Spread`] workers.
+    pub(crate) index: Arc<Vec<u8>>,
     pub(crate) options: EmbedderOptions,
     /// Calibrates the budget when [`EmbedderOptions::step_target`] is set.
     pub(crate) tuner: Option<StepTuner>,
@@ -108,6 +121,9 @@ pub struct Embedder<S: Source = FileSource> {
     pub(crate) step_stats: StepStats,
     /// The threads each step runs on.
     pub(crate) threads: Threads,
+    /// The workers that batch calls spread their jobs over (text splitting): for an embedder
+    /// opened from a file with several threads and no [`EmbedderOptions::memory`] cap.
+    pub(crate) spread: Option<Spread>,
 }
 
 /// Step counts and durations of an [`Embedder`]'s jobs.
@@ -203,7 +219,14 @@ impl Embedder<FileSource> {
     pub async fn open_async(path: impl AsRef<Path>, options: EmbedderOptions) -> Result<Self> {
         let path = path.as_ref();
         let file = crate::io::open(path).map_err(|source| Error::Open { path: path.into(), source })?;
-        Embedder::from_source_async(file, options).await
+        let mut embedder = Embedder::from_source_async(file, options).await?;
+        #[cfg(unix)]
+        if options.memory.is_none() {
+            let Embedder { source, meta, layers, plan, index, .. } = &embedder;
+            let file = (source.inner(), path);
+            embedder.spread = Spread::new(file, *meta, layers, *plan, Arc::clone(index))?;
+        }
+        Ok(embedder)
     }
 }
 
@@ -254,7 +277,20 @@ impl<S: Source> Embedder<S> {
         let arena = vec![0u8; plan.arena_bytes()];
         let tuner = options.step_target.map(|target| StepTuner::new(target, options.budget));
         let step_stats = StepStats::new();
-        Ok(Embedder { source, meta, layers, plan, arena, index, options, tuner, step_stats, threads })
+        let index = Arc::new(index);
+        Ok(Embedder {
+            source,
+            meta,
+            layers,
+            plan,
+            arena,
+            index,
+            options,
+            tuner,
+            step_stats,
+            threads,
+            spread: None,
+        })
     }
 
     /// The model's metadata.
@@ -272,9 +308,19 @@ impl<S: Source> Embedder<S> {
         self.meta.hparams.n_embd
     }
 
-    /// Bytes allocated for the arena and the vocab index.
+    /// Bytes allocated for the arena and the vocab index, and for the arenas of the threads that
+    /// batch calls have spread their jobs over so far (see [`EmbedderOptions::threads`]).
     pub fn memory_bytes(&self) -> usize {
-        self.arena.len() + self.index.len()
+        let spread = self.spread.as_ref().map_or(0, Spread::memory_bytes);
+        self.arena.len() + self.index.len() + spread
+    }
+
+    /// Most texts a batch call runs at once: [`EmbedderOptions::max_texts`] per job, times the
+    /// jobs that run at the same time (one per thread when they are spread, see
+    /// [`EmbedderOptions::threads`]).
+    pub fn texts_at_once(&self) -> usize {
+        let jobs = self.spread.as_ref().map_or(1, Spread::width);
+        self.plan.limits().max_texts.saturating_mul(jobs)
     }
 
     /// Step counts and durations of the jobs run so far.
@@ -298,9 +344,7 @@ impl<S: Source> Embedder<S> {
 
     /// [`Embedder::job`] with an explicit deadline.
     pub fn job_until<'e>(&'e mut self, input: Input<'e>, deadline: Deadline) -> Result<Running<'e, S>> {
-        let EmbedderOptions { normalize, truncate, mode, .. } = self.options;
-        let budget = self.options().budget;
-        let options = JobOptions { normalize, budget, truncate, mode };
+        let options = self.job_options();
         let model = Model::new(self.meta, &self.layers)?;
         let lookup = lookup(&self.meta, &self.index)?;
         let job = Job::new(model, &self.plan, &mut self.arena, input, lookup, options)?;
@@ -310,13 +354,10 @@ impl<S: Source> Embedder<S> {
         Ok(Running { job, source: &mut self.source, tuner, stats, deadline, done_units: 0, threads })
     }
 
-    /// [`Embedder::job`] whose steps run on the calling thread alone, whatever
-    /// [`EmbedderOptions::threads`] says (the same bits): for a host that runs several
-    /// embedders' jobs at once, one per thread.
-    pub fn job_one_thread<'e>(&'e mut self, input: Input<'e>) -> Result<Running<'e, S>> {
-        let mut running = self.job(input)?;
-        running.threads = &ONE_THREAD;
-        Ok(running)
+    /// The options of the next job: the budget as last calibrated.
+    fn job_options(&self) -> JobOptions {
+        let EmbedderOptions { normalize, truncate, mode, .. } = self.options;
+        JobOptions { normalize, budget: self.options().budget, truncate, mode }
     }
 
     /// Embeds one text (blocking).
@@ -406,11 +447,14 @@ impl<S: Source> Embedder<S> {
             }
         }
         let e = self.embedding_len();
-        for range in self.batches(&seqs) {
-            let batch: Vec<&[u32]> = seqs[range.clone()].iter().map(Vec::as_slice).collect();
-            match self.run_ids(&batch, deadline, &mut check).await? {
-                Ok(all) => {
-                    for (slot, v) in slots[range].iter().zip(all.chunks_exact(e)) {
+        let texts: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        let batches = self.batches(&seqs);
+        let finished = self.run_jobs(&texts, &batches, deadline, &mut check, fail_fast).await?;
+        for (range, result) in batches.into_iter().zip(finished) {
+            let batch = texts.get(range.clone()).unwrap_or_default();
+            match result {
+                Ok(done) => {
+                    for (slot, v) in slots[range].iter().zip(done.embeddings.chunks_exact(e)) {
                         out[*slot] = Ok(v.to_vec());
                     }
                 }
@@ -422,8 +466,9 @@ impl<S: Source> Embedder<S> {
                     }
                 }
                 Err(_) => {
-                    for (slot, seq) in slots[range].iter().zip(&batch) {
-                        out[*slot] = self.run_ids(&[seq], deadline, &mut check).await?;
+                    for (slot, seq) in slots[range].iter().zip(batch) {
+                        let alone = self.run_ids(&[seq], deadline, &mut check, false).await?;
+                        out[*slot] = alone.map(|done| done.embeddings);
                     }
                 }
             }
@@ -431,23 +476,91 @@ impl<S: Source> Embedder<S> {
         Ok(out)
     }
 
-    /// Runs one [`Input::IdBatch`] job, yielding between steps: the inner result is the job's,
-    /// the outer one the deadline's or `check`'s.
+    /// Runs the [`Input::IdBatch`] jobs of `batches` (ranges of `texts`, from
+    /// [`Embedder::batches`]), yielding between steps; one result per job, in order (fewer when
+    /// `fail_fast` stops after a round with a failed job). With [`Spread`] workers (several
+    /// threads) the jobs run in rounds, one job per thread at once, each on one thread; a lone
+    /// job (or a round of one) is split by weight rows over the threads instead. The same bits
+    /// either way. Before every step of the calling thread's job and between waits for the
+    /// others, `deadline` and `check` are tested; their error stops the call (and the workers'
+    /// jobs at their next step). The workers' jobs run with the budget of the round's start;
+    /// their step times are added to [`Embedder::step_stats`].
+    pub(crate) async fn run_jobs(
+        &mut self,
+        texts: &[&[u32]],
+        batches: &[std::ops::Range<usize>],
+        deadline: Deadline,
+        check: &mut impl FnMut() -> Result<()>,
+        fail_fast: bool,
+    ) -> Result<Vec<Result<Finished>>> {
+        let job = |r: &std::ops::Range<usize>| texts.get(r.clone()).unwrap_or_default();
+        let width = match &self.spread {
+            Some(spread) if batches.len() > 1 => spread.width(),
+            _ => 1,
+        };
+        let mut out = Vec::with_capacity(batches.len());
+        for round in batches.chunks(width) {
+            let Some((first, rest)) = round.split_first() else { continue };
+            let options = self.job_options();
+            let others = match self.spread.as_mut().filter(|_| !rest.is_empty()) {
+                Some(spread) => {
+                    let jobs: Vec<&[&[u32]]> = rest.iter().map(job).collect();
+                    Some(spread.dispatch(&jobs, options)?)
+                }
+                None => None,
+            };
+            out.push(self.run_ids(job(first), deadline, check, others.is_some()).await?);
+            for i in 0..others.as_ref().map_or(0, Round::len) {
+                let result = loop {
+                    if let Some(result) = others.as_ref().and_then(|r| r.wait(i)) {
+                        break result;
+                    }
+                    deadline.check()?;
+                    check()?;
+                    yield_now().await;
+                };
+                if let Ok(done) = &result {
+                    self.step_stats.jobs += 1;
+                    done.steps.iter().for_each(|&took| self.step_stats.record(took));
+                }
+                out.push(result);
+            }
+            if fail_fast && out.iter().any(Result::is_err) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs one [`Input::IdBatch`] job, yielding between steps, on the embedder's threads or
+    /// (`one_thread`) on the calling thread alone: the inner result is the job's, the outer one
+    /// the deadline's or `check`'s.
     async fn run_ids(
         &mut self,
         batch: &[&[u32]],
         deadline: Deadline,
         check: &mut impl FnMut() -> Result<()>,
-    ) -> Result<Result<Vec<f32>>> {
+        one_thread: bool,
+    ) -> Result<Result<Finished>> {
         let mut job = match self.job_until(Input::IdBatch(batch), Deadline::NONE) {
             Ok(job) => job,
             Err(e) => return Ok(Err(e)),
         };
+        if one_thread {
+            job.threads = &ONE_THREAD;
+        }
+        let mut steps = Vec::new();
         loop {
             deadline.check()?;
             check()?;
-            match job.step() {
-                Ok(Step::Done(all)) => return Ok(Ok(all.to_vec())),
+            let start = Instant::now();
+            let step = job.step();
+            steps.push(start.elapsed());
+            match step {
+                Ok(Step::Done(all)) => {
+                    let embeddings = all.to_vec();
+                    return Ok(Ok(Finished { embeddings, n_tokens: job.n_tokens(), steps }));
+                }
                 Ok(Step::Pending(_)) => yield_now().await,
                 Err(e) => return Ok(Err(e)),
             }
@@ -545,7 +658,7 @@ impl<S: Source> Embedder<S> {
     }
 }
 
-/// The calling thread alone ([`Embedder::job_one_thread`]).
+/// The calling thread alone (a job of a round spread over threads, see [`Embedder::run_jobs`]).
 static ONE_THREAD: Threads = Threads::one();
 
 /// A job in progress over an [`Embedder`]'s source. See [`Embedder::job`].
@@ -601,7 +714,7 @@ fn tokenizer_budget(budget: u64) -> u32 {
 }
 
 /// The lookup for an embedder's vocab index (scan when there is none).
-fn lookup<'m>(meta: &ModelMeta, index: &'m [u8]) -> Result<TextLookup<'m>> {
+pub(crate) fn lookup<'m>(meta: &ModelMeta, index: &'m [u8]) -> Result<TextLookup<'m>> {
     if index.is_empty() {
         return Ok(TextLookup::Scan);
     }

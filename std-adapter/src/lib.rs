@@ -23,6 +23,7 @@ pub mod jsonl;
 #[cfg(feature = "cli")]
 pub mod server;
 pub mod service;
+mod spread;
 pub mod threads;
 #[cfg(feature = "cli")]
 pub mod validate;

@@ -71,8 +71,9 @@ pub struct ServeArgs {
     /// HTTP reactor threads (they only parse, wait and write; inference runs on --threads)
     #[arg(long, value_name = "N", value_parser = positive(), default_value_t = 2)]
     pub threads_http: usize,
-    /// Inference threads: one job runs at a time, each of its steps on this many threads
-    /// [default: the available cores]
+    /// Inference threads [default: the available cores]: queued texts are taken up to
+    /// --max-batch-texts per thread, one job per thread at once (each with an arena of its
+    /// own); a lone job has each step's products split by rows over them
     #[arg(long, value_name = "N", value_parser = positive())]
     pub threads: Option<usize>,
     /// Require `Authorization: Bearer KEY` on every endpoint but /health
@@ -110,7 +111,8 @@ pub struct ServerConfig {
     pub max_batch_texts: usize,
     /// HTTP reactor threads.
     pub threads_http: usize,
-    /// Threads each inference step runs on ([`EmbedderOptions::threads`]).
+    /// Inference threads ([`EmbedderOptions::threads`]: jobs spread over them, or a lone job's
+    /// products split by rows).
     pub threads: usize,
     /// The bearer token required, if any.
     pub api_key: Option<String>,

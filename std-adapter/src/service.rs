@@ -269,7 +269,8 @@ struct Running {
 /// Serves `inbox` with `embedder` until the inbox is closed, calling `done` once per finished
 /// request. One bounded step per poll (see [`Embedder::embed_async`] on reads).
 pub async fn serve<S: Source>(embedder: &mut Embedder<S>, inbox: &Inbox, mut done: impl FnMut(Completion)) {
-    let max_texts = embedder.plan().limits().max_texts;
+    // As many texts as run at once: a job's worth per thread when the jobs are spread.
+    let max_texts = embedder.texts_at_once();
     while let Some(batch) = inbox.next(max_texts).await {
         let mut running: Vec<Running> =
             batch.iter().map(|q| Running { id: q.id, deadline: q.deadline }).collect();

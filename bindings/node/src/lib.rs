@@ -30,7 +30,7 @@ pub struct NativeOptions {
     pub plan: Option<String>,
     /// `"exact"` (the default) or `"fast"`.
     pub mode: Option<String>,
-    /// Threads per step (default: the available cores).
+    /// Threads to embed on (default: the available cores).
     pub threads: Option<u32>,
     pub memory: Option<f64>,
     pub normalize: Option<bool>,
