@@ -3,7 +3,7 @@
 //! text length (of the keys 16, 128 and 512 that the texts file holds).
 //!
 //! ```sh
-//! cargo run --release --example bench -- MODEL.gguf [--texts FILE] [--reps 10] [--plan fast|lean|smallest] [--mode exact|fast] [--threads N]
+//! cargo run --release --example bench -- MODEL.gguf [--texts FILE] [--reps 10] [--plan fast|lean|smallest] [--mode exact|fast] [--threads N] [--budget UNITS]
 //! ```
 //!
 //! `bench/compare.py` runs it beside llama.cpp and prints the README's table.
@@ -12,7 +12,7 @@ use std::error::Error;
 use std::time::Instant;
 
 use serde_json::json;
-use stepembed::core::engine::{Input, Mode, PlanKind, Step};
+use stepembed::core::engine::{Input, Mode, PlanKind, Step, DEFAULT_BUDGET};
 use stepembed::{Embedder, EmbedderOptions};
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -22,6 +22,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut plan = PlanKind::Fast;
     let mut mode = Mode::Exact;
     let mut threads = 1usize;
+    let mut budget = DEFAULT_BUDGET;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--texts" => texts_path = args.next().ok_or("--texts needs a file")?,
@@ -42,6 +43,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 }
             }
             "--threads" => threads = args.next().ok_or("--threads needs a number")?.parse::<usize>()?.max(1),
+            "--budget" => budget = args.next().ok_or("--budget needs a number")?.parse::<u64>()?.max(1),
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -54,8 +56,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     for key in keys {
         let text = texts[key].as_str().ok_or("bench texts must be strings")?;
         // Plan for the text's length, as a server embedding texts of that size would.
-        let options =
-            EmbedderOptions { max_tokens: Some(key.parse()?), plan, mode, threads, ..Default::default() };
+        let options = EmbedderOptions {
+            max_tokens: Some(key.parse()?),
+            plan,
+            mode,
+            threads,
+            budget,
+            ..Default::default()
+        };
         let mut embedder = Embedder::open_with(&model, options)?;
         let mut times = Vec::new();
         let mut steps_us = Vec::new();
@@ -86,6 +94,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let line = json!({
             "tokens": tokens,
             "threads": threads,
+            "budget": budget,
             "reps": reps,
             "median_ms": median * 1e3,
             "min_ms": times[0] * 1e3,

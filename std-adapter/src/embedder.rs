@@ -220,7 +220,6 @@ impl Embedder<FileSource> {
         let path = path.as_ref();
         let file = crate::io::open(path).map_err(|source| Error::Open { path: path.into(), source })?;
         let mut embedder = Embedder::from_source_async(file, options).await?;
-        #[cfg(unix)]
         if options.memory.is_none() {
             let Embedder { source, meta, layers, plan, index, .. } = &embedder;
             let file = (source.inner(), path);

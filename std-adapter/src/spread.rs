@@ -129,7 +129,7 @@ pub(crate) struct Spread {
 
 impl Spread {
     /// For an embedder of `file` (opened from `path`) whose jobs run with `plan` on
-    /// `plan.threads()` threads; `None` when that is one thread.
+    /// `plan.threads()` threads; `None` when that is one thread, or off unix ([`FileReader`]).
     pub(crate) fn new(
         (file, path): (&File, &std::path::Path),
         meta: ModelMeta,
@@ -138,7 +138,7 @@ impl Spread {
         index: Arc<Vec<u8>>,
     ) -> Result<Option<Spread>> {
         let wanted = plan.threads().saturating_sub(1);
-        if wanted == 0 {
+        if wanted == 0 || cfg!(not(unix)) {
             return Ok(None);
         }
         let file = file.try_clone().map_err(|source| Error::Open { path: path.to_owned(), source })?;

@@ -2,8 +2,8 @@
 //! ([`Job::step_parallel`](stepembed_core::engine::Job::step_parallel)) on a pool of worker
 //! threads and the calling thread together.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use stepembed_core::engine::{Parallel, Part, Sequential};
@@ -12,8 +12,44 @@ use stepembed_core::engine::{Parallel, Part, Sequential};
 /// [`Sequential`]: no pool at all.
 #[derive(Debug)]
 pub struct Threads {
-    pool: Option<rayon_core::ThreadPool>,
+    /// The pool, and what keeps its threads awake between steps.
+    pool: Option<(rayon_core::ThreadPool, Arc<Warm>)>,
     n: usize,
+}
+
+/// The pool's threads wait for the next step's parts by polling for up to [`KEEP_WARM`] after
+/// the last step, instead of going to sleep: a job's steps come a fraction of a millisecond
+/// apart, and waking a sleeping thread costs about as much as a part's work.
+#[derive(Debug)]
+struct Warm {
+    /// When the pool was made: [`Warm::last`] counts from it.
+    epoch: Instant,
+    /// Nanoseconds from `epoch` to the latest step's end.
+    last: AtomicU64,
+    /// Threads polling now.
+    polling: AtomicUsize,
+}
+
+impl Warm {
+    fn new() -> Self {
+        Warm { epoch: Instant::now(), last: AtomicU64::new(0), polling: AtomicUsize::new(0) }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Polls the pool for work (the next steps' parts) until [`KEEP_WARM`] has passed since the
+    /// latest step, yielding to the OS when there is none; runs on a pool thread.
+    fn poll(&self) {
+        let keep = u64::try_from(KEEP_WARM.as_nanos()).unwrap_or(u64::MAX);
+        while self.now().saturating_sub(self.last.load(Ordering::Relaxed)) < keep {
+            if rayon_core::yield_now() != Some(rayon_core::Yield::Executed) {
+                std::thread::yield_now();
+            }
+        }
+        self.polling.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Threads {
@@ -28,7 +64,7 @@ impl Threads {
             .thread_name(|i| format!("stepembed-{i}"))
             .build()
             .map_err(std::io::Error::other)?;
-        Ok(Threads { pool: Some(pool), n })
+        Ok(Threads { pool: Some((pool, Arc::new(Warm::new()))), n })
     }
 
     /// The calling thread alone: [`Sequential`].
@@ -57,9 +93,11 @@ impl Parallel for Threads {
     /// taken, never the parallel time of the others. The calling thread then waits for those
     /// by spinning for a short while (a part lasts a fraction of a millisecond, about what
     /// waking a sleeping thread would add) and then sleeping, so that on a machine with fewer
-    /// free cores than threads it does not burn the time the pool thread needs.
+    /// free cores than threads it does not burn the time the pool thread needs. The pool's
+    /// threads then poll for the next step's parts for [`KEEP_WARM`] (yielding to the OS when
+    /// there are none) instead of sleeping.
     fn run(&self, parts: &mut [Part<'_>]) {
-        let Some(pool) = &self.pool else {
+        let Some((pool, warm)) = &self.pool else {
             return Sequential.run(parts);
         };
         let total = parts.len();
@@ -89,6 +127,13 @@ impl Parallel for Threads {
             }
             // Still running: the scope's end sleeps until the pool's jobs are done.
         });
+        // Keep the pool's threads polling for the next step's parts.
+        warm.last.store(warm.now(), Ordering::Relaxed);
+        while warm.polling.load(Ordering::Relaxed) < self.n - 1 {
+            warm.polling.fetch_add(1, Ordering::Relaxed);
+            let warm = Arc::clone(warm);
+            pool.spawn(move || warm.poll());
+        }
     }
 }
 
@@ -96,3 +141,8 @@ impl Parallel for Threads {
 /// part takes, so that on an idle machine the wait rarely sleeps, and on a busy one a step
 /// burns at most this much waiting.
 const SPIN_TIME: Duration = Duration::from_micros(100);
+
+/// How long the pool's threads poll for work after a step before they sleep: a few steps' gap,
+/// so that they stay awake through a job and sleep soon after it (burning at most this much of
+/// each core).
+const KEEP_WARM: Duration = Duration::from_micros(500);
