@@ -190,7 +190,7 @@ fn embedders_with_any_thread_count_agree_bit_for_bit() {
 
 /// `embed_batch` with several threads runs its jobs (here 3 texts each) in rounds, one job per
 /// thread, each on an arena of its own: the same bits as one thread, every job's steps counted,
-/// the workers' arenas in `memory_bytes`. An embedder made from a source it cannot reopen splits
+/// the workers' arenas in `memory_bytes` from the start. An embedder made from a source it cannot reopen splits
 /// rows only.
 #[test]
 fn batch_calls_spread_their_jobs_over_the_threads_with_the_same_bits() {
@@ -215,13 +215,16 @@ fn batch_calls_spread_their_jobs_over_the_threads_with_the_same_bits() {
             for n in [2, 3] {
                 let mut e = Embedder::open_with(&path, options(n)).unwrap();
                 assert_eq!(e.texts_at_once(), 3 * n, "{model} {mode:?} {n} threads");
-                let before = e.memory_bytes();
                 let got = e.embed_batch(&texts).unwrap();
                 assert_eq!(got.len(), want.len());
                 for (i, (a, b)) in want.iter().zip(&got).enumerate() {
                     assert_eq!(bits(a), bits(b), "{model} {mode:?} {n} threads, text {i}");
                 }
-                assert_eq!(e.memory_bytes(), before + (n - 1) * one.plan().arena_bytes());
+                // An arena per thread, planned for one thread, and one vocab index.
+                assert_eq!(
+                    e.memory_bytes(),
+                    e.plan().arena_bytes() + e.plan().index_bytes() + (n - 1) * one.plan().arena_bytes()
+                );
                 assert_eq!(e.step_stats().jobs(), jobs);
                 assert_eq!(e.step_stats().steps(), one.step_stats().steps(), "{model} {mode:?} {n} threads");
                 // Again on the workers started: the same.

@@ -53,6 +53,7 @@ export interface CallOptions {
 }
 
 export interface EmbedderStats {
+  /** Every arena: with several threads, one per thread that batch jobs are spread over. */
   arenaBytes: number;
   indexBytes: number;
   /** Passes over the weights (concurrent calls share them). */

@@ -611,8 +611,9 @@ impl Sink {
                 self.rows.row(&mut self.out, &row)?;
             }
             self.texts += range.len();
-            self.tokens += done.n_tokens;
-            self.reporter.advance(range.len(), done.n_tokens);
+            let n_tokens: usize = ids[range.clone()].iter().map(|ids| ids.len()).sum();
+            self.tokens += n_tokens;
+            self.reporter.advance(range.len(), n_tokens);
         }
         Ok(())
     }

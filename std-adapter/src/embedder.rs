@@ -72,9 +72,9 @@ pub struct EmbedderOptions {
     /// A batch call ([`Embedder::embed_batch`], the service) with more than one job runs its
     /// jobs in rounds, one job per thread at once, each on one thread with an arena of its own
     /// (text splitting, the faster split for batches; the vocab index is shared): for an
-    /// embedder opened from a file ([`Embedder::open_with`]) without a
-    /// [`EmbedderOptions::memory`] cap, whose extra arenas are allocated at the first such call
-    /// and counted by [`Embedder::memory_bytes`].
+    /// embedder opened from a file ([`Embedder::open_with`]) on unix without a
+    /// [`EmbedderOptions::memory`] cap, whose extra arenas (and threads) are made at open and
+    /// counted by [`Embedder::memory_bytes`].
     ///
     /// Any other job has each step's matrix products split by weight rows over the threads;
     /// the plan grows by 64 KiB of output tile and one decode scratch per extra thread
@@ -308,7 +308,7 @@ impl<S: Source> Embedder<S> {
     }
 
     /// Bytes allocated for the arena and the vocab index, and for the arenas of the threads that
-    /// batch calls have spread their jobs over so far (see [`EmbedderOptions::threads`]).
+    /// batch calls spread their jobs over (see [`EmbedderOptions::threads`]).
     pub fn memory_bytes(&self) -> usize {
         let spread = self.spread.as_ref().map_or(0, Spread::memory_bytes);
         self.arena.len() + self.index.len() + spread
@@ -501,7 +501,7 @@ impl<S: Source> Embedder<S> {
         for round in batches.chunks(width) {
             let Some((first, rest)) = round.split_first() else { continue };
             let options = self.job_options();
-            let others = match self.spread.as_mut().filter(|_| !rest.is_empty()) {
+            let others = match self.spread.as_ref().filter(|_| !rest.is_empty()) {
                 Some(spread) => {
                     let jobs: Vec<&[&[u32]]> = rest.iter().map(job).collect();
                     Some(spread.dispatch(&jobs, options)?)
@@ -557,8 +557,7 @@ impl<S: Source> Embedder<S> {
             steps.push(start.elapsed());
             match step {
                 Ok(Step::Done(all)) => {
-                    let embeddings = all.to_vec();
-                    return Ok(Ok(Finished { embeddings, n_tokens: job.n_tokens(), steps }));
+                    return Ok(Ok(Finished { embeddings: all.to_vec(), steps }));
                 }
                 Ok(Step::Pending(_)) => yield_now().await,
                 Err(e) => return Ok(Err(e)),

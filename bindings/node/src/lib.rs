@@ -322,7 +322,8 @@ async fn lifecycle(path: PathBuf, options: EmbedderOptions, inbox: Inbox, mut em
     };
     emit(Event {
         model: Some(model),
-        arena_bytes: Some(embedder.plan().arena_bytes() as f64),
+        // Every arena: one per thread when batch jobs are spread over them.
+        arena_bytes: Some(embedder.memory_bytes().saturating_sub(embedder.plan().index_bytes()) as f64),
         index_bytes: Some(embedder.plan().index_bytes() as f64),
         ..event("ready")
     });

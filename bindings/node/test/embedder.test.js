@@ -117,6 +117,24 @@ test("mode 'fast' equals the CLI's --mode fast and stays close to exact", async 
   assert.throws(() => new Embedder(MINILM, { mode: 'int8' }), { code: 'ERR_INVALID_ARG' });
 });
 
+test('a batch of several jobs is spread over the threads with the same bits', async () => {
+  // 40 texts: three jobs of up to 16, run one per thread at once.
+  const texts = Array.from({ length: 40 }, (_, i) => `${TEXTS[i % TEXTS.length]} ${i}`);
+  for (const execution of MODES) {
+    const batches = [];
+    const arenas = [];
+    for (const threads of [1, 2]) {
+      const e = await Embedder.open(MINILM, { execution, threads });
+      batches.push((await e.embedBatch(texts)).map((v) => Array.from(v)));
+      arenas.push(e.stats().arenaBytes);
+      e.close();
+    }
+    assert.deepStrictEqual(batches[1], batches[0], `${execution}: 2 threads`);
+    // An arena per thread, counted from the start.
+    assert.ok(arenas[1] >= 2 * arenas[0], `${execution}: arenas ${arenas}`);
+  }
+});
+
 test('any thread count gives the same bits', async () => {
   const text = TEXTS.reduce((a, b) => (b.length > a.length ? b : a));
   for (const execution of MODES) {
