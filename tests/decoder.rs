@@ -8,7 +8,7 @@ mod common;
 
 use common::engine::{compare, embed, load};
 use common::gguf_layout;
-use stepembed::core::engine::{Input, Job, JobOptions, Limits, Plan, Step};
+use stepembed::core::engine::{Input, Job, JobOptions, Limits, Mode, Plan, Step};
 use stepembed::core::io::SliceSource;
 use stepembed::core::model::{Arch, LayerRefs, Model, ModelLoader, Pooling};
 use stepembed::core::tokenizer::{Lookup, TokenizerKind};
@@ -48,8 +48,18 @@ fn cases(model: &str) -> Vec<Case> {
 
 /// Runs `input` to the end with `budget` work units per step: the embeddings and the steps.
 fn run(model: Model<'_>, plan: &Plan, bytes: &[u8], input: Input<'_>, budget: u64) -> (Vec<f32>, usize) {
+    run_with(model, plan, bytes, input, JobOptions { budget, ..JobOptions::default() })
+}
+
+/// [`run`] with any job options.
+fn run_with(
+    model: Model<'_>,
+    plan: &Plan,
+    bytes: &[u8],
+    input: Input<'_>,
+    options: JobOptions,
+) -> (Vec<f32>, usize) {
     let mut arena = vec![0u8; plan.arena_bytes()];
-    let options = JobOptions { budget, ..JobOptions::default() };
     let mut job = Job::new(model, plan, &mut arena, input, Lookup::Scan, options).unwrap();
     let mut io = SliceSource::new(bytes);
     let mut steps = 0;
@@ -96,6 +106,28 @@ fn every_decoder_reference_line_matches() {
             worst = (worst.0.min(cos), worst.1.max(max));
         }
         eprintln!("{model}: worst cosine {:.9}, worst max |Δ| {:.2e}", worst.0, worst.1);
+    }
+}
+
+/// Fast mode (int8 activations in the quantized products) on the decoder fixtures: cosine ≥ 0.999
+/// to the float64 reference on every line, the target the encoder fixtures meet
+/// (tests/fast_mode.rs).
+#[test]
+fn fast_mode_stays_within_cosine_0_999_of_every_decoder_reference() {
+    for &(model, ..) in MODELS {
+        let bytes = common::read(&format!("models/{model}.gguf"));
+        let (meta, layers) = load(&bytes);
+        let m = Model::new(meta, &layers).unwrap();
+        let plan = Plan::new(&m, Limits::tokens(meta.hparams.n_ctx)).unwrap().with_mode(Mode::Fast).unwrap();
+        let options = JobOptions { mode: Mode::Fast, ..JobOptions::default() };
+        let mut worst = 1.0f64;
+        for case in cases(model) {
+            let (e, _) = run_with(m, &plan, &bytes, Input::Ids(&case.ids), options);
+            let (cos, _) = compare(&e, &case.embedding);
+            assert!(cos >= 0.999, "{model} ({} ids): fast cos {cos}", case.ids.len());
+            worst = worst.min(cos);
+        }
+        eprintln!("{model}: worst cosine in fast mode {worst:.6}");
     }
 }
 
