@@ -567,24 +567,17 @@ impl<S: Source> Embedder<S> {
 
     /// Splits tokenized texts into consecutive batches of at most `max_texts` texts and
     /// `max_tokens` tokens (each text fits alone, being cut at `max_tokens`), for
-    /// [`Input::IdBatch`] jobs.
+    /// [`Input::IdBatch`] jobs, the texts spread evenly over as many jobs as `max_texts` calls
+    /// for: 20 texts of 16 at most are two jobs of 10, not 16 and 4, so that jobs run on
+    /// several threads at once end together. The grouping does not depend on the thread count
+    /// (in fast mode a text's bits depend on its job's layout).
     pub fn batches(&self, ids: &[Vec<u32>]) -> Vec<std::ops::Range<usize>> {
         let limits = self.plan.limits();
-        let mut batches = Vec::new();
-        let mut start = 0;
-        while start < ids.len() {
-            let (mut end, mut tokens) = (start, 0);
-            while end < ids.len()
-                && end - start < limits.max_texts
-                && (end == start || tokens + ids[end].len() <= limits.max_tokens)
-            {
-                tokens += ids[end].len();
-                end += 1;
-            }
-            batches.push(start..end);
-            start = end;
+        let packed = pack(ids, limits.max_texts, limits.max_tokens);
+        if packed.len() < 2 {
+            return packed;
         }
-        batches
+        pack(ids, ids.len().div_ceil(packed.len()), limits.max_tokens)
     }
 
     /// The token ids of `text`, [CLS] … [SEP], truncated like the embedding is.
@@ -709,6 +702,26 @@ impl<S: Source> Running<'_, S> {
 /// A tokenizer step's budget (tokenizer units) for a job budget of `budget` work units.
 fn tokenizer_budget(budget: u64) -> u32 {
     u32::try_from(budget / TOKENIZER_UNIT_COST).unwrap_or(u32::MAX).max(1)
+}
+
+/// `ids` in consecutive runs of at most `max_texts` texts and `max_tokens` tokens (a text
+/// longer than that alone in its run).
+fn pack(ids: &[Vec<u32>], max_texts: usize, max_tokens: usize) -> Vec<std::ops::Range<usize>> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < ids.len() {
+        let (mut end, mut tokens) = (start, 0);
+        while end < ids.len()
+            && end - start < max_texts.max(1)
+            && (end == start || tokens + ids[end].len() <= max_tokens)
+        {
+            tokens += ids[end].len();
+            end += 1;
+        }
+        batches.push(start..end);
+        start = end;
+    }
+    batches
 }
 
 /// The lookup for an embedder's vocab index (scan when there is none).

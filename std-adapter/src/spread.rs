@@ -225,6 +225,23 @@ mod tests {
     use crate::breaker::Deadline;
     use crate::{Embedder, EmbedderOptions, Error};
 
+    /// The texts go evenly over the jobs, whatever the thread count; one job stays one job.
+    #[test]
+    fn jobs_are_even_and_the_same_for_any_thread_count() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/models/minilm-l6-Q4_K_M.gguf");
+        let open =
+            |threads| Embedder::open_with(path, EmbedderOptions { threads, ..EmbedderOptions::default() });
+        let ids = |n: usize| vec![vec![101u32, 2023, 102]; n];
+        for threads in [1, 2, 3] {
+            let e = open(threads).unwrap();
+            assert_eq!(e.batches(&ids(20)), [0..10, 10..20]);
+            assert_eq!(e.batches(&ids(40)), [0..14, 14..28, 28..40]);
+            assert_eq!(e.batches(&ids(32)), [0..16, 16..32]);
+            assert_eq!(e.batches(&ids(10)).len(), 1, "one job stays one job");
+            assert_eq!(e.batches(&ids(0)), []);
+        }
+    }
+
     /// The workers read the file the embedder opened, even after its path names another one.
     #[test]
     fn workers_read_the_open_file_after_its_path_is_replaced() {
