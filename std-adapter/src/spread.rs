@@ -1,9 +1,9 @@
 //! Text splitting: an [`Embedder`](crate::Embedder) with several threads runs the jobs of a
 //! batch call at the same time, one job (up to [`EmbedderOptions::max_texts`] texts) per thread,
 //! instead of splitting each step's products by weight rows. For batches it is the faster split
-//! (64 × 127-token texts through nomic-synth-12L on 2 cores: 30–32 s on one thread, 30–32 s
-//! with rows split over two, 15–18 s with the texts split over two), at the cost of an arena
-//! per thread.
+//! (64 × 127-token texts through nomic-synth-12L on 2 cores: 17.5 s on one thread, 9.05 s with
+//! the texts split over two; rows split over two gained nothing on that batch), at the cost of
+//! an arena per thread.
 //!
 //! The calling thread runs the first job of each round of jobs; each other one goes to a
 //! [`Worker`]: a thread of its own with its own reader of the open model file (a [`FileReader`]:
