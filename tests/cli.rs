@@ -541,6 +541,28 @@ fn validate_passes_every_clean_fixture() {
     }
 }
 
+/// A corrupt weight that makes every text non-finite fails `embed` with that error, in a window
+/// of several jobs and on any thread count (not a message about jobs that did not run).
+#[test]
+fn embed_reports_the_error_of_a_failed_job_in_a_window_of_several() {
+    let dir = TempDir::new("embed-corrupt");
+    let (bytes, _) = patched(
+        "bert-tiny-F16",
+        |t| t.ty == GgmlType::F32 && t.name.as_str().ends_with("norm.weight"),
+        |b| b[4 * 3..4 * 4].copy_from_slice(&f32::INFINITY.to_le_bytes()),
+    );
+    let model = dir.path("corrupt.gguf");
+    std::fs::write(&model, &bytes).unwrap();
+    let input = dir.path("texts.jsonl");
+    let lines: String = (0..40).map(|i| format!("{{\"text\": \"text number {i}\"}}\n")).collect();
+    std::fs::write(&input, lines).unwrap();
+    for threads in ["1", "2"] {
+        let out = stepembed(&["embed", s(&model), "--input", s(&input), "--threads", threads]);
+        assert_one_line_error(&out, &["non-finite values", "the model's weights are corrupt"]);
+        assert!(out.stdout.is_empty(), "{threads} threads: no rows");
+    }
+}
+
 #[test]
 fn validate_names_the_tensor_and_block_of_a_non_finite_weight() {
     let dir = TempDir::new("validate");

@@ -586,13 +586,15 @@ impl Sink {
         let e = embedder.embedding_len();
         let ids: Vec<&[u32]> = window.ids.iter().map(Vec::as_slice).collect();
         let batches = embedder.batches(&window.ids);
+        let failed = |e: crate::Error| CliError::Message(e.to_string());
         let finished = block_on(embedder.run_jobs(&ids, &batches, Deadline::NONE, &mut || Ok(()), true))
-            .map_err(|e| CliError::Message(e.to_string()))?;
+            .map_err(failed)?;
+        // A failed job stops the window: its error is the error, before any row is written.
+        let finished: Vec<_> = finished.into_iter().collect::<Result<_, _>>().map_err(failed)?;
         if finished.len() != batches.len() {
             return Err(CliError::Message("a job of the window did not run".into()));
         }
         for (range, done) in batches.iter().zip(finished) {
-            let done = done.map_err(|e| CliError::Message(e.to_string()))?;
             done.steps.iter().for_each(|took| self.steps.record(took.as_micros() as u64));
             let texts = window.texts[range.clone()].iter().zip(&ids[range.clone()]);
             for (((text, truncated), ids), embedding) in texts.zip(done.embeddings.chunks_exact(e)) {
