@@ -509,9 +509,11 @@ impl<S: Source> Embedder<S> {
                 None => None,
             };
             out.push(self.run_ids(job(first), deadline, check, others.is_some()).await?);
-            for i in 0..others.as_ref().map_or(0, Round::len) {
+            // Dropped at the end of the round, or early by an error: then it stops the rest.
+            let round = others.as_ref();
+            for i in 0..round.map_or(0, Round::len) {
                 let result = loop {
-                    if let Some(result) = others.as_ref().and_then(|r| r.wait(i)) {
+                    if let Some(result) = round.and_then(|r| r.wait(i)) {
                         break result;
                     }
                     deadline.check()?;
