@@ -222,8 +222,7 @@ impl Embedder<FileSource> {
         let mut embedder = Embedder::from_source_async(file, options).await?;
         if options.memory.is_none() {
             let Embedder { source, meta, layers, plan, index, .. } = &embedder;
-            let file = (source.inner(), path);
-            embedder.spread = Spread::new(file, *meta, layers, *plan, Arc::clone(index))?;
+            embedder.spread = Spread::new(source.inner(), path, *meta, layers, *plan, Arc::clone(index))?;
         }
         Ok(embedder)
     }

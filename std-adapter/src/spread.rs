@@ -130,7 +130,8 @@ impl Spread {
     /// `plan.threads()` threads, its workers started; `None` when that is one thread, or off
     /// unix ([`FileReader`]).
     pub(crate) fn new(
-        (file, path): (&File, &std::path::Path),
+        file: &File,
+        path: &std::path::Path,
         meta: ModelMeta,
         layers: &[LayerRefs],
         plan: Plan,
